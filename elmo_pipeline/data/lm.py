@@ -1,0 +1,323 @@
+"""Language-model batches: corpus lines -> sentences -> shuffled, length-bucketed batches -> tensors.
+
+Each batch is a dict::
+
+    chars             (B, T, 50) int64   ELMo character ids, sentences wrapped in <S> ... </S>
+    forward_targets   (B, T)     int64   vocabulary id of token t+1 (-1 where there is none)
+    backward_targets  (B, T)     int64   vocabulary id of token t-1 (-1 where there is none)
+    num_tokens        ()         int64   real tokens in the batch, boundaries included
+    num_truncated     ()         int64   tokens longer than 48 bytes (their characters were cut)
+    num_replaced      ()         int64   tokens holding U+FFFD (undecodable bytes, encoding_errors=replace)
+
+The order of batches is a pure function of (seed, epoch): the stream is deterministic, every rank
+of a distributed run computes the same global sequence of batches and keeps every world_size-th
+(a trailing incomplete round is dropped so that all ranks see the same number of batches), and
+DataLoader workers split a rank's batches round-robin. That is what makes resuming exact: the
+loader saves how many batches of the epoch were consumed and, on resume, skips exactly those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from elmo_pipeline.data.corpus import iter_lines
+from elmo_pipeline.models.bilm import IGNORE
+from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, batch_to_char_ids, is_truncated
+from elmo_pipeline.text.tokenize import split_sentences, tokenize, tokenize_wikitext
+from elmo_pipeline.text.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+Tokenizer = Literal["regex", "whitespace", "wikitext"]
+_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    "regex": tokenize,
+    "whitespace": str.split,
+    "wikitext": tokenize_wikitext,
+}
+
+
+def sentences_from_lines(lines: Iterator[str], tokenizer: Tokenizer, max_tokens: int) -> Iterator[list[str]]:
+    """Tokenise lines and split them into sentences of at most ``max_tokens`` tokens (blank lines skipped)."""
+    tok = _TOKENIZERS[tokenizer]
+    for line in lines:
+        tokens = tok(line)
+        if tokens:
+            yield from split_sentences(tokens, max_tokens)
+
+
+def mix_sources(
+    sources: list[str], weights: list[float] | None, rng: random.Random, encoding_errors: str = "strict"
+) -> Iterator[str]:
+    """Interleave the lines of several sources, drawing source i with probability ``weights[i]``.
+
+    A source that runs out starts again; the mix ends once every source has been read to its end at
+    least once (so every line is seen each epoch, and small sources are repeated as their weight asks).
+    """
+    if weights is None:
+        weights = [1.0] * len(sources)
+    if len(weights) != len(sources) or min(weights) <= 0:
+        raise ValueError(f"lm data: need one positive weight per source, got {weights} for {len(sources)} sources")
+    if len(sources) == 1:
+        yield from iter_lines(sources[0], encoding_errors=encoding_errors)
+        return
+    iterators = [iter_lines(s, encoding_errors=encoding_errors) for s in sources]
+    finished = [False] * len(sources)
+    while not all(finished):
+        i = rng.choices(range(len(sources)), weights=weights)[0]
+        try:
+            yield next(iterators[i])
+        except StopIteration:
+            finished[i] = True
+            iterators[i] = iter_lines(sources[i], encoding_errors=encoding_errors)
+
+
+def shuffled(items: Iterator[Any], buffer_size: int, rng: random.Random) -> Iterator[Any]:
+    """Approximate shuffle of a stream with a fixed-size buffer (memory stays bounded)."""
+    if buffer_size <= 1:
+        yield from items
+        return
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        j = rng.randrange(buffer_size)
+        yield buffer[j]
+        buffer[j] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def bucketed_batches(
+    sentences: Iterator[list[str]], batch_size: int, bucket_batches: int, rng: random.Random | None
+) -> Iterator[list[list[str]]]:
+    """Group sentences of similar length: sort each window of ``batch_size * bucket_batches``."""
+    window: list[list[str]] = []
+
+    def flush() -> Iterator[list[list[str]]]:
+        window.sort(key=len)
+        batches = [window[i : i + batch_size] for i in range(0, len(window), batch_size)]
+        if rng is not None:
+            rng.shuffle(batches)
+        yield from batches
+        window.clear()
+
+    for sentence in sentences:
+        window.append(sentence)
+        if len(window) == batch_size * bucket_batches:
+            yield from flush()
+    if window:
+        yield from flush()
+
+
+def make_batch(sentences: list[list[str]], vocab: Vocabulary) -> dict[str, torch.Tensor]:
+    """Tensors of one batch (see the module docstring)."""
+    wrapped = [[BOS_TOKEN, *s, EOS_TOKEN] for s in sentences]
+    chars = batch_to_char_ids(wrapped)  # (B, T, 50)
+    B, T = chars.shape[:2]
+    forward_targets = torch.full((B, T), IGNORE, dtype=torch.long)  # (B, T)
+    backward_targets = torch.full((B, T), IGNORE, dtype=torch.long)  # (B, T)
+    for b, tokens in enumerate(wrapped):
+        ids = torch.tensor(vocab.ids(tokens))  # (n,)
+        forward_targets[b, : len(ids) - 1] = ids[1:]
+        backward_targets[b, 1 : len(ids)] = ids[:-1]
+    num_truncated = sum(is_truncated(t) for s in sentences for t in s)
+    num_replaced = sum("\ufffd" in t for s in sentences for t in s)
+    return {
+        "chars": chars,
+        "forward_targets": forward_targets,
+        "backward_targets": backward_targets,
+        "num_tokens": torch.tensor(sum(len(s) for s in wrapped)),
+        "num_truncated": torch.tensor(num_truncated),
+        "num_replaced": torch.tensor(num_replaced),
+    }
+
+
+class LMBatches(IterableDataset):
+    """The stream of LM batches of one rank (see the module docstring for the guarantees).
+
+    Args:
+        sources: corpus sources (paths, globs or ``hf:<id>``).
+        vocab: the softmax vocabulary.
+        weights: sampling weight of each source (None: equal).
+        tokenizer: ``regex`` for raw text, ``whitespace`` for tokenised text, ``wikitext`` for WikiText.
+        max_tokens: longer sentences are cut into pieces of this many tokens.
+        batch_size: sentences per batch.
+        bucket_batches: batches per length-sorting window (1: no bucketing).
+        shuffle_buffer: sentences in the shuffle buffer (0: keep corpus order).
+        seed: base seed; epoch e uses seed + e.
+        rank, world_size: this process's shard of the batches.
+        max_sentences: stop after this many sentences (None: the whole corpus).
+        encoding_errors: ``strict`` (error naming the line) or ``replace`` (U+FFFD, counted).
+        even_shards: drop a trailing incomplete round so every rank gets as many batches (training);
+            False keeps every batch (evaluation, where ranks need not stay in step).
+    """
+
+    def __init__(
+        self,
+        sources: list[str],
+        vocab: Vocabulary,
+        weights: list[float] | None = None,
+        tokenizer: Tokenizer = "regex",
+        max_tokens: int = 50,
+        batch_size: int = 64,
+        bucket_batches: int = 20,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_sentences: int | None = None,
+        encoding_errors: str = "strict",
+        even_shards: bool = True,
+    ) -> None:
+        if not sources:
+            raise ValueError("lm data: no corpus source given (--data.sources)")
+        if tokenizer not in _TOKENIZERS:
+            raise ValueError(f"lm data: tokenizer must be one of {sorted(_TOKENIZERS)}, got {tokenizer!r}")
+        self.sources, self.vocab, self.weights, self.tokenizer = sources, vocab, weights, tokenizer
+        self.max_tokens, self.batch_size, self.bucket_batches = max_tokens, batch_size, bucket_batches
+        self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
+        self.max_sentences, self.encoding_errors, self.even_shards = max_sentences, encoding_errors, even_shards
+        self.epoch = 0
+        self.skip = 0  # batches of this rank to skip (resuming mid-epoch)
+
+    def global_batches(self) -> Iterator[list[list[str]]]:
+        """Every rank's batches, in the one deterministic order of this epoch."""
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        lines = mix_sources(self.sources, self.weights, rng, self.encoding_errors)
+        sentences = sentences_from_lines(lines, self.tokenizer, self.max_tokens)
+        if self.max_sentences is not None:
+            sentences = (s for s, _ in zip(sentences, range(self.max_sentences)))
+        if self.shuffle_buffer > 1:
+            sentences = shuffled(sentences, self.shuffle_buffer, rng)
+        return bucketed_batches(
+            sentences, self.batch_size, self.bucket_batches, rng if self.shuffle_buffer > 1 else None
+        )
+
+    def rank_batches(self) -> Iterator[list[list[str]]]:
+        """This rank's batches: the ``rank``-th of each complete round of ``world_size`` batches."""
+        if self.world_size == 1:
+            yield from self.global_batches()
+            return
+        round_: list[list[list[str]]] = []
+        for batch in self.global_batches():
+            round_.append(batch)
+            if len(round_) == self.world_size:
+                yield round_[self.rank]
+                round_ = []
+        if not self.even_shards and self.rank < len(round_):
+            yield round_[self.rank]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for index, sentences in enumerate(self.rank_batches()):
+            if index < self.skip or index % num_workers != worker:
+                continue
+            yield make_batch(sentences, self.vocab)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over :class:`LMBatches` that Lightning can checkpoint mid-epoch.
+
+    Lightning saves ``state_dict()`` in every checkpoint and calls ``load_state_dict()`` when it
+    resumes (its ``_Stateful`` protocol). The state is the epoch and the number of batches the
+    trainer has processed in it, read from the trainer (not from the loader, which prefetches).
+
+    Args:
+        dataset: the batches of this rank.
+        progress: returns (epoch, batches processed in that epoch) from the trainer.
+        num_workers: DataLoader worker processes.
+    """
+
+    def __init__(self, dataset: LMBatches, progress: Callable[[], tuple[int, int]], num_workers: int = 0) -> None:
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
+        self.progress = progress
+        self._resume: tuple[int, int] | None = None
+
+    def __iter__(self):
+        epoch, _ = self.progress()
+        self.dataset.epoch = epoch
+        self.dataset.skip = 0
+        if self._resume is not None:
+            resume_epoch, done = self._resume
+            if resume_epoch == epoch:
+                self.dataset.skip = done
+                log.info("resuming epoch %d after %d batches", epoch, done)
+            self._resume = None
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.progress()
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+
+
+def build_vocabulary(
+    sources: list[str],
+    tokenizer: Tokenizer = "regex",
+    max_size: int | None = None,
+    min_count: int = 1,
+    max_lines: int | None = None,
+    encoding_errors: str = "strict",
+) -> Vocabulary:
+    """Count the words of every source (each read once, to its end or ``max_lines``)."""
+    from tqdm.auto import tqdm
+
+    tok = _TOKENIZERS[tokenizer]
+    counts: Counter[str] = Counter()
+    for source in sources:
+        lines = iter_lines(source, encoding_errors=encoding_errors)
+        for n, line in enumerate(tqdm(lines, desc=f"vocab {source}", unit=" lines", mininterval=2.0)):
+            if max_lines is not None and n >= max_lines:
+                break
+            counts.update(tok(line))
+    vocab = Vocabulary.from_counts(counts, max_size=max_size, min_count=min_count)
+    covered = sum(counts[w] for w in vocab.words)
+    log.info(
+        "vocabulary: %d words cover %.2f%% of %d tokens",
+        len(vocab),
+        100 * covered / max(1, sum(counts.values())),
+        sum(counts.values()),
+    )
+    return vocab
+
+
+def vocab_main(argv: list[str]) -> int:
+    """`elmo-pipeline vocab`: build the vocabulary file of a corpus."""
+    parser = argparse.ArgumentParser(prog="elmo-pipeline vocab", description=build_vocabulary.__doc__)
+    parser.add_argument("sources", nargs="+", help="corpus files, globs or hf:<id>")
+    parser.add_argument("--output", required=True, help="vocabulary file to write (one word per line)")
+    parser.add_argument("--max-size", type=int, default=None, help="keep the most frequent words (specials included)")
+    parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--tokenizer", choices=sorted(_TOKENIZERS), default="regex")
+    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    vocab = build_vocabulary(
+        args.sources, args.tokenizer, args.max_size, args.min_count, encoding_errors=args.encoding_errors
+    )
+    vocab.save(args.output)
+    print(f"wrote {len(vocab)} words to {args.output}")
+    return 0
+
+
+def load_or_build_vocabulary(path: str | Path, sources: list[str], **kwargs: Any) -> Vocabulary:
+    path = Path(path)
+    if path.is_file():
+        return Vocabulary.load(path)
+    log.info("%s does not exist: building the vocabulary from %s", path, sources)
+    vocab = build_vocabulary(sources, **kwargs)
+    vocab.save(path)
+    return vocab

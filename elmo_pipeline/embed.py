@@ -1,0 +1,291 @@
+"""``elmo-pipeline embed``: a file of sentences -> an HDF5 file of biLM layers in bilm-tf's dump layout.
+
+    elmo-pipeline embed --input sentences.txt --output elmo.hdf5 --bilm runs/tiny/export
+    elmo-pipeline embed --input sentences.txt --output elmo.hdf5 --options options.json --weights weights.hdf5
+
+The input holds one sentence per line, tokens separated by spaces. The output holds one float32
+dataset per sentence, keyed by the sentence's 0-based line number as a string (``"0"``, ``"1"``, ...),
+shaped (L + 1, tokens, 2P) for ``--layers all`` (as bilm-tf's ``dump_bilm_embeddings``) and
+(tokens, 2P) for ``average`` or ``top``; sentence boundaries are added for the biLM and left out of
+the output.
+
+Memory stays flat however long the input: the file is streamed, ``--buffer-size`` sentences at a
+time are sorted by length and cut into batches of at most ``--batch-size`` sentences and
+``--max-batch-tokens`` padded tokens (the character CNN's intermediate grows with the tokens of a
+batch, about 0.2 MB per token for the published filters), and every batch is written out before
+the next is read. A first pass over the file checks every line (empty lines and bytes that
+are not UTF-8 are errors naming the line) and counts them for the progress bar, so a bad line
+stops the run before any work; the output appears only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import torch
+from tqdm import tqdm
+
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.text.chars import is_truncated
+
+log = logging.getLogger(__name__)
+
+LayerMode = Literal["all", "average", "top"]
+LAYER_MODES: tuple[str, ...] = ("all", "average", "top")
+
+
+class InputFileError(ValueError):
+    """A line of the input file cannot be embedded; the message names the file and the line."""
+
+
+@dataclass
+class EmbedStats:
+    """What a run did: sentences and tokens embedded, seconds spent (loading the model excluded)."""
+
+    sentences: int
+    tokens: int
+    seconds: float
+    truncated_tokens: int = 0
+
+
+def _decode(raw: bytes, path: Path, number: int) -> list[str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputFileError(
+            f"{path}:{number}: the line is not valid UTF-8 (bad byte at offset {err.start} of the line); "
+            "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    tokens = text.split()
+    if not tokens:
+        raise InputFileError(
+            f"{path}:{number}: empty line; every line must hold one sentence, tokens separated by spaces "
+            "(remove blank lines first, e.g. `grep -v '^[[:space:]]*$'`)"
+        )
+    return tokens
+
+
+def check_input(path: str | Path) -> int:
+    """Check every line of ``path`` (streamed) and return how many sentences it holds."""
+    path = Path(path)
+    count = 0
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: input file not found (--input)") from None
+    with handle:
+        for count, raw in enumerate(handle, start=1):
+            _decode(raw, path, count)
+    if count == 0:
+        raise InputFileError(f"{path}: the input file is empty (--input)")
+    return count
+
+
+def read_sentences(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """Stream ``(0-based line number, tokens)`` from a file of one sentence per line."""
+    path = Path(path)
+    with path.open("rb") as handle:  # bytes: lines end at b"\n" only, as in check_input
+        for index, raw in enumerate(handle):
+            yield index, _decode(raw, path, index + 1)
+
+
+def _buffers(items: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
+    buffer: list[tuple[int, list[str]]] = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) == size:
+            yield buffer
+            buffer = []
+    if buffer:
+        yield buffer
+
+
+def length_batches(
+    buffer: list[tuple[int, list[str]]], batch_size: int, max_batch_tokens: int
+) -> Iterator[list[tuple[int, list[str]]]]:
+    """Cut a buffer sorted by length into batches of <= ``batch_size`` sentences and <= ``max_batch_tokens``
+    padded tokens (boundaries included); a sentence longer than the budget gets a batch of its own."""
+    batch: list[tuple[int, list[str]]] = []
+    longest = 0
+    for item in buffer:
+        size = len(item[1]) + 2  # <S> and </S>
+        if batch and (len(batch) == batch_size or max(longest, size) * (len(batch) + 1) > max_batch_tokens):
+            yield batch
+            batch, longest = [], 0
+        batch.append(item)
+        longest = max(longest, size)
+    if batch:
+        yield batch
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return resolved
+
+
+def embed_file(
+    bilm: BiLM,
+    input_path: str | Path,
+    output_path: str | Path,
+    layers: LayerMode = "all",
+    batch_size: int = 64,
+    max_batch_tokens: int = 2048,
+    device: str = "auto",
+    buffer_size: int | None = None,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> EmbedStats:
+    """Embed every line of ``input_path`` into ``output_path`` (bilm-tf's embedding-dump layout).
+
+    Args:
+        bilm: the biLM; it is moved to ``device`` and put in eval mode.
+        input_path: one sentence per line, tokens separated by spaces.
+        output_path: the HDF5 file to write (replaced only when the run succeeds).
+        layers: ``all`` (L + 1, tokens, 2P), ``average`` of the layers or the ``top`` layer (tokens, 2P).
+        batch_size: sentences per biLM call, at most.
+        max_batch_tokens: padded tokens per biLM call (sentences x longest, boundaries included), at most.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        buffer_size: sentences read ahead and sorted by length (default 32 batches); bounds the memory.
+        progress: show a tqdm progress bar.
+        on_batch: called with the number of sentences done after every batch (for benchmarks).
+
+    Returns:
+        EmbedStats of the run.
+    """
+    if layers not in LAYER_MODES:
+        raise ValueError(f"--layers must be one of {LAYER_MODES}, got {layers!r}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_batch_tokens < 1:
+        raise ValueError(f"--max-batch-tokens must be at least 1, got {max_batch_tokens}")
+    buffer_size = buffer_size or 32 * batch_size
+    if buffer_size < 1:
+        raise ValueError(f"--buffer-size must be at least 1, got {buffer_size}")
+    input_path, output_path = Path(input_path), Path(output_path)
+    total = check_input(input_path)
+    bilm = bilm.to(resolve_device(device)).eval()
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(output_path.name + ".partial")
+    done = tokens = truncated = 0
+    start = time.perf_counter()
+    try:
+        with (
+            h5py.File(partial, "w") as out,
+            torch.inference_mode(),
+            tqdm(total=total, unit="sent", desc="embed", disable=not progress, mininterval=1.0) as bar,
+        ):
+            for buffer in _buffers(read_sentences(input_path), buffer_size):
+                buffer.sort(key=lambda item: len(item[1]))  # similar lengths share a batch: little padding
+                for batch in length_batches(buffer, batch_size, max_batch_tokens):
+                    activations, _ = bilm_layers(bilm, [sentence for _, sentence in batch])  # (L+1) x (B, T, 2P)
+                    stacked = torch.stack(activations, dim=1)  # (B, L+1, T, 2P)
+                    if layers == "average":
+                        stacked = stacked.mean(dim=1)  # (B, T, 2P)
+                    elif layers == "top":
+                        stacked = stacked[:, -1]  # (B, T, 2P)
+                    values = stacked.float().cpu().numpy()
+                    for (index, sentence), value in zip(batch, values, strict=True):
+                        out.create_dataset(str(index), data=value[..., : len(sentence), :])  # ([L+1,] n, 2P)
+                        tokens += len(sentence)
+                        truncated += sum(map(is_truncated, sentence))
+                    done += len(batch)
+                    bar.update(len(batch))
+                    if on_batch is not None:
+                        on_batch(done)
+        os.replace(partial, output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    if truncated:
+        log.warning("%d tokens were longer than 48 UTF-8 bytes and were truncated (ELMo's character limit)", truncated)
+    log.info("embedded %d sentences (%d tokens) in %.1f s into %s", done, tokens, seconds, output_path)
+    return EmbedStats(sentences=done, tokens=tokens, seconds=seconds, truncated_tokens=truncated)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elmo-pipeline embed",
+        description="Embed a file of sentences (one per line, tokens separated by spaces) with a biLM into an "
+        "HDF5 file in bilm-tf's layout: one float32 dataset per sentence, keyed by its 0-based line number.",
+    )
+    parser.add_argument("--input", required=True, type=Path, help="text file, one tokenised sentence per line")
+    parser.add_argument("--output", required=True, type=Path, help="HDF5 file to write")
+    parser.add_argument(
+        "--bilm",
+        type=Path,
+        help="export folder of `elmo-pipeline pretrain` (or a folder holding "
+        "the published options.json + weights.hdf5)",
+    )
+    parser.add_argument("--options", type=Path, help="published ELMo options.json (with --weights)")
+    parser.add_argument("--weights", type=Path, help="published ELMo weights.hdf5 (with --options)")
+    parser.add_argument(
+        "--layers",
+        choices=LAYER_MODES,
+        default="all",
+        help="all: (layers, tokens, dim) per sentence; average or top: (tokens, dim) (default: all)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per biLM call (default: 64)")
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=2048,
+        help="padded tokens per biLM call; bounds memory for long sentences (default: 2048)",
+    )
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=None,
+        help="sentences read ahead and sorted by length; bounds memory (default: 32 batches)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.bilm is not None and (args.options is not None or args.weights is not None):
+        parser.error("pass either --bilm or --options with --weights, not both")
+    if args.bilm is None and (args.options is None or args.weights is None):
+        parser.error("pass --bilm EXPORT_DIR, or both --options options.json and --weights weights.hdf5")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from elmo_pipeline.interop import load_bilm
+
+    try:
+        bilm = load_bilm(args.bilm if args.bilm is not None else (args.options, args.weights))
+        embed_file(
+            bilm,
+            args.input,
+            args.output,
+            layers=args.layers,
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            device=args.device,
+            buffer_size=args.buffer_size,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

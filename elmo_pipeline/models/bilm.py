@@ -1,0 +1,164 @@
+"""The ELMo bidirectional language model (Peters et al. 2018; PAPER.md).
+
+    x_k        = CharCNN(chars_k)                                  token layer, (B, T, P)
+    h^fwd_k,l  = LSTMP^fwd_l(h^fwd_{<=k}, l-1) [+ h^fwd_k,l-1 for l > 1]   forward stack
+    h^bwd_k,l  = LSTMP^bwd_l(h^bwd_{>=k}, l-1) [+ h^bwd_k,l-1 for l > 1]   backward stack
+    p(t_{k+1} | t_{<=k}) = softmax(W h^fwd_k,L + b)                shared softmax
+    p(t_{k-1} | t_{>=k}) = softmax(W h^bwd_k,L + b)
+
+The output is the list of layer activations ``[x; x], [h^fwd_1; h^bwd_1], ...`` and the mask; with
+targets it also carries the loss, the mean of the forward and the backward negative log-likelihood.
+The model is stateless: every call starts the LSTMs from zero, so a sentence's vectors never
+depend on what else is in the batch or what was embedded before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.modules.char_cnn import CharCNNEncoder
+from elmo_pipeline.modules.lstm import LSTMPLayer
+from elmo_pipeline.modules.softmax import LMSoftmax
+
+IGNORE = -1  # target id of positions without a target
+
+
+@dataclass
+class BiLMOutput:
+    """What the biLM returns.
+
+    Attributes:
+        activations: L + 1 tensors (B, T, 2P): ``[x; x]`` then ``[h_fwd; h_bwd]`` per layer,
+            zero at padded positions.
+        mask: (B, T) bool, True at real tokens.
+        loss: mean of ``forward_loss`` and ``backward_loss`` (only with targets).
+        forward_loss: mean forward negative log-likelihood per target token.
+        backward_loss: mean backward negative log-likelihood per target token.
+        num_targets: target tokens per direction.
+    """
+
+    activations: list[torch.Tensor]
+    mask: torch.Tensor
+    loss: torch.Tensor | None = None
+    forward_loss: torch.Tensor | None = None
+    backward_loss: torch.Tensor | None = None
+    num_targets: int = 0
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of (B, T, ...) within its own length; padding stays at the end."""
+    B, T = x.shape[:2]
+    steps = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+    last = (lengths.to(x.device) - 1).unsqueeze(1)  # (B, 1)
+    index = torch.where(steps <= last, last - steps, steps)  # (B, T)
+    index = index.view(B, T, *([1] * (x.dim() - 2))).expand_as(x)  # (B, T, ...)
+    return x.gather(1, index)
+
+
+class BiLM(nn.Module):
+    """ELMo biLM: a shared character token encoder, forward and backward LSTMP stacks, shared softmax.
+
+    Args:
+        config: sizes and switches; ``config.vocab_size == 0`` builds it without a softmax.
+    """
+
+    def __init__(self, config: BiLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        P, H = config.projection_dim, config.cell_dim
+        self.token_encoder = CharCNNEncoder(
+            config.num_chars, config.char_embed_dim, config.filters, config.num_highway, P, config.activation
+        )
+
+        def stack() -> nn.ModuleList:
+            return nn.ModuleList(
+                LSTMPLayer(P, H, P, config.cell_clip, config.proj_clip) for _ in range(config.num_layers)
+            )
+
+        self.forward_layers = stack()
+        self.backward_layers = stack()
+        self.dropout = nn.Dropout(config.dropout)
+        self.softmax = LMSoftmax(P, config.vocab_size, config.num_samples) if config.vocab_size else None
+
+    def num_parameters(self, include_softmax: bool = True) -> int:
+        skip = set() if include_softmax or self.softmax is None else {id(p) for p in self.softmax.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in skip)
+
+    def _run_stack(self, layers: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for index, layer in enumerate(layers):
+            h = layer(self.dropout(x))  # (B, T, P)
+            if index > 0 and self.config.use_skip_connections:
+                h = h + x  # residual, from the second layer on
+            outputs.append(h)
+            x = h
+        return outputs
+
+    def forward(
+        self,
+        chars: torch.Tensor,
+        forward_targets: torch.Tensor | None = None,
+        backward_targets: torch.Tensor | None = None,
+        sampled: bool | None = None,
+    ) -> BiLMOutput:
+        """Run the biLM.
+
+        Shapes: B batch, T tokens (sentence boundaries included if the caller added them), C chars
+        per token, P projection, L layers.
+
+        Args:
+            chars: (B, T, C) shifted character ids, all-zero rows at padded positions.
+            forward_targets: (B, T) id of token t+1 at position t, ``IGNORE`` (-1) where none.
+            backward_targets: (B, T) id of token t-1 at position t, ``IGNORE`` where none.
+            sampled: use the sampled softmax; default: in training when ``num_samples > 0``.
+
+        Returns:
+            BiLMOutput with L + 1 activations of shape (B, T, 2P) and the (B, T) mask.
+        """
+        if chars.dim() != 3 or chars.shape[-1] != self.config.max_chars_per_token:
+            raise ValueError(
+                f"BiLM: expected character ids of shape (batch, tokens, {self.config.max_chars_per_token}), "
+                f"got {tuple(chars.shape)}"
+            )
+        mask = (chars > 0).any(dim=-1)  # (B, T)
+        lengths = mask.sum(dim=1).clamp(min=1)  # (B,)
+        keep = mask.unsqueeze(-1)  # (B, T, 1)
+        x = self.token_encoder(chars) * keep  # (B, T, P)
+        fwd = self._run_stack(self.forward_layers, x)  # L x (B, T, P)
+        bwd = self._run_stack(self.backward_layers, reverse_padded(x, lengths))  # L x (B, T, P), reversed time
+        bwd = [reverse_padded(h, lengths) for h in bwd]  # L x (B, T, P)
+        activations = [torch.cat([x, x], dim=-1)]  # (B, T, 2P)
+        activations += [torch.cat([f, b], dim=-1) * keep for f, b in zip(fwd, bwd, strict=True)]
+        out = BiLMOutput(activations=activations, mask=mask)
+        if forward_targets is not None and backward_targets is not None:
+            self._add_loss(out, fwd[-1], bwd[-1], forward_targets, backward_targets, sampled)
+        return out
+
+    def _add_loss(self, out, top_fwd, top_bwd, forward_targets, backward_targets, sampled) -> None:
+        if self.softmax is None:
+            raise ValueError("BiLM: this model has no softmax (vocab_size 0); it cannot compute an LM loss")
+        if sampled is None:
+            sampled = self.training and self.softmax.num_samples > 0
+        nll = self.softmax.sampled_nll if sampled else self.softmax.full_nll
+        losses = []
+        for h, targets in ((top_fwd, forward_targets), (top_bwd, backward_targets)):
+            if targets.shape != h.shape[:2]:
+                raise ValueError(
+                    f"BiLM: targets of shape {tuple(targets.shape)} do not match the input {tuple(h.shape[:2])}"
+                )
+            valid = targets != IGNORE  # (B, T)
+            if targets.numel() and targets.min() < IGNORE:
+                raise ValueError(f"BiLM: a target id is < {IGNORE}; mark positions without a target with {IGNORE}")
+            if targets.numel() and targets.max() >= self.softmax.vocab_size:
+                raise ValueError(
+                    f"BiLM: a target id is >= vocab_size {self.softmax.vocab_size}; was the vocabulary changed?"
+                )
+            picked = self.dropout(h[valid])  # (N, P)
+            losses.append(nll(picked, targets[valid]).mean() if picked.shape[0] else h.sum() * 0.0)
+        out.forward_loss, out.backward_loss = losses
+        out.loss = 0.5 * (losses[0] + losses[1])
+        out.num_targets = int((forward_targets != IGNORE).sum())

@@ -1,0 +1,95 @@
+"""The biLM's configuration and its named presets (PAPER.md, "The biLM")."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ORIGINAL_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
+
+
+@dataclass
+class BiLMConfig:
+    """Sizes and switches of an ELMo biLM.
+
+    Attributes:
+        vocab_size: rows of the softmax (0: no softmax, an encoder only, as in the published files).
+        char_embed_dim: size of the character embedding.
+        filters: ``[[width, count], ...]`` of the character CNN.
+        num_highway: highway layers after the character CNN.
+        activation: character CNN activation, ``relu`` or ``tanh``.
+        projection_dim: P, the token vector size and every LSTM layer's output size.
+        cell_dim: H, the LSTM cell size.
+        num_layers: LSTM layers per direction.
+        cell_clip: clip LSTM cell states to +-this (null: no clipping).
+        proj_clip: clip LSTM projected outputs to +-this (null: no clipping).
+        use_skip_connections: add each layer's input to its output from the second layer on.
+        dropout: dropout on every LSTM layer's input and on the softmax input, while training.
+        num_samples: negatives of the sampled softmax in training (0: full softmax).
+        num_chars: rows of the character embedding (262 = 261 ids + the zero row).
+        max_chars_per_token: characters per token (50).
+    """
+
+    vocab_size: int = 0
+    char_embed_dim: int = 16
+    filters: list[list[int]] = field(default_factory=lambda: [list(f) for f in ORIGINAL_FILTERS])
+    num_highway: int = 2
+    activation: str = "relu"
+    projection_dim: int = 512
+    cell_dim: int = 4096
+    num_layers: int = 2
+    cell_clip: float | None = 3.0
+    proj_clip: float | None = 3.0
+    use_skip_connections: bool = True
+    dropout: float = 0.1
+    num_samples: int = 8192
+    num_chars: int = 262
+    max_chars_per_token: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("projection_dim", "cell_dim", "num_layers", "char_embed_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"BiLMConfig: {name} must be positive, got {getattr(self, name)} (--model.bilm.{name})"
+                )
+        if not self.filters or any(len(f) != 2 or min(f) < 1 for f in self.filters):
+            raise ValueError(f"BiLMConfig: filters must be a list of [width, count] pairs, got {self.filters}")
+        if self.max_chars_per_token < max(w for w, _ in self.filters):
+            raise ValueError("BiLMConfig: a filter is wider than max_chars_per_token")
+
+    @property
+    def output_dim(self) -> int:
+        """Size of every ELMo layer, ``2 * projection_dim``."""
+        return 2 * self.projection_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BiLMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"BiLMConfig: unknown fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> BiLMConfig:
+        """``tiny`` (CPU, minutes), ``small`` (published Small, 13.6M) or ``original`` (93.6M)."""
+        if name not in PRESETS:
+            raise ValueError(f"BiLMConfig: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        filters=[[1, 16], [2, 16], [3, 32], [4, 64]],
+        num_highway=1,
+        projection_dim=64,
+        cell_dim=256,
+        num_samples=512,
+    ),
+    "small": dict(num_highway=1, projection_dim=128, cell_dim=1024),
+    "original": dict(),
+}

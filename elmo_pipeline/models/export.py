@@ -1,0 +1,77 @@
+"""The export folder: what pretraining hands to every later stage.
+
+<dir>/config.json   BiLMConfig fields (plus the format version)
+<dir>/weights.pt    the biLM's state_dict (torch.save; loaded with weights_only=True)
+<dir>/vocab.txt     the softmax vocabulary, bilm-tf format (absent for encoder-only models)
+<dir>/run.yaml      the fully resolved training configuration, when exported by a run
+<dir>/metrics.json  final metrics of the run, when exported by a run
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.text.vocab import Vocabulary
+
+FORMAT_VERSION = 1
+
+
+def save_export(
+    directory: str | Path,
+    bilm: BiLM,
+    vocab: Vocabulary | None = None,
+    run_config: str | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``bilm`` (and its vocabulary, run config and metrics) to ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"format_version": FORMAT_VERSION, **bilm.config.to_dict()}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().cpu().contiguous() for k, v in bilm.state_dict().items()}
+    torch.save(state, directory / "weights.pt")
+    if vocab is not None:
+        vocab.save(directory / "vocab.txt")
+    if run_config is not None:
+        (directory / "run.yaml").write_text(run_config)
+    if metrics is not None:
+        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_export(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
+    """Load a biLM (and its vocabulary, if present) from an export folder."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{directory}: not a biLM export folder (no config.json); pass the folder written by "
+            "`elmo-pipeline pretrain` (its export_dir) or use --options/--weights for published ELMo files"
+        )
+    data = json.loads(config_path.read_text())
+    version = data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{config_path}: export format version {version}, this elmo-pipeline reads {FORMAT_VERSION}")
+    bilm = BiLM(BiLMConfig.from_dict(data))
+    state = torch.load(directory / "weights.pt", map_location=map_location, weights_only=True)
+    own = bilm.state_dict()
+    for name, tensor in state.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise ValueError(
+                f"{directory / 'weights.pt'}: {name} has shape {tuple(tensor.shape)} but config.json implies "
+                f"{tuple(own[name].shape)}; the weights and config.json come from different models"
+            )
+    missing, unexpected = bilm.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{directory / 'weights.pt'}: weights do not fit config.json (missing {missing}, unexpected {unexpected})"
+        )
+    vocab_path = directory / "vocab.txt"
+    vocab = Vocabulary.load(vocab_path) if vocab_path.is_file() else None
+    return bilm, vocab

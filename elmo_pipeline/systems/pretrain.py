@@ -1,0 +1,209 @@
+"""The pretraining system: how a BiLM trains, validates and is exported (Lightning lives here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import grad_norm, rank_zero_only
+from torchmetrics import MeanMetric
+
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.models.export import save_export
+
+log = logging.getLogger(__name__)
+
+
+class PretrainSystem(L.LightningModule):
+    """Trains a :class:`BiLM` with the LM loss; reports perplexity; writes the export folder.
+
+    Args:
+        bilm: the biLM's sizes (a preset's values; see ``configs/pretrain``).
+        vocab_size: softmax rows; linked from the data module's vocabulary by the CLI.
+        optimizer: ``adagrad`` (the paper: lr 0.2, initial accumulator 1.0), ``adam`` or ``sgd``.
+        lr: learning rate.
+        initial_accumulator_value: Adagrad's initial accumulator.
+        weight_decay: L2 weight decay.
+        warmup_steps: linear learning-rate warm-up over this many steps (0: none).
+        export_dir: where to write the export folder when fitting ends (the best checkpoint by
+            validation perplexity if there is one, else the final weights).
+    """
+
+    def __init__(
+        self,
+        bilm: BiLMConfig | dict,
+        vocab_size: int = 0,
+        optimizer: Literal["adagrad", "adam", "sgd"] = "adagrad",
+        lr: float = 0.2,
+        initial_accumulator_value: float = 1.0,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        export_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(bilm, dict):  # from a checkpoint's hyper-parameters
+            bilm = BiLMConfig.from_dict(bilm)
+        if vocab_size:
+            bilm = dataclasses.replace(bilm, vocab_size=vocab_size)
+        if bilm.vocab_size < 4:
+            raise ValueError(
+                "pretrain: the biLM needs a vocabulary (--model.vocab_size, linked from --data.vocab_path)"
+            )
+        self.save_hyperparameters(
+            {
+                "bilm": bilm.to_dict(),
+                "optimizer": optimizer,
+                "lr": lr,
+                "initial_accumulator_value": initial_accumulator_value,
+                "weight_decay": weight_decay,
+                "warmup_steps": warmup_steps,
+                "export_dir": export_dir,
+            }
+        )
+        self.bilm = BiLM(bilm)
+        self.val_forward, self.val_backward = MeanMetric(), MeanMetric()
+        self.test_forward, self.test_backward = MeanMetric(), MeanMetric()
+        self.tokens_seen = 0
+        self._window: deque[tuple[float, int]] = deque(maxlen=51)
+        self._pending_rng: dict[str, Any] | None = None
+
+    def forward(self, chars: torch.Tensor):
+        return self.bilm(chars)
+
+    # ---- training ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"])
+        num_tokens = int(batch["num_tokens"])
+        self.tokens_seen += num_tokens * self.trainer.world_size
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("train/loss_forward", out.forward_loss)
+        self.log("train/loss_backward", out.backward_loss)
+        self.log("train/tokens_seen", float(self.tokens_seen))
+        # counted, never silent: over-long tokens (characters cut at 48 bytes), replaced bytes
+        self.log("train/truncated_tokens", batch["num_truncated"].float(), reduce_fx="sum")
+        self.log("train/replaced_tokens", batch["num_replaced"].float(), reduce_fx="sum")
+        # tokens/s over the last 50 whole steps (data, forward, backward, update), all ranks
+        self._window.append((time.perf_counter(), num_tokens * self.trainer.world_size))
+        if len(self._window) > 1:
+            elapsed = self._window[-1][0] - self._window[0][0]
+            self.log(
+                "train/tokens_per_s", sum(n for _, n in list(self._window)[1:]) / max(elapsed, 1e-9), prog_bar=True
+            )
+        return out.loss
+
+    def on_train_epoch_start(self) -> None:
+        self._window.clear()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.bilm, norm_type=2)
+        total = norms.get("grad_2.0_norm_total")
+        if total is not None:
+            self.log("train/grad_norm", total)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.parameters()
+        if hp.optimizer == "adagrad":
+            opt = torch.optim.Adagrad(
+                params, lr=hp.lr, initial_accumulator_value=hp.initial_accumulator_value, weight_decay=hp.weight_decay
+            )
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"pretrain: unknown optimizer {hp.optimizer!r} (--model.optimizer adagrad|adam|sgd)")
+        if hp.warmup_steps <= 0:
+            return opt
+        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    # ---- evaluation (full softmax) -------------------------------------------------------------
+    def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
+        out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"], sampled=False)
+        forward.update(out.forward_loss, out.num_targets)
+        backward.update(out.backward_loss, out.num_targets)
+
+    def _log_perplexity(self, stage: str, forward: MeanMetric, backward: MeanMetric) -> None:
+        if forward.weight == 0 and not self.trainer.world_size > 1:
+            return
+        loss_f, loss_b = forward.compute(), backward.compute()
+        ppl_f, ppl_b = torch.exp(loss_f), torch.exp(loss_b)
+        self.log(f"{stage}/loss", 0.5 * (loss_f + loss_b), sync_dist=False)
+        self.log(f"{stage}/ppl_forward", ppl_f)
+        self.log(f"{stage}/ppl_backward", ppl_b)
+        self.log(f"{stage}/ppl", 0.5 * (ppl_f + ppl_b), prog_bar=True)  # the paper's "average of the two"
+        forward.reset()
+        backward.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_forward, self.val_backward)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val", self.val_forward, self.val_backward)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_forward, self.test_backward)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test", self.test_forward, self.test_backward)
+
+    # ---- state and export ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen
+        # dropout and the softmax's negatives draw from these: restoring them makes a resumed run
+        # continue exactly as the uninterrupted one would have
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        # applied at the first batch: creating the data iterator and validating draw random numbers
+        self._pending_rng = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        states, self._pending_rng = self._pending_rng, None
+        if states:
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states["cuda"])
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir:
+            self.export(self.hparams.export_dir)
+
+    @rank_zero_only
+    def export(self, directory: str) -> None:
+        """Write the export folder: best checkpoint's weights (or the current ones), vocab, run config."""
+        trainer = self.trainer
+        bilm = self.bilm
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        metrics: dict[str, Any] = {"tokens_seen": self.tokens_seen, "global_step": self.global_step}
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            bilm = BiLM(self.bilm.config)
+            bilm.load_state_dict({k.removeprefix("bilm."): v for k, v in state.items() if k.startswith("bilm.")})
+            metrics.update(
+                checkpoint=best,
+                best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+                monitor=ckpt.monitor,
+            )
+        for key, value in trainer.callback_metrics.items():
+            if torch.is_tensor(value) and value.numel() == 1 and math.isfinite(float(value)):
+                metrics.setdefault("last_" + key.replace("/", "_"), float(value))
+        run_config = None
+        if trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").is_file():
+            run_config = (Path(trainer.log_dir) / "config.yaml").read_text()
+        vocab = getattr(trainer.datamodule, "vocab", None) if trainer.datamodule is not None else None
+        save_export(directory, bilm, vocab, run_config=run_config, metrics=metrics)
+        log.info("exported the biLM to %s", directory)

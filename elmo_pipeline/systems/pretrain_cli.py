@@ -1,0 +1,73 @@
+"""`elmo-pipeline pretrain`: LightningCLI over :class:`PretrainSystem` and :class:`LMDataModule`.
+
+elmo-pipeline pretrain --config configs/pretrain/tiny.yaml              # fit (the default)
+elmo-pipeline pretrain fit --config configs/pretrain/tiny.yaml --ckpt_path last   # resume
+elmo-pipeline pretrain test --config configs/pretrain/tiny.yaml --ckpt_path best  # test perplexity
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from elmo_pipeline.data.lm_datamodule import LMDataModule
+from elmo_pipeline.systems.pretrain import PretrainSystem
+from elmo_pipeline.systems.tracking import SaveAndLogConfig
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class PretrainCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+
+    def _resolve_best(self, subcommand: str) -> None:
+        """``--ckpt_path best`` in a new process: read the best path that fitting recorded in last.ckpt."""
+        config = self.config_init[subcommand]
+        if config.get("ckpt_path") != "best":
+            return
+        callback = self.trainer.checkpoint_callback
+        if callback is None or callback.monitor is None or callback.dirpath is None:
+            raise ValueError("--ckpt_path best needs a ModelCheckpoint with a monitor and a dirpath in the config")
+        last = Path(callback.dirpath) / "last.ckpt"
+        best = ""
+        if last.is_file():
+            states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+            best = next(
+                (s.get("best_model_path", "") for s in states.values() if s.get("monitor") == callback.monitor), ""
+            )
+        if not best or not Path(best).is_file():
+            raise FileNotFoundError(
+                f"--ckpt_path best: no best checkpoint recorded in {last}; fit first, or pass a checkpoint file"
+            )
+        config["ckpt_path"] = best
+
+    def before_test(self) -> None:
+        self._resolve_best("test")
+
+    def before_validate(self) -> None:
+        self._resolve_best("validate")
+
+
+def build_cli(argv: list[str], run: bool = True) -> PretrainCLI:
+    if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["fit", *argv]
+    return PretrainCLI(
+        PretrainSystem,
+        LMDataModule,
+        args=argv,
+        run=run,
+        save_config_callback=SaveAndLogConfig,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
+
+
+def main(argv: list[str]) -> int:
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    build_cli(argv)
+    return 0

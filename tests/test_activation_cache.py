@@ -1,0 +1,138 @@
+"""The activation cache: float16 memory-mapped layers, keyed by the biLM and the data, read instead of rerun."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from elmo_pipeline.data.activation_cache import (
+    ActivationCache,
+    bilm_fingerprint,
+    build_activation_cache,
+    data_fingerprint,
+)
+from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models.elmo import Elmo, bilm_layers
+
+SENTENCES = [["a", "short", "one"], ["hello"], [], ["four", "tokens", "right", "here"], ["x", "y"]]
+
+
+def tiny_bilm(seed: int = 0, vocab_size: int = 0) -> BiLM:
+    torch.manual_seed(seed)
+    config = BiLMConfig(
+        vocab_size=vocab_size,
+        char_embed_dim=4,
+        filters=[[1, 4], [2, 4], [3, 8]],
+        num_highway=1,
+        projection_dim=8,
+        cell_dim=16,
+        num_layers=2,
+        num_samples=0,
+    )
+    return BiLM(config).eval()
+
+
+def fresh_layers(bilm: BiLM, sentence: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        layers, _ = bilm_layers(bilm, [sentence])
+    return torch.stack(layers, dim=2)[0].numpy()  # (n, L+1, 2P)
+
+
+def test_cache_holds_every_layer_in_float16_with_an_index(tmp_path):
+    bilm = tiny_bilm()
+    cache = build_activation_cache(bilm, SENTENCES, tmp_path, batch_size=2)
+    assert len(cache) == len(SENTENCES) and (cache.num_layers, cache.dim) == (3, 16)
+    assert isinstance(cache.activations, np.memmap) and cache.activations.dtype == np.float16
+    lengths = [len(s) for s in SENTENCES]
+    assert cache.index[:, 1].tolist() == lengths
+    assert cache.index[:, 0].tolist() == np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+    for i, sentence in enumerate(SENTENCES):
+        item = cache[i]
+        assert item.dtype == torch.float16 and item.shape == (len(sentence), 3, 16)
+        np.testing.assert_allclose(item.float().numpy(), fresh_layers(bilm, sentence), rtol=2e-3, atol=2e-3)
+    meta = json.loads((cache.directory / "meta.json").read_text())
+    assert meta["bilm_hash"] == bilm_fingerprint(bilm) and meta["data_hash"] == data_fingerprint(SENTENCES)
+
+
+def test_second_build_reads_the_cache_instead_of_running_the_bilm(tmp_path, monkeypatch):
+    bilm = tiny_bilm()
+    first = build_activation_cache(bilm, SENTENCES, tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the biLM ran although its activations are cached")
+
+    monkeypatch.setattr(bilm, "forward", refuse)
+    again = build_activation_cache(bilm, SENTENCES, tmp_path)
+    assert again.directory == first.directory
+    reopened = ActivationCache(first.directory)  # a later run, straight from disk
+    assert torch.equal(reopened[3], first[3])
+    assert [p.name for p in tmp_path.iterdir()] == [first.directory.name]  # no temporary folders left
+
+
+def test_a_different_bilm_or_dataset_never_reads_a_stale_cache(tmp_path):
+    bilm = tiny_bilm(seed=0)
+    base = build_activation_cache(bilm, SENTENCES, tmp_path)
+    changed = tiny_bilm(seed=0)
+    with torch.no_grad():
+        changed.forward_layers[1].weight_hr[0, 0] += 1e-3  # one weight
+    other_weights = build_activation_cache(changed, SENTENCES, tmp_path)
+    other_config = tiny_bilm(seed=0)
+    other_config.config.cell_clip = 1.0  # same weights, different computation
+    other_data = build_activation_cache(bilm, [*SENTENCES[:-1], ["x", "z"]], tmp_path)
+    directories = {base.directory, other_weights.directory, other_data.directory}
+    assert len(directories) == 3
+    assert bilm_fingerprint(other_config) != bilm_fingerprint(bilm)
+    assert not torch.equal(other_weights[0], base[0])
+    np.testing.assert_allclose(other_data[4].float().numpy(), fresh_layers(bilm, ["x", "z"]), atol=2e-3)
+    # the data hash sees token boundaries, not just the characters
+    assert data_fingerprint([["ab", "c"]]) != data_fingerprint([["a", "bc"]])
+    assert data_fingerprint([["a"], ["b"]]) != data_fingerprint([["a", "b"]])
+
+
+def test_softmax_does_not_change_the_key():
+    with_softmax, without = tiny_bilm(seed=0, vocab_size=10), tiny_bilm(seed=0)
+    encoder = {k: v for k, v in with_softmax.state_dict().items() if not k.startswith("softmax.")}
+    without.load_state_dict(encoder)
+    assert bilm_fingerprint(with_softmax) == bilm_fingerprint(without)
+
+
+def test_elmo_mixes_cached_layers_like_fresh_ones(tmp_path):
+    bilm = tiny_bilm()
+    elmo = Elmo(bilm, num_output_representations=2, dropout=0.0, layer_norm=True)
+    cache = build_activation_cache(bilm, SENTENCES, tmp_path)
+    indices = [0, 3, 1]
+    layers, mask = cache.batch(indices)
+    assert len(layers) == 3 and layers[0].shape == (3, 4, 16) and layers[0].dtype == torch.float32
+    with torch.no_grad():
+        cached = elmo.mix(layers, mask)
+        fresh = elmo([SENTENCES[i] for i in indices])
+    assert torch.equal(cached.mask, fresh.mask)
+    for a, b in zip(cached.representations, fresh.representations):
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=5e-3)
+
+
+def test_dataloader_over_the_cache(tmp_path):
+    cache = build_activation_cache(tiny_bilm(), SENTENCES, tmp_path)
+    loader = torch.utils.data.DataLoader(cache, batch_size=2, collate_fn=ActivationCache.collate)
+    batches = list(loader)
+    assert len(batches) == 3
+    layers, mask = batches[1]  # sentences 2 (empty) and 3
+    assert mask.tolist() == [[False] * 4, [True] * 4] and not layers[0][0].any()
+
+
+def test_keep_sentence_boundaries_is_a_separate_cache(tmp_path):
+    bilm = tiny_bilm()
+    plain = build_activation_cache(bilm, SENTENCES, tmp_path)
+    bounded = build_activation_cache(bilm, SENTENCES, tmp_path, keep_sentence_boundaries=True)
+    assert plain.directory != bounded.directory
+    assert bounded.lengths.tolist() == [len(s) + 2 for s in SENTENCES]
+
+
+def test_corrupt_cache_is_reported(tmp_path):
+    cache = build_activation_cache(tiny_bilm(), SENTENCES, tmp_path)
+    np.save(cache.directory / "index.npy", np.zeros((2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="do not match meta.json; delete the folder"):
+        ActivationCache(cache.directory)

@@ -1,0 +1,75 @@
+"""Pretraining checkpoints resume mid-epoch without repeating or skipping data."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from elmo_pipeline.data.lm_datamodule import LMDataModule
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.systems.pretrain import PretrainSystem
+
+
+class RecordBatches(Callback):
+    """Records the first word id of every sentence of every training batch, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, ...]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(tuple(batch["forward_targets"][:, 0].tolist()))
+
+
+def _corpus(tmp_path, n=120):
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"w{i} is sentence number {i % 7} .\n" for i in range(n)))
+    return str(path)
+
+
+def _fit(tmp_path, corpus, recorder, ckpt_dir, max_steps=-1, ckpt_path=None, world_size_devices=1):
+    L.seed_everything(0)
+    dm = LMDataModule(
+        sources=[corpus],
+        vocab_path=str(tmp_path / "vocab.txt"),
+        batch_size=4,
+        bucket_batches=3,
+        shuffle_buffer=16,
+        max_tokens=10,
+        seed=3,
+    )
+    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]])
+    system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_last=True, save_top_k=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[recorder, checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+    return system
+
+
+@pytest.mark.parametrize("stop_after", [1, 5, 11])
+def test_resume_mid_epoch_sees_each_batch_once(tmp_path, stop_after):
+    corpus = _corpus(tmp_path)
+    reference = RecordBatches()
+    full = _fit(tmp_path, corpus, reference, tmp_path / "ref")
+    assert len(reference.seen) == 30  # 120 sentences / batch 4: the epoch is complete
+    assert sorted(i for batch in reference.seen for i in batch) == sorted(set(i for b in reference.seen for i in b))
+
+    first, second = RecordBatches(), RecordBatches()
+    _fit(tmp_path, corpus, first, tmp_path / "run", max_steps=stop_after)
+    assert len(first.seen) == stop_after
+    resumed = _fit(tmp_path, corpus, second, tmp_path / "run", ckpt_path=str(tmp_path / "run" / "last.ckpt"))
+    assert first.seen + second.seen == reference.seen  # same batches, same order, none repeated or skipped
+    # and the weights end where the uninterrupted run ended
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
