@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embed.py --preset small --sentences 200
     .venv/bin/python benchmarks/bench_embed.py --preset original --sentences 200
-    .venv/bin/python benchmarks/bench_embed.py --preset small --sentences 0      # all of valid.txt: memory profile
+    .venv/bin/python benchmarks/bench_embed.py --preset tiny --sentences 0 --repeat 3   # memory profile, 27k lines
 
 The sentences come from WikiText-2 valid (``tokenize_wikitext``, paragraphs cut into sentences
 with ``split_sentences``), written one per line to a temporary file, and embedded with the same
@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="WikiText file (default: shared valid.txt)")
     parser.add_argument("--sentences", type=int, default=200, help="how many sentences (0: the whole file)")
     parser.add_argument("--max-tokens", type=int, default=60, help="cut longer sentences (split_sentences)")
+    parser.add_argument("--repeat", type=int, default=1, help="embed the sentences this many times (a longer input)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-batch-tokens", type=int, default=2048)
+    parser.add_argument(
+        "--buffer-size", type=int, default=None, help="sentences sorted at a time (default: 32 batches)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_file():
         parser.error(f"--data {args.data}: file not found (WikiText-2 valid.txt is in ../shared/data/wikitext2)")
 
-    sentences = wikitext_sentences(args.data, args.sentences, args.max_tokens)
+    sentences = wikitext_sentences(args.data, args.sentences, args.max_tokens) * args.repeat
     torch.manual_seed(0)
     bilm = BiLM(BiLMConfig.preset(args.preset, vocab_size=0)).eval()
     rss_at: dict[str, float] = {}  # RSS when 10%, 20%, ... 100% of the sentences are done
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             layers="all",
             batch_size=args.batch_size,
             max_batch_tokens=args.max_batch_tokens,
+            buffer_size=args.buffer_size,
             device="cpu",
             progress=False,
             on_batch=on_batch,
@@ -138,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "output_mib": round(output_mib, 1),
         "batch_size": args.batch_size,
         "max_batch_tokens": args.max_batch_tokens,
+        "buffer_size": args.buffer_size or 32 * args.batch_size,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),

@@ -8,9 +8,14 @@ import sys
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("elmo_pipeline.systems.pretrain_cli:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
+    "finetune": ("elmo_pipeline.systems.finetune_cli:main", "train a task head with or without ELMo (LightningCLI)"),
     "vocab": ("elmo_pipeline.data.lm:vocab_main", "build a word vocabulary from a corpus"),
     "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
     "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
+    "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
+    "cells": ("elmo_pipeline.analysis.cells:main", "find and plot interpretable units of a biLM over a text"),
+    "sentiment-neuron": ("elmo_pipeline.analysis.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),
+    "ablation": ("elmo_pipeline.analysis.ablation:main", "train one biLM per recurrent cell, compare ppl/speed"),
 }
 
 

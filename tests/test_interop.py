@@ -376,6 +376,14 @@ def test_round_trip_of_small_forget_biases_moves_them_by_float32_rounding_only(t
             assert torch.equal(value, back), name
 
 
+def test_other_cells_cannot_be_written(tmp_path):
+    bilm = tiny_bilm(seed=9)
+    bilm.config.cell = "gru"  # the format has LSTMP cells only
+    with pytest.raises(ValueError, match="projected LSTM cells only; this biLM uses cell 'gru'"):
+        save_bilm_tf(bilm, tmp_path)
+    assert not (tmp_path / "weights.hdf5").exists()
+
+
 # ------------------------------------------------------------------------------------ load_bilm and the CLI
 
 

@@ -243,6 +243,12 @@ def tf_to_state_dict(arrays: dict[str, np.ndarray], config: BiLMConfig) -> dict[
 def state_dict_to_tf(bilm: BiLM) -> dict[str, np.ndarray]:
     """The file's float32 arrays for ``bilm`` (the softmax, if any, is left out)."""
     config = bilm.config
+    cell = getattr(config, "cell", "lstmp")
+    if cell != "lstmp":
+        raise ValueError(
+            f"the published ELMo format holds projected LSTM cells only; this biLM uses cell {cell!r} "
+            "(--model.bilm.cell); keep it as an export folder (save_export) instead"
+        )
     H = config.cell_dim
     sd = {name: value.detach().cpu().float().numpy() for name, value in bilm.state_dict().items()}
     arrays: dict[str, np.ndarray] = {"char_embed": sd["token_encoder.embedding.weight"][1:]}  # (261, D)
@@ -385,8 +391,8 @@ def save_bilm_tf(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _compatibility_warnings(bilm)
     arrays = state_dict_to_tf(bilm)
+    _compatibility_warnings(bilm)
     options_path, weights_path = directory / options_name, directory / weights_name
     tmp = weights_path.with_name(weights_path.name + f".tmp{os.getpid()}")
     try:

@@ -6,6 +6,9 @@
     p(t_{k+1} | t_{<=k}) = softmax(W h^fwd_k,L + b)                shared softmax
     p(t_{k-1} | t_{>=k}) = softmax(W h^bwd_k,L + b)
 
+LSTMP is ELMo's cell and the default; ``config.cell`` swaps in another (elmo_pipeline/modules/cells.py)
+with the same contract, (B, T, P) in and out from a zero state, so nothing else changes.
+
 The output is the list of layer activations ``[x; x], [h^fwd_1; h^bwd_1], ...`` and the mask; with
 targets it also carries the loss, the mean of the forward and the backward negative log-likelihood.
 The model is stateless: every call starts the LSTMs from zero, so a sentence's vectors never
@@ -21,7 +24,7 @@ from torch import nn
 
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.char_cnn import CharCNNEncoder
-from elmo_pipeline.modules.lstm import LSTMPLayer
+from elmo_pipeline.modules.cells import make_cell
 from elmo_pipeline.modules.softmax import LMSoftmax
 
 IGNORE = -1  # target id of positions without a target
@@ -60,7 +63,7 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class BiLM(nn.Module):
-    """ELMo biLM: a shared character token encoder, forward and backward LSTMP stacks, shared softmax.
+    """ELMo biLM: shared character encoder, forward and backward LSTMP (or ``config.cell``) stacks, shared softmax.
 
     Args:
         config: sizes and switches; ``config.vocab_size == 0`` builds it without a softmax.
@@ -76,7 +79,7 @@ class BiLM(nn.Module):
 
         def stack() -> nn.ModuleList:
             return nn.ModuleList(
-                LSTMPLayer(P, H, P, config.cell_clip, config.proj_clip) for _ in range(config.num_layers)
+                make_cell(config.cell, P, P, H, config.cell_clip, config.proj_clip) for _ in range(config.num_layers)
             )
 
         self.forward_layers = stack()

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from elmo_pipeline.modules.cells import CELLS
+
 ORIGINAL_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
 
@@ -29,6 +31,10 @@ class BiLMConfig:
         num_samples: negatives of the sampled softmax in training (0: full softmax).
         num_chars: rows of the character embedding (262 = 261 ids + the zero row).
         max_chars_per_token: characters per token (50).
+        cell: the recurrent cell of every layer: ``lstmp`` (ELMo's projected LSTM, cell_dim H projected
+            to projection_dim P, clipped by cell_clip/proj_clip), or ``lstm``, ``coupled``, ``peephole``,
+            ``gru``, ``layernorm_lstm`` (no projection: state and output are P wide; cell_dim,
+            cell_clip and proj_clip do not apply). See elmo_pipeline/modules/cells.py.
     """
 
     vocab_size: int = 0
@@ -46,6 +52,7 @@ class BiLMConfig:
     num_samples: int = 8192
     num_chars: int = 262
     max_chars_per_token: int = 50
+    cell: str = "lstmp"
 
     def __post_init__(self) -> None:
         for name in ("projection_dim", "cell_dim", "num_layers", "char_embed_dim"):
@@ -57,6 +64,8 @@ class BiLMConfig:
             raise ValueError(f"BiLMConfig: filters must be a list of [width, count] pairs, got {self.filters}")
         if self.max_chars_per_token < max(w for w, _ in self.filters):
             raise ValueError("BiLMConfig: a filter is wider than max_chars_per_token")
+        if self.cell not in CELLS:
+            raise ValueError(f"BiLMConfig: unknown cell {self.cell!r}; choose one of {list(CELLS)} (--model.bilm.cell)")
 
     @property
     def output_dim(self) -> int:

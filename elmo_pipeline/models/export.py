@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +31,34 @@ def save_export(
     run_config: str | None = None,
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``bilm`` (and its vocabulary, run config and metrics) to ``directory``."""
+    """Write ``bilm`` (and its vocabulary, run config and metrics) to ``directory``.
+
+    The folder is written beside its destination and renamed into place, so a crash never leaves
+    a half-written folder that looks like an export.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     config = {"format_version": FORMAT_VERSION, **bilm.config.to_dict()}
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in bilm.state_dict().items()}
-    torch.save(state, directory / "weights.pt")
+    torch.save(state, tmp / "weights.pt")
     if vocab is not None:
-        vocab.save(directory / "vocab.txt")
+        vocab.save(tmp / "vocab.txt")
     if run_config is not None:
-        (directory / "run.yaml").write_text(run_config)
+        (tmp / "run.yaml").write_text(run_config)
     if metrics is not None:
-        (directory / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
     return directory
 
 
 def load_export(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
-    """Load a biLM (and its vocabulary, if present) from an export folder."""
+    """Load a biLM (in eval mode) and its vocabulary, if present, from an export folder."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -74,4 +86,4 @@ def load_export(directory: str | Path, map_location: str | torch.device = "cpu")
         )
     vocab_path = directory / "vocab.txt"
     vocab = Vocabulary.load(vocab_path) if vocab_path.is_file() else None
-    return bilm, vocab
+    return bilm.eval(), vocab

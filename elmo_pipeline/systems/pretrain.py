@@ -35,6 +35,9 @@ class PretrainSystem(L.LightningModule):
         warmup_steps: linear learning-rate warm-up over this many steps (0: none).
         export_dir: where to write the export folder when fitting ends (the best checkpoint by
             validation perplexity if there is one, else the final weights).
+        spike_factor: stop training when a step's loss exceeds this many times the mean loss of the
+            previous ``spike_window`` steps (0: off). A non-finite loss or gradient norm always stops it.
+        spike_window: steps in that running mean; the spike check starts once it is full.
     """
 
     def __init__(
@@ -47,6 +50,8 @@ class PretrainSystem(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
         export_dir: str | None = None,
+        spike_factor: float = 0.0,
+        spike_window: int = 100,
     ) -> None:
         super().__init__()
         if isinstance(bilm, dict):  # from a checkpoint's hyper-parameters
@@ -66,6 +71,8 @@ class PretrainSystem(L.LightningModule):
                 "weight_decay": weight_decay,
                 "warmup_steps": warmup_steps,
                 "export_dir": export_dir,
+                "spike_factor": spike_factor,
+                "spike_window": spike_window,
             }
         )
         self.bilm = BiLM(bilm)
@@ -74,6 +81,8 @@ class PretrainSystem(L.LightningModule):
         self.tokens_seen = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
         self._pending_rng: dict[str, Any] | None = None
+        self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
+        self.health_stop: str | None = None  # why training stopped early, if it did
 
     def forward(self, chars: torch.Tensor):
         return self.bilm(chars)
@@ -81,6 +90,8 @@ class PretrainSystem(L.LightningModule):
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"])
+        if not self._loss_is_healthy(out.loss):
+            return None  # Lightning skips the backward pass and the update
         num_tokens = int(batch["num_tokens"])
         self.tokens_seen += num_tokens * self.trainer.world_size
         self.log("train/loss", out.loss, prog_bar=True)
@@ -99,6 +110,36 @@ class PretrainSystem(L.LightningModule):
             )
         return out.loss
 
+    def _loss_is_healthy(self, loss: torch.Tensor) -> bool:
+        """False (and the trainer told to stop) on a non-finite loss or a spike, on any rank."""
+        value = float(loss.detach())  # one host sync per step: the price of never training on a NaN
+        recent = self._recent_losses
+        problem = None
+        if not math.isfinite(value):
+            problem = f"the loss is {value}"
+        elif self.hparams.spike_factor > 0 and len(recent) == recent.maxlen:
+            mean = sum(recent) / len(recent)
+            if value > self.hparams.spike_factor * mean:
+                problem = (
+                    f"the loss spiked to {value:.4g}, {value / mean:.1f} x its mean {mean:.4g} over the last "
+                    f"{len(recent)} steps (--model.spike_factor {self.hparams.spike_factor})"
+                )
+        # every rank must skip the step together, or the gradient all-reduce would wait forever
+        if not self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+            recent.append(value)
+            return True
+        self._stop(problem or "another rank's loss is non-finite or spiked")
+        return False
+
+    def _stop(self, problem: str) -> None:
+        self.health_stop = f"{problem} at global step {self.global_step}"
+        log.warning(
+            "pretrain: %s; stopping instead of training on (exploding gradients? lower --model.lr or clip them "
+            "with --trainer.gradient_clip_val)",
+            self.health_stop,
+        )
+        self.trainer.should_stop = True
+
     def on_train_epoch_start(self) -> None:
         self._window.clear()
 
@@ -107,6 +148,9 @@ class PretrainSystem(L.LightningModule):
         total = norms.get("grad_2.0_norm_total")
         if total is not None:
             self.log("train/grad_norm", total)
+            if not math.isfinite(float(total)):  # a finite loss with exploding gradients: do not apply them
+                self._stop(f"the gradient norm is {float(total)}")
+                optimizer.zero_grad(set_to_none=True)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -189,6 +233,8 @@ class PretrainSystem(L.LightningModule):
         ckpt = trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
         metrics: dict[str, Any] = {"tokens_seen": self.tokens_seen, "global_step": self.global_step}
+        if self.health_stop:
+            metrics["stopped_early"] = self.health_stop
         if best and Path(best).is_file():
             state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
             bilm = BiLM(self.bilm.config)

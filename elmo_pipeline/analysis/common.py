@@ -1,0 +1,40 @@
+"""What the analysis tools share: loading an export for inference, running the biLM over many sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from elmo_pipeline.models.bilm import BiLM, BiLMOutput
+from elmo_pipeline.models.export import load_export
+from elmo_pipeline.text import Vocabulary, batch_to_char_ids
+
+
+def load_for_inference(directory: str | Path, need_softmax: bool = False) -> tuple[BiLM, Vocabulary | None]:
+    """The biLM of an export folder in eval mode (``need_softmax``: with its softmax and vocabulary)."""
+    bilm, vocab = load_export(directory)
+    if need_softmax and (bilm.softmax is None or vocab is None):
+        raise ValueError(
+            f"{directory}: this biLM has no softmax or no vocab.txt, so it cannot predict words; pass the "
+            "export folder of an `elmo-pipeline pretrain` run (--bilm)"
+        )
+    return bilm.eval(), vocab
+
+
+@torch.no_grad()
+def batched_outputs(
+    bilm: BiLM, sentences: list[list[str]], batch_size: int = 64, add_boundaries: bool = True
+) -> Iterator[tuple[list[int], BiLMOutput]]:
+    """Run the biLM over ``sentences`` in batches of similar length.
+
+    Yields:
+        (the indices into ``sentences`` of the batch's rows, the biLM's output for them). With
+        boundaries, row b's tokens sit at positions 1 .. len(sentence) and ``<S>``/``</S>`` around them.
+    """
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        chars = batch_to_char_ids([sentences[i] for i in index], add_boundaries=add_boundaries)  # (B, T, C)
+        yield index, bilm(chars)

@@ -1,0 +1,324 @@
+"""The LightningDataModule of downstream tasks: examples, vocabularies, cached biLM layers, batches.
+
+For one task spec (``tasks/<name>/task.yaml``) it reads the three splits (local files under
+``--data.data_root``, or the hub id when no root is given), builds the word and character
+vocabularies from the training split, and -- when a biLM is given -- runs the frozen biLM once over
+every distinct text of every split into the activation cache (``data.activation_cache``), so that a
+training epoch costs the head only. A batch holds, per text of an example (one, or two for a
+premise/hypothesis pair): word ids, character ids, the mask, the cached ELMo layers; and the labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from elmo_pipeline.data.activation_cache import ActivationCache, build_activation_cache, pad_activations
+from elmo_pipeline.data.readers import Example, LabelledPair, LabelledText, TaggedSentence, read_split
+from elmo_pipeline.data.readers.conll import bioul_tags
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.tasks import SPLITS, TaskSpec, find_resource, load_task
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = 0, 1
+RANDOM_PREFIX = "random:"
+IGNORE_INDEX = -100
+
+
+def resolve_bilm(spec: str, seed: int = 0) -> BiLM:
+    """The frozen biLM an ``--model.elmo`` value names, in eval mode.
+
+    Args:
+        spec: an export folder (``elmo-pipeline pretrain``'s ``export_dir``); a folder with the published
+            ``options.json`` + ``weights.hdf5``; ``<options.json>,<weights.hdf5>``; or ``random:<any of
+            these>``: a biLM of the same configuration with random weights (the control arm).
+        seed: seed of the random weights of a ``random:`` biLM.
+    """
+    from elmo_pipeline.interop import load_bilm
+
+    if spec.startswith(RANDOM_PREFIX):
+        template = resolve_bilm(spec[len(RANDOM_PREFIX) :])
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            bilm = BiLM(template.config)
+        return bilm.eval().requires_grad_(False)
+    parts = spec.split(",")
+    if len(parts) == 2:
+        return load_bilm((parts[0], parts[1])).eval().requires_grad_(False)
+    return load_bilm(spec).eval().requires_grad_(False)
+
+
+@dataclass
+class Instance:
+    """One example: the indices of its texts in the split's table of distinct texts, and its label(s)."""
+
+    texts: tuple[int, ...]
+    label: int | list[int]
+
+
+class TaskSplit(Dataset):
+    """One split: a table of distinct texts (what the activation cache is built over) and the instances.
+
+    Args:
+        texts: the distinct token lists.
+        instances: the examples, pointing into ``texts``.
+    """
+
+    def __init__(self, texts: list[list[str]], instances: list[Instance]) -> None:
+        self.texts = texts
+        self.instances = instances
+        self.cache: ActivationCache | None = None
+        self.word_index: dict[str, int] = {}
+        self.char_index: dict[str, int] = {}
+        self.max_word_chars = 30
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def lengths(self) -> list[int]:
+        return [sum(len(self.texts[t]) for t in inst.texts) for inst in self.instances]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        instance = self.instances[i]
+        words, chars, elmo = [], [], []
+        for t in instance.texts:
+            tokens = self.texts[t]
+            words.append([self.word_index.get(w, UNK) for w in tokens])
+            chars.append([[self.char_index.get(c, UNK) for c in w[: self.max_word_chars]] for w in tokens])
+            if self.cache is not None:
+                elmo.append(self.cache[t])  # (n, L+1, 2P) float16
+        return {"words": words, "chars": chars, "elmo": elmo, "label": instance.label}
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pad a list of :meth:`TaskSplit.__getitem__` items.
+
+    Returns:
+        ``words`` [(B, T_i)], ``chars`` [(B, T_i, C_i)], ``masks`` [(B, T_i)], ``elmo`` [L + 1 x (B, T_i, 2P)] per
+        text (empty without a biLM), ``labels`` (B,) or (B, T) with -100 at padding.
+    """
+    num_texts = len(items[0]["words"])
+    batch: dict[str, Any] = {"words": [], "chars": [], "masks": [], "elmo": []}
+    for k in range(num_texts):
+        seqs = [item["words"][k] for item in items]
+        T = max(len(s) for s in seqs)
+        C = max(len(w) for item in items for w in item["chars"][k])
+        words = torch.zeros(len(items), T, dtype=torch.long)  # (B, T)
+        chars = torch.zeros(len(items), T, C, dtype=torch.long)  # (B, T, C)
+        for b, item in enumerate(items):
+            words[b, : len(seqs[b])] = torch.tensor(seqs[b])
+            for j, word in enumerate(item["chars"][k]):
+                chars[b, j, : len(word)] = torch.tensor(word)
+        batch["words"].append(words)
+        batch["chars"].append(chars)
+        batch["masks"].append(words != PAD)
+        if items[0]["elmo"]:
+            layers, mask = pad_activations([item["elmo"][k] for item in items])  # L+1 x (B, T, 2P), (B, T)
+            if not torch.equal(mask, batch["masks"][-1]):
+                raise ValueError("task data: cached ELMo layers do not match the tokens; delete the cache to rebuild")
+            batch["elmo"].append(layers)
+    labels = [item["label"] for item in items]
+    if isinstance(labels[0], list):
+        tags = torch.full((len(items), batch["words"][0].shape[1]), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for b, seq in enumerate(labels):
+            tags[b, : len(seq)] = torch.tensor(seq)
+        batch["labels"] = tags
+    else:
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)  # (B,)
+    return batch
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length: shuffle, sort within windows of ``window`` batches, shuffle the batches.
+
+    Deterministic for a given seed and epoch (Lightning calls :meth:`set_epoch`).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, window: int = 50) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.window = lengths, batch_size, shuffle, seed, window
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed + self.epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+        span = self.batch_size * self.window
+        batches = []
+        for first in range(0, len(order), span):
+            chunk = sorted(order[first : first + span], key=lambda i: self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.shuffle:
+            rng.shuffle(batches)
+        return iter(batches)
+
+
+class TaskDataModule(L.LightningDataModule):
+    """One downstream task's data.
+
+    Args:
+        task: a task name (``ner_conll2003``, ``sentiment_sst5``, ``nli_snli``) or the path of a task folder.
+        data_root: folder of the spec's local files (e.g. ``../shared/data``; the bundled fixtures are
+            ``tests/fixtures/tasks``); null reads the task's hub id.
+        split_files: per-split file overrides relative to ``data_root``, e.g. ``{train:
+            snli/snli_1.0_train.frac0.01_seed0.jsonl.gz}``.
+        tag_scheme: tagging only: ``IOB1`` or ``IOB2`` tags in the files (default: the spec's).
+        train_subtrees: SST only: train on every labelled subtree (the paper) instead of whole sentences.
+        max_train_examples: keep a seeded random sample of this many training examples (null: all).
+        elmo: the biLM (see :func:`resolve_bilm`); linked from ``--model.elmo`` by the CLI.
+        random_bilm_seed: seed of the weights of a ``random:`` biLM.
+        cache_dir: folder of the activation caches (one sub-folder per biLM and dataset).
+        batch_size: training examples per batch.
+        eval_batch_size: examples per validation/test batch.
+        min_word_count: training words seen fewer times map to the unknown word.
+        max_word_chars: characters per word kept for the character CNN.
+        seed: seed of the training sample and of the batch order.
+    """
+
+    def __init__(
+        self,
+        task: str = "ner_conll2003",
+        data_root: str | None = None,
+        split_files: dict[str, str] | None = None,
+        tag_scheme: str | None = None,
+        train_subtrees: bool = True,
+        max_train_examples: int | None = None,
+        elmo: str | None = None,
+        random_bilm_seed: int = 0,
+        cache_dir: str = "runs/cache/activations",
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        min_word_count: int = 1,
+        max_word_chars: int = 30,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec: TaskSpec = load_task(task)
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.cache_dir = cache_dir
+        unknown = set(split_files or {}) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"task data: unknown splits {sorted(unknown)} in --data.split_files; splits are {SPLITS}")
+        root = find_resource(data_root) if data_root else None
+        self.counts: dict[str, dict[str, int]] = {}
+        examples: dict[str, list[Example]] = {}
+        for split in SPLITS:
+            examples[split], self.counts[split] = read_split(
+                self.spec,
+                split,
+                data_root=root,
+                path=(split_files or {}).get(split),
+                tag_scheme=tag_scheme,
+                subtrees=train_subtrees and split == "train" and self.spec.format == "sst_ptb",
+            )
+            if not examples[split]:
+                raise ValueError(f"task data: the {split} split of {self.spec.name} has no examples")
+        if max_train_examples is not None and max_train_examples < len(examples["train"]):
+            keep = sorted(random.Random(seed).sample(range(len(examples["train"])), max_train_examples))
+            examples["train"] = [examples["train"][i] for i in keep]
+            self.counts["train"]["sampled"] = max_train_examples
+        self.labels = bioul_tags(self.spec.labels) if self.spec.kind == "tagging" else list(self.spec.labels)
+        self.splits = {split: self._build(examples[split]) for split in SPLITS}
+        self._build_vocabularies(self.splits["train"], min_word_count)
+        for split in self.splits.values():
+            split.word_index, split.char_index, split.max_word_chars = self.word_index, self.char_index, max_word_chars
+        self.elmo = elmo
+        self.bilm = resolve_bilm(elmo, random_bilm_seed) if elmo else None
+        self.elmo_num_layers = self.bilm.config.num_layers + 1 if self.bilm is not None else 0
+        self.elmo_dim = self.bilm.config.output_dim if self.bilm is not None else 0
+        for split, counts in self.counts.items():
+            log.info("%s %s: %s, %d examples", self.spec.name, split, counts, len(self.splits[split]))
+
+    # ---- building ----------------------------------------------------------------------------
+    def _build(self, examples: list[Example]) -> TaskSplit:
+        table: dict[tuple[str, ...], int] = {}
+
+        def text_id(tokens: list[str]) -> int:
+            return table.setdefault(tuple(tokens), len(table))
+
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        instances = []
+        for ex in examples:
+            if isinstance(ex, TaggedSentence):
+                instances.append(Instance((text_id(ex.tokens),), [label_index[t] for t in ex.tags]))
+            elif isinstance(ex, LabelledText):
+                instances.append(Instance((text_id(ex.tokens),), label_index[ex.label]))
+            elif isinstance(ex, LabelledPair):
+                instances.append(Instance((text_id(ex.premise), text_id(ex.hypothesis)), label_index[ex.label]))
+        return TaskSplit([list(t) for t in table], instances)
+
+    def _build_vocabularies(self, train: TaskSplit, min_count: int) -> None:
+        words: Counter[str] = Counter()
+        for inst in train.instances:
+            for t in inst.texts:
+                words.update(train.texts[t])
+        kept = sorted((w for w, c in words.items() if c >= min_count), key=lambda w: (-words[w], w))
+        self.word_index = {w: i + 2 for i, w in enumerate(kept)}  # 0 padding, 1 unknown
+        chars = sorted({c for w in words for c in w})
+        self.char_index = {c: i + 2 for i, c in enumerate(chars)}
+
+    @property
+    def num_words(self) -> int:
+        """Word vocabulary size, padding and unknown included (linked to ``--model.num_words``)."""
+        return len(self.word_index) + 2
+
+    @property
+    def num_chars(self) -> int:
+        """Character vocabulary size, padding and unknown included (linked to ``--model.num_chars``)."""
+        return len(self.char_index) + 2
+
+    def setup(self, stage: str) -> None:
+        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}.get(stage, SPLITS)
+        if self.bilm is None:
+            return
+        for split in needed:
+            data = self.splits[split]
+            if data.cache is None:
+                log.info("%s %s: biLM layers of %d distinct texts", self.spec.name, split, len(data.texts))
+                data.cache = build_activation_cache(self.bilm, data.texts, Path(self.cache_dir), batch_size=64)
+                if data.cache.num_layers != self.elmo_num_layers or data.cache.dim != self.elmo_dim:
+                    raise ValueError(f"{data.cache.directory}: cached layers do not match the biLM")
+
+    # ---- loaders -----------------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        data = self.splits[split]
+        size = self.batch_size if train else self.eval_batch_size
+        sampler = BucketBatchSampler(data.lengths(), size, shuffle=train, seed=self.seed)
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the run record: examples per split, what was read and dropped, vocabulary sizes."""
+        return {
+            "task": self.spec.name,
+            "examples": {split: len(data) for split, data in self.splits.items()},
+            "distinct_texts": {split: len(data.texts) for split, data in self.splits.items()},
+            "read": self.counts,
+            "num_words": self.num_words,
+            "num_chars": self.num_chars,
+        }

@@ -1,0 +1,127 @@
+"""`elmo-pipeline finetune`: LightningCLI over :class:`FinetuneSystem` and :class:`TaskDataModule`.
+
+elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml                      # baseline, fixtures
+elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --model.elmo runs/pretrain/tiny/export
+elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --model.elmo random:runs/pretrain/tiny/export
+
+``fit`` (the default) trains with early stopping and model selection on dev, then evaluates the
+best checkpoint once on test (``trainer.test(ckpt_path="best")``) and writes ``results.json`` (scores,
+seed, wall times, the mixes' softmax(w)) beside the logs. ``--config`` paths such as
+``configs/finetune/<task>.yaml`` are also looked up in the installed package's share folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from elmo_pipeline.data.task_datamodule import TaskDataModule
+from elmo_pipeline.systems.finetune import FinetuneSystem, arm_of
+from elmo_pipeline.systems.tracking import SaveAndLogConfig
+from elmo_pipeline.tasks import find_resource
+
+log = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class FinetuneCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="evaluate the best checkpoint on test once fitting ends"
+        )
+        parser.add_argument(
+            "--results_path",
+            type=str | None,
+            default=None,
+            help="where fit writes results.json (default: <trainer.log_dir>/results.json)",
+        )
+        parser.link_arguments("data.task", "model.task")
+        parser.link_arguments("model.elmo", "data.elmo")
+        for name in ("labels", "num_words", "num_chars", "elmo_num_layers", "elmo_dim"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        self._started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        trainer, config = self.trainer, self.config_init["fit"]
+        fit_seconds = time.perf_counter() - self._started
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        record: dict[str, Any] = {
+            "task": self.datamodule.spec.name,
+            "arm": arm_of(self.model.hparams.elmo),
+            "elmo": self.model.hparams.elmo,
+            "head": type(self.model.head).__name__,
+            "seed": self.config["fit"].get("seed_everything"),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "fit_seconds": round(fit_seconds, 1),
+            "best_checkpoint": best or None,
+            "monitor": getattr(callback, "monitor", None),
+            "best_val": float(callback.best_model_score) if best and callback.best_model_score is not None else None,
+            "data": self.datamodule.summary(),
+            "paper": self.datamodule.spec.paper,
+        }
+        if config.get("test_after_fit", True) and not trainer.fast_dev_run:
+            started = time.perf_counter()
+            if not best:
+                log.warning("finetune: no best checkpoint (no ModelCheckpoint with a monitor); testing the last weights")
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            record["val"] = _scalars(trainer.callback_metrics, "val/")
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            record["test"] = _scalars(trainer.callback_metrics, "test/")
+            record["test_seconds"] = round(time.perf_counter() - started, 1)
+        record["mix_weights"] = self.model.mix_weights()  # the best checkpoint's, once test has loaded it
+        path = Path(config.get("results_path") or Path(trainer.log_dir or ".") / "results.json")
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            log.info("finetune: wrote %s", path)
+
+
+def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {
+        k.removeprefix(prefix): float(v)
+        for k, v in sorted(metrics.items())
+        if k.startswith(prefix) and torch.is_tensor(v) and v.numel() == 1
+    }
+
+
+def _find_configs(argv: list[str]) -> list[str]:
+    """``--config configs/finetune/x.yaml`` from any directory: look the path up in the resource roots too."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out) and not Path(out[i + 1]).exists():
+            out[i + 1] = str(find_resource(out[i + 1]))
+        elif arg.startswith("--config=") and not Path(arg.split("=", 1)[1]).exists():
+            out[i] = "--config=" + str(find_resource(arg.split("=", 1)[1]))
+    return out
+
+
+def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
+    if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["fit", *argv]
+    return FinetuneCLI(
+        FinetuneSystem,
+        TaskDataModule,
+        args=_find_configs(argv),
+        run=run,
+        save_config_callback=SaveAndLogConfig,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(argv: list[str]) -> int:
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    build_cli(argv)
+    return 0
