@@ -8,6 +8,7 @@ the same dtype. The ratio says how much of the machine the model's step uses.
 
     elmo-pipeline bench --preset tiny --batch-size 64 --seq-len 40 --steps 20
     elmo-pipeline bench --preset small --device cuda --precision bf16
+    elmo-pipeline bench --preset tiny --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.modules.cells import CELLS
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,6 +123,11 @@ def main(argv: list[str]) -> int:
         choices=["clipped", "fused", "both"],
         help="clipped: the step-by-step recurrence with clipping; fused: no clipping, torch.lstm",
     )
+    parser.add_argument(
+        "--cells",
+        default=None,
+        help=f"compare recurrent cells instead (comma-separated, from {','.join(CELLS)}); clipping is lstmp's only",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -130,6 +137,13 @@ def main(argv: list[str]) -> int:
     base = BiLMConfig.preset(args.preset, vocab_size=args.vocab_size)
     variants = {"clipped": base, "fused": replace(base, cell_clip=None, proj_clip=None)}
     chosen = list(variants) if args.lstm == "both" else [args.lstm]
+    if args.cells:
+        cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+        unknown = [c for c in cells if c not in CELLS]
+        if unknown:
+            raise ValueError(f"bench: unknown cells {unknown}; choose from {list(CELLS)} (--cells)")
+        variants = {c: replace(base, cell=c) for c in cells}
+        chosen = cells
 
     peak_gflops = matmul_gflops(device, DTYPES[args.precision])
     machine = (
@@ -142,7 +156,8 @@ def main(argv: list[str]) -> int:
         f"vocab {args.vocab_size}, {args.precision}, {device} ({machine}), torch {torch.__version__}"
     )
     print(f"# matmul 2048^3 {args.precision}: {peak_gflops:.1f} GFLOP/s")
-    print("| lstm | params | tokens/s | step ms | GFLOP/step | GFLOP/s | % of matmul | peak MiB |")
+    variant = "cell" if args.cells else "lstm"
+    print(f"| {variant} | params | tokens/s | step ms | GFLOP/step | GFLOP/s | % of matmul | peak MiB |")
     print("|---|---|---|---|---|---|---|---|")
     results = {
         "preset": args.preset,

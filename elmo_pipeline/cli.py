@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("elmo_pipeline.systems.pretrain_cli:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
     "finetune": ("elmo_pipeline.systems.finetune_cli:main", "train a task head with or without ELMo (LightningCLI)"),
     "vocab": ("elmo_pipeline.data.lm:vocab_main", "build a word vocabulary from a corpus"),
+    "curves": ("elmo_pipeline.analysis.curves:main", "plot a pretraining run's learning curves"),
     "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
     "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),

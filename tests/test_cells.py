@@ -4,10 +4,14 @@ tiny biLM built with each of them (shapes, causality, every parameter learns, th
 from __future__ import annotations
 
 import dataclasses
+import io
+from contextlib import redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from elmo_pipeline.models import IGNORE, BiLM, BiLMConfig
@@ -21,6 +25,7 @@ from elmo_pipeline.modules.cells import (
     make_cell,
 )
 from elmo_pipeline.modules.lstm import LSTMPLayer
+from elmo_pipeline.systems.pretrain_cli import main as pretrain_main
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids
 
 X, H, B, T = 5, 7, 3, 6
@@ -256,3 +261,11 @@ def test_tiny_bilm_with_cell_is_causal_and_learns(cell: str, tiny_config: BiLMCo
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_pretrain_cli_accepts_the_cell_option() -> None:
+    tiny = Path(__file__).parents[1] / "configs" / "pretrain" / "tiny.yaml"
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        pretrain_main(["fit", "--config", str(tiny), "--model.bilm.cell=layernorm_lstm", "--print_config"])
+    assert yaml.safe_load(out.getvalue())["model"]["bilm"]["cell"] == "layernorm_lstm"

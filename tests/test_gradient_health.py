@@ -40,7 +40,12 @@ def fit(tmp_path, tiny_config: BiLMConfig, callback: Poison, **system_kwargs) ->
     vocab = Vocabulary.build(SENTENCES)
     batch = make_batch(SENTENCES, vocab)
     system = PretrainSystem(
-        tiny_config, vocab_size=len(vocab), optimizer="adam", lr=0.01, export_dir=str(tmp_path / "export"), **system_kwargs
+        tiny_config,
+        vocab_size=len(vocab),
+        optimizer="adam",
+        lr=0.01,
+        export_dir=str(tmp_path / "export"),
+        **system_kwargs,
     )
     trainer = L.Trainer(
         accelerator="cpu",

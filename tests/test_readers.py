@@ -64,7 +64,9 @@ def test_conll_iob1_and_iob2_give_the_same_bioul(tmp_path):
     (tmp_path / "b.txt").write_text(iob2)
     a, _ = read_conll(tmp_path / "a.txt", TYPES, "IOB1")
     b, counts = read_conll(tmp_path / "b.txt", TYPES, "IOB2")
-    assert a == b == [TaggedSentence(["John", "Smith", "Mary", "in", "Paris"], ["B-PER", "L-PER", "U-PER", "O", "U-LOC"])]
+    assert (
+        a == b == [TaggedSentence(["John", "Smith", "Mary", "in", "Paris"], ["B-PER", "L-PER", "U-PER", "O", "U-LOC"])]
+    )
     assert counts["entities_started_by_I"] == 0
     _, counts = read_conll(tmp_path / "a.txt", TYPES, "IOB2")  # IOB1 read as IOB2: counted, read as conlleval does
     assert counts["entities_started_by_I"] == 2

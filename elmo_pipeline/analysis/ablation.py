@@ -7,7 +7,8 @@ evaluated with the full softmax on held-out text. Tokens/s is the steady-state t
 steps: data, forward, backward, update), measured after the first 10 steps.
 
     elmo-pipeline ablation --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm \\
-        --sources ../shared/data/lm/bbc_news/bbc_news.txt.gz ../shared/data/lm/nltk_brown/brown_500docs_tags_stripped.txt.gz \\
+        --sources ../shared/data/lm/bbc_news/bbc_news.txt.gz \\
+                  ../shared/data/lm/nltk_brown/brown_500docs_tags_stripped.txt.gz \\
         --val ../shared/data/wikitext2/valid.txt --val-tokenizer wikitext --max-steps 600 --out runs/ablation
 
 Writes ``--out``/ablation.md (the table, the command and the machine), ablation.png (training loss
@@ -233,7 +234,8 @@ def main(argv: list[str]) -> int:
         results.append(train_cell(cell, args, vocab_path, out))
         record = {"command": command, "machine": machine(), "results": results}
         results_path.write_text(json.dumps(record, indent=1) + "\n")
-        sys.stdout.write(f"{cell}: held-out ppl {results[-1]['val_ppl']:.1f}, {results[-1]['tokens_per_s']:.0f} tok/s\n")
+        row = results[-1]
+        sys.stdout.write(f"{cell}: held-out ppl {row['val_ppl']:.1f}, {row['tokens_per_s']:.0f} tokens/s\n")
 
     header = (
         f"Cell ablation: preset {args.preset}, budget {budget_text} per cell, batch {args.batch_size}, "

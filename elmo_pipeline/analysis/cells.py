@@ -200,9 +200,8 @@ def _html_text(sequences: list[list[str]], values: np.ndarray) -> str:
         for tok in tokens:
             v = values[flat] / scale
             rgb = "214,39,40" if v > 0 else "31,119,180"
-            spans.append(
-                f'<span style="background:rgba({rgb},{abs(v):.2f})" title="{values[flat]:.3f}">{html.escape(tok)}</span>'
-            )
+            style = f"background:rgba({rgb},{abs(v):.2f})"
+            spans.append(f'<span style="{style}" title="{values[flat]:.3f}">{html.escape(tok)}</span>')
             flat += 1
         parts.append("<p>" + " ".join(spans) + "</p>")
     return "\n".join(parts)
@@ -239,8 +238,11 @@ def analyze(
     full = rank_units(acts, props)
     ranking = {p: [(names[u], r) for u, r in order[:top]] for p, order in full.items()}
 
+    chosen_for: dict[str, str] = {}  # unit -> the property it was chosen as best for
     if cells is None:
-        cells = list(dict.fromkeys(units[0][0] for units in ranking.values()))
+        for prop, units in ranking.items():
+            chosen_for.setdefault(units[0][0], prop)
+        cells = list(chosen_for)
     unknown = [c for c in cells if c not in names]
     if unknown:
         raise ValueError(f"cells: unknown units {unknown}; names look like L1.fwd.0 .. {names[-1]} (--cells)")
@@ -250,7 +252,7 @@ def analyze(
     sections = []
     for cell in cells:
         values = acts[:, column[cell]] - acts[:, column[cell]].mean()  # (N,), centred
-        best = max(r_of, key=lambda p: abs(r_of[p][cell])) if r_of else None
+        best = chosen_for.get(cell) or (max(r_of, key=lambda p: abs(r_of[p][cell])) if r_of else None)
         title = f"{cell}" + (f": tracks {best} (r = {r_of[best][cell]:+.2f})" if best else "")
         png = f"cell_{cell}.png"
         plot_text(sequences, values, out_dir / png, title)
@@ -261,7 +263,8 @@ def analyze(
         )
     first = [tok for tokens in sequences for tok in tokens][:80]
     centred = np.stack([acts[:, column[c]] - acts[:, column[c]].mean() for c in cells])  # (cells, N)
-    plot_heatmap(first, centred[:, : len(first)], cells, out_dir / "cells_heatmap.png")
+    labels = [f"{c} ({chosen_for[c]})" if c in chosen_for else c for c in cells]
+    plot_heatmap(first, centred[:, : len(first)], labels, out_dir / "cells_heatmap.png")
 
     table = ["| property | " + " | ".join(f"#{k + 1} unit (r)" for k in range(top)) + " |"]
     table.append("|---" * (top + 1) + "|")
@@ -300,7 +303,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bilm", required=True, help="export folder of a pretrained biLM")
     parser.add_argument("--text", required=True, help="a UTF-8 text file, one paragraph or sentence per line")
     parser.add_argument("--out", default="runs/cells", help="folder for cells.html, the PNGs and the ranking")
-    parser.add_argument("--cells", default=None, help="units to show, e.g. L1.fwd.3,L2.bwd.17 (default: best per property)")
+    parser.add_argument("--cells", default=None, help="units to show, e.g. L1.fwd.3,L2.bwd.17 (default: best of each)")
     parser.add_argument("--tokenizer", choices=sorted(_TOKENIZERS), default="regex")
     parser.add_argument("--max-lines", type=int, default=200, help="sequences of the text to read")
     parser.add_argument("--max-tokens", type=int, default=100, help="longer lines are cut into pieces of this size")

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 L1_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 _TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
-_PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "``": '"', "''": '"'}
+_PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "``": '"', "''": '"'}
 
 
 # ---------------------------------------------------------------------------------------------- SST trees
@@ -168,6 +168,7 @@ class NeuronResult:
     test_accuracy_unit: float
     num_units: int
     sizes: dict[str, int]
+    test_accuracy_majority: float
 
 
 def probe(
@@ -208,6 +209,7 @@ def probe(
         test_accuracy_unit=accuracy(xte[:, unit : unit + 1], yte, wu, bu),
         num_units=xtr.shape[1],
         sizes={"train": len(ytr), "dev": len(ydv), "test": len(yte)},
+        test_accuracy_majority=float((yte == float(ytr.mean() >= 0.5)).float().mean()),
     )
 
 
@@ -267,7 +269,7 @@ def main(argv: list[str]) -> int:
     record = {**asdict(result), "unit_name": name, "bilm": str(args.bilm), "sst": str(sst)}
     record["l1_top_unit_name"] = unit_name(result.l1_top_unit, bilm.config.projection_dim)
     (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"SST-2 sentences: {result.sizes}")
+    print(f"SST-2 sentences: {result.sizes}; train's majority class: test accuracy {result.test_accuracy_majority:.4f}")
     print(
         f"all {result.num_units} units (L1 {result.l1:g}, {result.nonzero_units} non-zero): "
         f"test accuracy {result.test_accuracy_all:.4f} (dev {result.dev_accuracy_all:.4f})"

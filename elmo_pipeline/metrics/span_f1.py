@@ -85,7 +85,9 @@ class SpanF1(Metric):
         """Args: preds and target (B, T) tag ids, mask (B, T) bool (left-aligned)."""
         lengths = mask.sum(dim=1).tolist()
         for p, g, n in zip(preds.tolist(), target.tolist(), lengths, strict=True):
-            self.update_spans(tags_to_spans([self.tags[i] for i in p[:n]]), tags_to_spans([self.tags[i] for i in g[:n]]))
+            self.update_spans(
+                tags_to_spans([self.tags[i] for i in p[:n]]), tags_to_spans([self.tags[i] for i in g[:n]])
+            )
 
     def update_spans(self, predicted: list[Span], gold: list[Span]) -> None:
         """Count one sentence from its predicted and gold spans."""

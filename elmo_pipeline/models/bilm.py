@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.modules.char_cnn import CharCNNEncoder
 from elmo_pipeline.modules.cells import make_cell
+from elmo_pipeline.modules.char_cnn import CharCNNEncoder
 from elmo_pipeline.modules.softmax import LMSoftmax
 
 IGNORE = -1  # target id of positions without a target

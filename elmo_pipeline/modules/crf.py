@@ -85,7 +85,9 @@ class ConditionalRandomField(nn.Module):
     @staticmethod
     def _check(emissions: torch.Tensor, mask: torch.Tensor) -> None:
         if emissions.dim() != 3 or mask.shape != emissions.shape[:2]:
-            raise ValueError(f"crf: emissions (B, T, K) and mask (B, T), got {tuple(emissions.shape)}, {tuple(mask.shape)}")
+            raise ValueError(
+                f"crf: emissions (B, T, K) and mask (B, T), got {tuple(emissions.shape)}, {tuple(mask.shape)}"
+            )
         if mask.shape[1] == 0 or not bool(mask[:, 0].all()):
             raise ValueError("crf: every sequence needs at least one token, left-aligned (mask[:, 0] all True)")
 

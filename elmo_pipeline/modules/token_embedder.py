@@ -37,7 +37,9 @@ class TokenEmbedder(nn.Module):
     ) -> None:
         super().__init__()
         if word_dim + char_filters <= 0:
-            raise ValueError("token_embedder: word_dim and char_filters are both 0 (--model.word_dim, --model.char_filters)")
+            raise ValueError(
+                "token_embedder: word_dim and char_filters are both 0 (--model.word_dim, --model.char_filters)"
+            )
         self.word_embedding = nn.Embedding(num_words, word_dim, padding_idx=0) if word_dim else None
         self.char_embedding = nn.Embedding(num_chars, char_dim, padding_idx=0) if char_filters else None
         self.char_conv = nn.Conv1d(char_dim, char_filters, kernel_size=char_width) if char_filters else None
@@ -45,7 +47,15 @@ class TokenEmbedder(nn.Module):
         self.output_dim = word_dim + char_filters
 
     def forward(self, words: torch.Tensor, chars: torch.Tensor) -> torch.Tensor:
-        """Shapes: B batch, T tokens, C characters. words (B, T), chars (B, T, C). Returns (B, T, word_dim + filters)."""
+        """Shapes: B batch, T tokens, C characters.
+
+        Args:
+            words: (B, T) word ids.
+            chars: (B, T, C) character ids.
+
+        Returns:
+            (B, T, word_dim + char_filters).
+        """
         parts = []
         if self.word_embedding is not None:
             parts.append(self.word_embedding(words))  # (B, T, W)
@@ -53,6 +63,13 @@ class TokenEmbedder(nn.Module):
             B, T, C = chars.shape
             if C < self.char_width:
                 chars = F.pad(chars, (0, self.char_width - C))  # (B, T, width)
-            x = self.char_embedding(chars.reshape(B * T, -1)).transpose(1, 2)  # (B*T, char_dim, C)
-            parts.append(torch.relu(self.char_conv(x)).amax(dim=-1).reshape(B, T, -1))  # (B, T, filters)
+            flat = chars.reshape(B * T, -1)  # (B*T, C)
+            x = self.char_embedding(flat).transpose(1, 2)  # (B*T, char_dim, C)
+            h = self.char_conv(x)  # (B*T, filters, C - width + 1)
+            # only windows that start inside the word count, so that a word's vector never depends on
+            # how far the batch pads its characters
+            windows = ((flat > 0).sum(dim=1) - self.char_width + 1).clamp(min=1)  # (B*T,)
+            inside = torch.arange(h.shape[-1], device=h.device).unsqueeze(0) < windows.unsqueeze(1)  # (B*T, W)
+            h = h.masked_fill(~inside.unsqueeze(1), torch.finfo(h.dtype).min)  # (B*T, filters, W)
+            parts.append(torch.relu(h.amax(dim=-1)).reshape(B, T, -1))  # (B, T, filters)
         return torch.cat(parts, dim=-1)  # (B, T, W + filters)

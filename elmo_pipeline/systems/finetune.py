@@ -97,7 +97,9 @@ class FinetuneSystem(L.LightningModule):
         if elmo and elmo_num_layers < 1:
             raise ValueError("finetune: --model.elmo is set but the biLM has no layers (linked from the data module)")
         if not set(places) <= {"input", "output"} or not places:
-            raise ValueError(f"finetune: --model.elmo_places must be a non-empty subset of [input, output], got {places}")
+            raise ValueError(
+                f"finetune: --model.elmo_places must be a non-empty subset of [input, output], got {places}"
+            )
         self.places: list[str] = places if elmo else []
         self.embedder = TokenEmbedder(num_words, num_chars, word_dim, char_dim, char_filters, char_width)
         self.mixes = nn.ModuleDict(
@@ -153,10 +155,11 @@ class FinetuneSystem(L.LightningModule):
         """The L2 penalty of every mix's weights."""
         return sum((mix.penalty() for mix in self.mixes.values()), start=torch.zeros((), device=self.device))
 
+    @torch.no_grad()
     def mix_weights(self) -> dict[str, dict[str, Any]]:
         """softmax(w) (token layer first) and gamma of each mix, for plots of what each task uses."""
         return {
-            place: {"softmax_w": mix.normalized_weights().tolist(), "gamma": float(mix.gamma)}
+            place: {"softmax_w": mix.normalized_weights().tolist(), "gamma": mix.gamma.item()}
             for place, mix in self.mixes.items()
         }
 

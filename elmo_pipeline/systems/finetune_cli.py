@@ -73,7 +73,9 @@ class FinetuneCLI(LightningCLI):
         if config.get("test_after_fit", True) and not trainer.fast_dev_run:
             started = time.perf_counter()
             if not best:
-                log.warning("finetune: no best checkpoint (no ModelCheckpoint with a monitor); testing the last weights")
+                log.warning(
+                    "finetune: no best checkpoint (no ModelCheckpoint with a monitor); testing the last weights"
+                )
             self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
             record["val"] = _scalars(trainer.callback_metrics, "val/")
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)

@@ -7,6 +7,7 @@ elmo-pipeline pretrain test --config configs/pretrain/tiny.yaml --ckpt_path best
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -24,23 +25,33 @@ class PretrainCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 
     def _resolve_best(self, subcommand: str) -> None:
-        """``--ckpt_path best`` in a new process: read the best path that fitting recorded in last.ckpt."""
+        """``--ckpt_path best`` in a new process: the best checkpoint that fitting recorded.
+
+        Looked up in the export folder's metrics.json (written when fitting ended), then in last.ckpt
+        (the monitoring callback's state at its last save).
+        """
         config = self.config_init[subcommand]
         if config.get("ckpt_path") != "best":
             return
         callback = self.trainer.checkpoint_callback
         if callback is None or callback.monitor is None or callback.dirpath is None:
             raise ValueError("--ckpt_path best needs a ModelCheckpoint with a monitor and a dirpath in the config")
+        candidates = []
+        export_dir = getattr(self.model, "hparams", {}).get("export_dir")
+        if export_dir and (Path(export_dir) / "metrics.json").is_file():
+            metrics = json.loads((Path(export_dir) / "metrics.json").read_text())
+            if metrics.get("monitor") == callback.monitor:
+                candidates.append(metrics.get("checkpoint", ""))
         last = Path(callback.dirpath) / "last.ckpt"
-        best = ""
         if last.is_file():
             states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
-            best = next(
-                (s.get("best_model_path", "") for s in states.values() if s.get("monitor") == callback.monitor), ""
-            )
-        if not best or not Path(best).is_file():
+            monitored = [s for s in states.values() if s.get("monitor") == callback.monitor]
+            candidates += [s.get("best_model_path", "") for s in monitored]
+        best = next((c for c in candidates if c and Path(c).is_file()), None)
+        if best is None:
             raise FileNotFoundError(
-                f"--ckpt_path best: no best checkpoint recorded in {last}; fit first, or pass a checkpoint file"
+                f"--ckpt_path best: no best checkpoint recorded in {export_dir}/metrics.json or {last}; "
+                "fit first, or pass a checkpoint file"
             )
         config["ckpt_path"] = best
 

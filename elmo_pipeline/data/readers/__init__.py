@@ -63,11 +63,11 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (check --data.data_root and --data.split_files)")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     with io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
         line_no = 0
         try:
-            for line_no, line in enumerate(handle, start=1):  # noqa: B007
+            for line_no, line in enumerate(handle, start=1):
                 yield line_no, line.rstrip("\r\n")
         except UnicodeDecodeError as error:
             raise ReaderError(path, line_no + 1, f"not UTF-8 ({error.reason})") from None

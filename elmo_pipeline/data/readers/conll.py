@@ -80,9 +80,7 @@ def to_bioul(tags: list[str], scheme: str) -> tuple[list[str], int]:
 def _check_tag(tag: str, entity_types: list[str], path: Path | str, line: int) -> None:
     prefix, kind = split_tag(tag)
     if tag != "O" and (prefix not in ("B", "I") or kind not in entity_types):
-        raise ReaderError(
-            path, line, f"unknown NER tag {tag!r}: expected O or B-/I- followed by one of {entity_types}"
-        )
+        raise ReaderError(path, line, f"unknown NER tag {tag!r}: expected O or B-/I- followed by one of {entity_types}")
 
 
 def read_conll(
@@ -149,9 +147,7 @@ def write_conll(path: str | Path, sentences: list[TaggedSentence], docstart: boo
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def from_hub_rows(
-    rows: list[dict[str, Any]], spec: TaskSpec, name: str
-) -> tuple[list[TaggedSentence], dict[str, int]]:
+def from_hub_rows(rows: list[dict[str, Any]], spec: TaskSpec, name: str) -> tuple[list[TaggedSentence], dict[str, int]]:
     """The same sentences from hub rows (``tokens`` and integer IOB2 ``ner_tags``, named by ``hub.label_names``)."""
     token_field = spec.hub.fields.get("tokens", "tokens")
     tag_field = spec.hub.fields.get("tags", "ner_tags")

@@ -77,9 +77,7 @@ def write_snli(path: str | Path, pairs: list[LabelledPair]) -> None:
     Path(path).write_bytes(gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
 
 
-def from_hub_rows(
-    rows: list[dict[str, Any]], spec: TaskSpec, name: str
-) -> tuple[list[LabelledPair], dict[str, int]]:
+def from_hub_rows(rows: list[dict[str, Any]], spec: TaskSpec, name: str) -> tuple[list[LabelledPair], dict[str, int]]:
     """The same pairs from hub rows (``premise``, ``hypothesis``, integer ``label``; -1 is ``-``)."""
     fields = {"premise": "premise", "hypothesis": "hypothesis", "label": "label", **spec.hub.fields}
     names = spec.hub.label_names or spec.labels

@@ -92,9 +92,7 @@ def _examples(tree: Tree, subtrees: bool) -> list[LabelledText]:
     return [LabelledText(node.leaves(), node.label) for node in nodes]
 
 
-def read_sst(
-    path: str | Path, labels: list[str], subtrees: bool = False
-) -> tuple[list[LabelledText], dict[str, int]]:
+def read_sst(path: str | Path, labels: list[str], subtrees: bool = False) -> tuple[list[LabelledText], dict[str, int]]:
     """Read an SST trees file.
 
     Args:

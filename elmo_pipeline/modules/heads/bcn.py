@@ -55,7 +55,10 @@ class BiattentiveClassifier(nn.Module):
         pooled_dim = self.integrator.output_dim + output_elmo_dim
         self.self_attention = nn.Linear(pooled_dim, 1)
         self.output = nn.Sequential(
-            nn.Linear(4 * pooled_dim, output_hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(output_hidden, len(labels))
+            nn.Linear(4 * pooled_dim, output_hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(output_hidden, len(labels)),
         )
 
     def forward(

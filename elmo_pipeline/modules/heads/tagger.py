@@ -1,8 +1,8 @@
 """BiLSTM-CRF sequence tagger (Lample et al. 2016), the NER head of Peters et al. (2018).
 
-    h_t = BiLSTM(dropout(x))_t        stacked, ``hidden_size`` per direction
-    emit_t = W [dropout(h_t); ELMo_out_t] + b       tag scores (ELMo at the output only if configured)
-    loss = -log p(y | x) under a CRF constrained to valid BIOUL sequences; prediction = Viterbi
+h_t = BiLSTM(dropout(x))_t        stacked, ``hidden_size`` per direction
+emit_t = W [dropout(h_t); ELMo_out_t] + b       tag scores (ELMo at the output only if configured)
+loss = -log p(y | x) under a CRF constrained to valid BIOUL sequences; prediction = Viterbi
 """
 
 from __future__ import annotations

@@ -1,0 +1,136 @@
+"""`elmo-pipeline finetune` end to end on the bundled fixtures, for every task and arm; every shipped config parses."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from elmo_pipeline.cli import main as cli_main
+from elmo_pipeline.data.activation_cache import bilm_fingerprint
+from elmo_pipeline.data.task_datamodule import resolve_bilm
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.models.export import save_export
+from elmo_pipeline.systems.finetune_cli import main as finetune_main
+
+ROOT = Path(__file__).parents[1]
+FINETUNE_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))
+SMALL_HEAD = {
+    "ner_conll2003": ["--model.head.init_args.hidden_size=16", "--model.head.init_args.num_layers=1"],
+    "sentiment_sst5": [f"--model.head.init_args.{k}=16" for k in ("pre_encode_dim", "hidden_size", "integrator_size")],
+    "nli_snli": [f"--model.head.init_args.{k}=16" for k in ("hidden_size", "projection_dim", "inference_size")],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    torch.manual_seed(123)  # not the random arm's seed (0), so that "trained" and random weights differ
+    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, filters=[[1, 8], [2, 8]], num_samples=0)
+    return save_export(tmp_path_factory.mktemp("export") / "export", BiLM(config))
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs, tasks and fixtures must be found from any directory
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    return tmp_path
+
+
+def _run(task: str, *extra: str) -> dict:
+    args = [
+        "finetune",
+        "--config",
+        f"configs/finetune/{task}.yaml",
+        *SMALL_HEAD[task],
+        "--model.word_dim=8",
+        "--model.char_filters=8",
+        "--data.train_subtrees=false",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.log_every_n_steps=1",
+        f"--results_path=results/{task}.json",
+        *extra,
+    ]
+    assert cli_main(args) == 0
+    return json.loads(Path(f"results/{task}.json").read_text())
+
+
+def test_ner_elmo_and_random_arms_end_to_end(in_tmp, tiny_export):
+    record = _run("ner_conll2003", f"--model.elmo={tiny_export}")
+    assert record["arm"] == "elmo" and record["head"] == "CrfTagger" and record["seed"] == 0
+    assert record["monitor"] == "val/f1" and Path(record["best_checkpoint"]).is_file()
+    assert 0.0 <= record["test"]["f1"] <= 1.0 and {"f1-PER", "precision", "recall"} <= set(record["test"])
+    assert record["data"]["examples"] == {"train": 48, "validation": 24, "test": 24}
+    weights = record["mix_weights"]["input"]["softmax_w"]
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)  # token layer + 2 LSTM layers
+    caches = {p.name for p in (in_tmp / "runs/cache/activations").iterdir()}
+    assert len(caches) == 3  # train, validation, test, for this biLM
+
+    record = _run("ner_conll2003", f"--model.elmo=random:{tiny_export}")
+    assert record["arm"] == "random_bilm"
+    after = {p.name for p in (in_tmp / "runs/cache/activations").iterdir()}
+    assert len(after) == 6 and caches < after  # its own caches: a different biLM never reads a stale cache
+    metrics = (in_tmp / "runs/finetune/ner_conll2003/logs/version_1/metrics.csv").read_text().splitlines()[0]
+    assert "mix/input_w0" in metrics and "final_mix/input_w2" in metrics  # softmax(w) logged for plots
+
+
+def test_sst_baseline_end_to_end(in_tmp):
+    record = _run("sentiment_sst5")
+    assert record["arm"] == "baseline" and record["head"] == "BiattentiveClassifier"
+    assert record["mix_weights"] == {} and not (in_tmp / "runs/cache").exists()  # no biLM, no cache
+    assert 0.0 <= record["test"]["acc"] <= 1.0 and record["monitor"] == "val/acc"
+    assert record["data"]["examples"]["train"] == 40  # whole sentences (--data.train_subtrees false)
+
+
+def test_snli_elmo_at_input_and_output_end_to_end(in_tmp, tiny_export):
+    record = _run("nli_snli", f"--model.elmo={tiny_export}", "--data.max_train_examples=32")
+    assert record["arm"] == "elmo" and record["head"] == "ESIM"
+    assert set(record["mix_weights"]) == {"input", "output"}  # one mix per place
+    assert record["data"]["read"]["train"]["dropped_no_gold_label"] == 2
+    assert record["data"]["examples"]["train"] == 32
+    assert 0.0 <= record["test"]["acc"] <= 1.0
+
+
+def test_random_arm_is_a_frozen_biLM_of_the_same_size(tiny_export):
+    trained, random = resolve_bilm(str(tiny_export)), resolve_bilm(f"random:{tiny_export}")
+    assert random.config == trained.config and not any(p.requires_grad for p in random.parameters())
+    assert bilm_fingerprint(random) != bilm_fingerprint(trained)
+    assert bilm_fingerprint(random) == bilm_fingerprint(resolve_bilm(f"random:{tiny_export}"))  # seeded
+
+
+def test_published_files_are_accepted(tmp_path, tiny_export):
+    from elmo_pipeline.interop import save_bilm_tf
+
+    options, weights = save_bilm_tf(resolve_bilm(str(tiny_export)), tmp_path)
+    bilm = resolve_bilm(f"{options},{weights}")
+    assert bilm.config.projection_dim == 8 and not bilm.training
+
+
+def _resolved(path: Path) -> dict:
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        finetune_main(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(out.getvalue())
+
+
+@pytest.mark.parametrize("path", FINETUNE_CONFIGS, ids=lambda p: p.name)
+def test_finetune_config_parses(path):
+    text = path.read_text()
+    assert text.startswith("#") and f"elmo-pipeline finetune --config configs/finetune/{path.name}" in text
+    config = _resolved(path)
+    assert config["data"]["task"] == path.stem and config["model"]["elmo"] is None  # the baseline by default
+    assert config["data"]["data_root"] == "tests/fixtures/tasks"  # offline by default
+    monitors = {c["init_args"]["monitor"] for c in config["trainer"]["callbacks"]}
+    assert monitors == {"val/f1" if path.stem == "ner_conll2003" else "val/acc"}  # selection on dev
+
+
+def test_every_task_has_a_config():
+    assert [p.stem for p in FINETUNE_CONFIGS] == ["ner_conll2003", "nli_snli", "sentiment_sst5"]

@@ -1,0 +1,64 @@
+"""TaskDataModule: vocabularies from train, seeded samples and batches, cached ELMo layers equal a fresh biLM run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from elmo_pipeline.data.task_datamodule import UNK, BucketBatchSampler, TaskDataModule
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.models.export import save_export
+
+FIXTURES = str(Path(__file__).parent / "fixtures" / "tasks")
+
+
+def test_vocabulary_comes_from_train_only():
+    data = TaskDataModule("ner_conll2003", data_root=FIXTURES)
+    train_words = {w for s in data.splits["train"].texts for w in s}
+    dev_only = next(w for s in data.splits["validation"].texts for w in s if w not in train_words)
+    item = data.splits["validation"][next(i for i, s in enumerate(data.splits["validation"].texts) if dev_only in s)]
+    assert UNK in item["words"][0] and data.num_words == len(train_words) + 2
+    assert data.labels[0] == "O" and len(data.labels) == 1 + 4 * 4  # BIOUL over PER, LOC, ORG, MISC
+
+
+def test_pairs_share_distinct_texts_and_samples_are_seeded():
+    data = TaskDataModule("nli_snli", data_root=FIXTURES)
+    train = data.splits["train"]
+    assert len(train.texts) < 2 * len(train)  # premises repeat: the cache holds each text once
+    a = TaskDataModule("nli_snli", data_root=FIXTURES, max_train_examples=20, seed=1).splits["train"]
+    b = TaskDataModule("nli_snli", data_root=FIXTURES, max_train_examples=20, seed=1).splits["train"]
+    c = TaskDataModule("nli_snli", data_root=FIXTURES, max_train_examples=20, seed=2).splits["train"]
+    assert len(a) == 20 and a.texts == b.texts and a.texts != c.texts
+
+
+def test_bucket_sampler_covers_everything_once_and_is_seeded():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10] * 3
+    sampler = BucketBatchSampler(lengths, batch_size=4, shuffle=True, seed=0, window=2)
+    first = list(sampler)
+    assert sorted(i for batch in first for i in batch) == list(range(30)) and len(first) == len(sampler)
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_batches_carry_the_biLM_layers_of_a_fresh_run(tmp_path):
+    torch.manual_seed(0)
+    bilm = BiLM(BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, filters=[[1, 8], [2, 8]], num_samples=0))
+    export = save_export(tmp_path / "export", bilm)
+    data = TaskDataModule("sentiment_sst5", data_root=FIXTURES, elmo=str(export), cache_dir=str(tmp_path / "cache"))
+    assert (data.elmo_num_layers, data.elmo_dim) == (3, 16)
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    layers, mask = batch["elmo"][0], batch["masks"][0]
+    assert len(layers) == 3 and layers[0].shape == (*mask.shape, 16)
+    tokens = data.splits["validation"].texts[0]
+    ids = [data.word_index.get(w, UNK) for w in tokens]
+    b = next(i for i in range(mask.shape[0]) if batch["words"][0][i].tolist()[: int(mask[i].sum())] == ids)
+    with torch.no_grad():
+        fresh, _ = bilm_layers(bilm.eval(), [tokens])
+    for cached, expected in zip(layers, fresh):
+        torch.testing.assert_close(cached[b, : len(tokens)], expected[0], atol=2e-3, rtol=2e-3)  # float16 cache
+        assert cached[b, len(tokens) :].abs().sum() == 0
