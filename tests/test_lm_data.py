@@ -116,3 +116,18 @@ def test_mix_reads_every_source_to_its_end(tmp_path):
     assert sum(line.startswith("b") for line in lines) > 3  # the small source was repeated to keep its weight
     with pytest.raises(ValueError, match="one positive weight per source"):
         list(mix_sources([a, b], [1.0], random.Random(0)))
+
+
+def test_hub_source_reads_the_text_column(monkeypatch):
+    """``hf:<id>[:<config>]`` goes to datasets.load_dataset (streamed); the hub itself is offline here."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, streaming=False, **kwargs):
+        calls.append((path, name, split, streaming))
+        return datasets.Dataset.from_dict({"text": ["first line", "", "second line"]}).to_iterable_dataset()
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert list(iter_lines("hf:someone/corpus:en", split="validation")) == ["first line", "", "second line"]
+    assert calls == [("someone/corpus", "en", "validation", True)]
