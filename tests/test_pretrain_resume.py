@@ -80,12 +80,26 @@ def test_bf16_mixed_precision_trains(tmp_path):
     corpus = _corpus(tmp_path, n=24)
     dm = LMDataModule(sources=[corpus], vocab_path=str(tmp_path / "vocab.txt"), batch_size=4, max_tokens=10)
     for clip in (3.0, None):  # the step-by-step recurrence and the fused kernel
-        config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]],
-                                   cell_clip=clip, proj_clip=clip)
+        config = BiLMConfig.preset(
+            "tiny",
+            cell_dim=16,
+            projection_dim=8,
+            num_samples=10,
+            filters=[[1, 4], [2, 4]],
+            cell_clip=clip,
+            proj_clip=clip,
+        )
         system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
-        trainer = L.Trainer(max_steps=3, accelerator="cpu", precision="bf16-mixed", logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            default_root_dir=tmp_path)
+        trainer = L.Trainer(
+            max_steps=3,
+            accelerator="cpu",
+            precision="bf16-mixed",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(system, datamodule=dm)
         assert torch.isfinite(trainer.callback_metrics["train/loss"])
         assert system.bilm.forward_layers[0].weight_ih.dtype == torch.float32  # master weights stay fp32
