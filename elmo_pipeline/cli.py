@@ -7,6 +7,7 @@ import sys
 
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "reproduce": ("elmo_pipeline.reproduce:main", "the paper's results table: pretrain, transfer, seeds (resumable)"),
     "pretrain": ("elmo_pipeline.systems.pretrain_cli:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
     "finetune": ("elmo_pipeline.systems.finetune_cli:main", "train a task head with or without ELMo (LightningCLI)"),
     "vocab": ("elmo_pipeline.data.lm:vocab_main", "build a word vocabulary from a corpus"),

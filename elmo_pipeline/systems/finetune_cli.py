@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ class FinetuneCLI(LightningCLI):
         path = Path(config.get("results_path") or Path(trainer.log_dir or ".") / "results.json")
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            tmp = path.with_name(f".{path.name}.tmp")  # atomic: a results.json that exists is complete
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
             log.info("finetune: wrote %s", path)
 
 

@@ -12,6 +12,11 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 log = logging.getLogger(__name__)
 
 
+def wandb_offline() -> bool:
+    """Log offline: no ``WANDB_API_KEY`` and no ``WANDB_MODE`` asking for ``online`` (or ``disabled``)."""
+    return not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") not in ("online", "disabled")
+
+
 class WandbLogger(_LightningWandbLogger):
     """Lightning's W&B logger, offline by default when no API key is configured.
 
@@ -39,7 +44,7 @@ class WandbLogger(_LightningWandbLogger):
         **kwargs: Any,
     ) -> None:
         if offline is None:
-            offline = not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") not in ("online", "disabled")
+            offline = wandb_offline()
             if offline:
                 log.info("W&B: no WANDB_API_KEY, logging offline under %s (upload later with `wandb sync`)", save_dir)
         super().__init__(

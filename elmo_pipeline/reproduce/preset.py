@@ -1,0 +1,235 @@
+"""Reproduction presets (``configs/reproduce/<preset>.yaml``) and the run configs derived from them.
+
+A preset names a pretraining config and one finetuning config per task, plus what changes for this
+reproduction (``set:``: dotted keys such as ``trainer.max_time``, the per-stage budgets). From them
+``reproduce`` writes one complete LightningCLI config per run (the pretraining run, and each task x
+arm x seed), with every path moved under the work folder, the seed, the arm's biLM and the loggers
+filled in. A run's *fingerprint* is the hash of that config without its loggers: a finished run is
+reused only while its fingerprint is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from elmo_pipeline.tasks import find_resource
+
+ARMS = ("baseline", "random_bilm", "elmo")
+PRESETS = ("demo", "small", "original")
+
+
+@dataclass
+class StageSpec:
+    """One LightningCLI config and the changes this reproduction makes to it.
+
+    Attributes:
+        config: the base YAML (``configs/...``; found in a checkout or an installed wheel).
+        set: dotted-key overrides, e.g. ``{"trainer.max_time": "00:00:03:00"}``.
+        name: the task name (finetuning stages only).
+    """
+
+    config: str
+    set: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass
+class Preset:
+    """What one ``reproduce --preset`` does. See ``configs/reproduce/*.yaml`` for each field in use.
+
+    Attributes:
+        name: the preset's name (``demo``, ``small``, ``original``).
+        description: one line for the table's header.
+        meaningful: False when the numbers are a smoke test (the demo); the table says so.
+        data_root: folder of the task files (the layout of ``../shared/data``); null reads the hub.
+        bilm: a biLM to use instead of pretraining (export folder, published folder or ``options,weights``).
+        seeds: finetuning seeds per task and arm.
+        jobs: finetuning runs at once.
+        threads: torch threads per run (``OMP_NUM_THREADS``).
+        pretrain_threads: torch threads of the pretraining run.
+        test_pretrain: measure the biLM's test perplexity once pretraining ends.
+        output_dir: where ``table.md``, ``results.json`` and the pictures go.
+        work_dir: where every run's config, logs, checkpoints and results go.
+        wandb_project: the W&B project of every run (one group per reproduction).
+        pretrain: the pretraining stage.
+        tasks: one finetuning stage per task, in order.
+        arms: the arms each task is run in.
+        launch: how the preset is meant to be launched (documentation; printed by ``--dry-run``).
+        dry_run_vocab_size: vocabulary size for ``--dry-run`` when the pretraining vocabulary does not exist yet.
+    """
+
+    name: str
+    description: str = ""
+    meaningful: bool = True
+    data_root: str | None = None
+    bilm: str | None = None
+    seeds: int = 3
+    jobs: int = 1
+    threads: int = 1
+    pretrain_threads: int = 1
+    test_pretrain: bool = True
+    output_dir: str = ""
+    work_dir: str = ""
+    wandb_project: str = "elmo-pipeline"
+    pretrain: StageSpec | None = None
+    tasks: list[StageSpec] = field(default_factory=list)
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    launch: str = ""
+    dry_run_vocab_size: int = 50_000
+
+    @classmethod
+    def load(cls, preset: str) -> Preset:
+        """A preset by name (``configs/reproduce/<name>.yaml``) or by the path of a YAML file."""
+        path = Path(preset)
+        if not path.suffix:
+            path = Path("configs/reproduce") / f"{preset}.yaml"
+        try:
+            path = find_resource(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"reproduce: no preset {preset!r} ({path}); the presets are {', '.join(PRESETS)} or a YAML file"
+            ) from None
+        raw = yaml.safe_load(path.read_text()) or {}
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown preset fields {sorted(unknown)}; known: {sorted(known)}")
+        raw.setdefault("name", path.stem)
+        if raw.get("pretrain") is not None:
+            raw["pretrain"] = StageSpec(**raw["pretrain"])
+        tasks = []
+        for i, task in enumerate(raw.get("tasks") or []):
+            if not isinstance(task, dict) or "name" not in task or "config" not in task:
+                raise ValueError(f"{path}: tasks[{i}] needs `name` and `config`, got {task!r}")
+            tasks.append(StageSpec(**task))
+        raw["tasks"] = tasks
+        bad = set(raw.get("arms") or []) - set(ARMS)
+        if bad:
+            raise ValueError(f"{path}: unknown arms {sorted(bad)}; arms are {', '.join(ARMS)}")
+        preset_obj = cls(**raw)
+        preset_obj.output_dir = preset_obj.output_dir or f"results/{preset_obj.name}"
+        preset_obj.work_dir = preset_obj.work_dir or f"runs/reproduce/{preset_obj.name}"
+        if preset_obj.pretrain is None and not preset_obj.bilm:
+            raise ValueError(f"{path}: give either `pretrain` (a config) or `bilm` (a biLM to use)")
+        return preset_obj
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """``config["a"]["b"] = value`` for ``key="a.b"`` (creating missing levels); ``a.1.b`` indexes a list."""
+    node: Any = config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ValueError(f"reproduce: `{key}`: {'.'.join(parts[:depth])} has {len(node)} items, no [{part}]")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif last:
+            node[part] = value
+        else:
+            if not isinstance(node.get(part), dict | list):
+                node[part] = {}
+            node = node[part]
+
+
+def load_config(stage: StageSpec) -> dict[str, Any]:
+    """The stage's base YAML with its ``set`` overrides applied."""
+    config = yaml.safe_load(find_resource(stage.config).read_text()) or {}
+    for key, value in stage.set.items():
+        set_dotted(config, key, copy.deepcopy(value))
+    return config
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """Hash of a run config without its loggers and progress display (which do not change results)."""
+    config = copy.deepcopy(config)
+    trainer = config.get("trainer") or {}
+    for key in ("logger", "enable_progress_bar"):
+        trainer.pop(key, None)
+    text = yaml.safe_dump(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def loggers(run_dir: Path, name: str, version: str, wandb: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """CSV logs in ``run_dir/logs/<version>`` always; W&B (group, run name) when ``wandb`` is given."""
+    out: list[dict[str, Any]] = [
+        {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(run_dir), "name": "logs", "version": version},
+        }
+    ]
+    if wandb:
+        out.append(
+            {
+                "class_path": "elmo_pipeline.systems.tracking.WandbLogger",
+                "init_args": {
+                    "project": wandb["project"],
+                    "group": wandb["group"],
+                    "name": name,
+                    "save_dir": wandb["save_dir"],
+                },
+            }
+        )
+    return out
+
+
+def _move_checkpoints(config: dict[str, Any], run_dir: Path) -> None:
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(callback, dict) and callback.get("class_path", "").endswith("ModelCheckpoint"):
+            callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
+
+
+def pretrain_config(preset: Preset, run_dir: Path, wandb: dict[str, Any] | None, version: str) -> dict[str, Any]:
+    """The pretraining run's config: the preset's, with every output under ``run_dir``."""
+    assert preset.pretrain is not None
+    config = load_config(preset.pretrain)
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(run_dir)
+    trainer["enable_progress_bar"] = False
+    trainer["logger"] = loggers(run_dir, f"{preset.name}-pretrain-{version}", version, wandb)
+    _move_checkpoints(config, run_dir)
+    config.setdefault("model", {})["export_dir"] = str(run_dir / "export")
+    data = config.setdefault("data", {})
+    if "data.vocab_path" not in preset.pretrain.set:  # built on start from the corpus, inside this run
+        data["vocab_path"] = str(run_dir / "vocab.txt")
+    return config
+
+
+def finetune_config(
+    preset: Preset,
+    task: StageSpec,
+    arm: str,
+    seed: int,
+    bilm: str | None,
+    run_dir: Path,
+    wandb: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One finetuning run's config: the task's, for ``arm`` and ``seed``, outputs under ``run_dir``."""
+    if arm not in ARMS:
+        raise ValueError(f"reproduce: unknown arm {arm!r}; arms are {', '.join(ARMS)}")
+    if arm != "baseline" and not bilm:
+        raise ValueError(f"reproduce: the {arm} arm needs a biLM (pretraining or --bilm)")
+    config = load_config(task)
+    config["seed_everything"] = seed
+    model = config.setdefault("model", {})
+    model["elmo"] = {"baseline": None, "elmo": bilm, "random_bilm": f"random:{bilm}"}[arm]
+    data = config.setdefault("data", {})
+    data["data_root"] = preset.data_root
+    data["seed"] = seed
+    data["random_bilm_seed"] = seed
+    data["cache_dir"] = str(Path(preset.work_dir) / "cache")
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(run_dir)
+    trainer["enable_progress_bar"] = False
+    trainer["logger"] = loggers(run_dir, f"{task.name}-{arm}-seed{seed}", "", wandb)
+    _move_checkpoints(config, run_dir)
+    return config

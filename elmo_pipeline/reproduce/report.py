@@ -1,0 +1,282 @@
+"""The results of a reproduction: the paper's table with ours beside it, every run, and pictures.
+
+``table.md`` follows Peters et al. (2018, Table 1): per task the paper's baseline and +ELMo, ours
+(baseline, the random-biLM control and +ELMo, each mean ± sample std over seeds), and the increase
+of +ELMo over the baseline, absolute and as relative error reduction::
+
+    increase = elmo - baseline            relative error reduction = increase / (100 - baseline)
+
+All scores are test scores of the checkpoint chosen on dev, in percent. ``results.json`` holds
+every run; the table is computed from it (:func:`table_rows`), so the two always agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from elmo_pipeline.tasks import load_task
+
+log = logging.getLogger(__name__)
+
+ARM_TITLES = {"baseline": "baseline", "random_bilm": "random biLM", "elmo": "+ELMo"}
+
+
+def run_score(record: dict[str, Any]) -> float:
+    """A run's test score in percent (span F1 or accuracy)."""
+    test = record.get("test") or {}
+    key = "f1" if "f1" in test else "acc"
+    if key not in test:
+        raise ValueError(
+            f"reproduce: run {record.get('task')} {record.get('arm')} seed {record.get('seed')} has no test score"
+        )
+    return 100.0 * float(test[key])
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt(mean: float | None, std: float | None = None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
+    """One row per task: the paper's numbers and ours (mean, std, n per arm) and the increases."""
+    rows = []
+    for task in tasks:
+        spec = load_task(task)
+        row: dict[str, Any] = {"task": task, "metric": spec.paper.get("metric", spec.metric), "paper": spec.paper}
+        for arm in ARM_TITLES:
+            scores = [run_score(r) for r in runs if r["task"] == task and r["arm"] == arm]
+            if scores:
+                mean, std = mean_std(scores)
+                row[arm] = {"mean": mean, "std": std, "n": len(scores), "scores": scores}
+        if "baseline" in row and "elmo" in row:
+            base, elmo = row["baseline"]["mean"], row["elmo"]["mean"]
+            row["increase"] = elmo - base
+            row["relative_error_reduction"] = (elmo - base) / (100.0 - base) if base < 100 else math.nan
+        paper = spec.paper
+        if "baseline" in paper and "elmo" in paper:
+            row["paper_increase"] = paper["elmo"] - paper["baseline"]
+            row["paper_relative_error_reduction"] = (paper["elmo"] - paper["baseline"]) / (100.0 - paper["baseline"])
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [
+    "Task",
+    "Metric",
+    "Paper baseline",
+    "Paper +ELMo",
+    "Paper increase (abs / rel.)",
+    "Our baseline",
+    "Our random biLM",
+    "Our +ELMo",
+    "Our increase (abs / rel.)",
+]
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    """The table's cells for one row (also the W&B Table's)."""
+    paper = row["paper"]
+
+    def arm(name: str) -> str:
+        cell = row.get(name)
+        return _fmt(cell["mean"], cell["std"]) if cell else "—"
+
+    def increase(abs_: float | None, rel: float | None) -> str:
+        if abs_ is None or rel is None:
+            return "—"
+        return f"{abs_:+.2f} / {100 * rel:+.0f}%"
+
+    return [
+        row["task"],
+        row["metric"],
+        _fmt(paper.get("baseline")),
+        _fmt(paper.get("elmo"), paper.get("elmo_std")),
+        increase(row.get("paper_increase"), row.get("paper_relative_error_reduction")),
+        arm("baseline"),
+        arm("random_bilm"),
+        arm("elmo"),
+        increase(row.get("increase"), row.get("relative_error_reduction")),
+    ]
+
+
+def markdown_table(
+    rows: list[dict[str, Any]], preset: str, description: str, meaningful: bool, pretrain: dict[str, Any] | None
+) -> str:
+    seeds = sorted({row[arm]["n"] for row in rows for arm in ARM_TITLES if arm in row})
+    lines = [f"# Results: `reproduce --preset {preset}`", ""]
+    if description:
+        lines += [description, ""]
+    if not meaningful:
+        lines += [
+            "**These numbers are not meaningful**: this preset runs a tiny biLM and tiny task samples in minutes to "
+            "show that every stage works end to end. See `docs/results.md` for the published run.",
+            "",
+        ]
+    lines += [
+        f"Test scores (%) of the checkpoint chosen on dev; ours are mean ± sample std over "
+        f"{', '.join(map(str, seeds)) or 0} seed(s). Increase = +ELMo − baseline; relative = increase / "
+        "(100 − baseline), the paper's relative error reduction. The random-biLM control is a frozen biLM of "
+        "the same size with random weights, mixed the same way.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+    if pretrain:
+        test = pretrain.get("test") or {}
+        parts = []
+        if pretrain.get("global_step") is not None:
+            parts.append(f"{pretrain['global_step']:,} steps")
+        if pretrain.get("tokens_seen"):
+            parts.append(f"{int(pretrain['tokens_seen']):,} tokens")
+        if pretrain.get("best_val_ppl") is not None:
+            parts.append(f"best dev perplexity {pretrain['best_val_ppl']:.1f}")
+        if "ppl" in test:
+            parts.append(f"test perplexity {test['ppl']:.1f}")
+        if pretrain.get("fit_seconds") is not None:
+            parts.append(f"{pretrain['fit_seconds'] / 60:.1f} min")
+        lines += ["", f"biLM: `{pretrain.get('export')}`" + (f" ({', '.join(parts)})" if parts else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+# ---- pictures --------------------------------------------------------------------------------------
+def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """softmax(w) per task and place, mean over seeds (the paper's Figure 2): where each task draws from."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[list[float]]] = {}
+    for record in runs:
+        if record["arm"] != "elmo":
+            continue
+        for place, mix in (record.get("mix_weights") or {}).items():
+            groups.setdefault(f"{record['task']}\n({place})", []).append(mix["softmax_w"])
+    if not groups:
+        return None
+    layers = max(len(w[0]) for w in groups.values())
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.2))
+    width = 0.8 / layers
+    for j in range(layers):
+        means = [statistics.fmean(w[j] for w in weights) for weights in groups.values()]
+        errs = [statistics.stdev([w[j] for w in weights]) if len(weights) > 1 else 0.0 for weights in groups.values()]
+        xs = [i + (j - (layers - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, means, width, yerr=errs, capsize=2, label="token layer" if j == 0 else f"LSTM layer {j}")
+    ax.axhline(1.0 / layers, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    ax.set_ylabel("softmax(w)")
+    ax.set_title("Learned ELMo layer weights (+ELMo arm, mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _curve(metrics_csv: Path, key: str) -> list[tuple[int, float]]:
+    points = []
+    if not metrics_csv.is_file():
+        return points
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get(key) not in (None, "") and row.get("epoch") not in (None, ""):
+                points.append((int(float(row["epoch"])), float(row[key])))
+    return points
+
+
+def plot_learning_curves(
+    runs: list[dict[str, Any]], run_dirs: list[Path], tasks: list[str], path: Path, pretrain_dir: Path | None
+) -> Path | None:
+    """Dev score per epoch for every task, arm and seed (+ the biLM's dev perplexity per step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red"}
+    pretrain_points: list[tuple[int, float]] = []
+    if pretrain_dir is not None:
+        csv_path = pretrain_dir / "logs" / "fit" / "metrics.csv"
+        if csv_path.is_file():
+            with open(csv_path, newline="") as f:
+                for row in csv.DictReader(f):
+                    if row.get("val/ppl") not in (None, ""):
+                        pretrain_points.append((int(float(row["step"])), float(row["val/ppl"])))
+    panels = len(tasks) + (1 if pretrain_points else 0)
+    if panels == 0:
+        return None
+    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.0), squeeze=False)
+    axes = axes[0]
+    if pretrain_points:
+        steps, ppl = zip(*pretrain_points, strict=True)
+        axes[0].plot(steps, ppl, marker=".", color="black")
+        axes[0].set(title="biLM pretraining", xlabel="step", ylabel="dev perplexity", yscale="log")
+    for ax, task in zip(axes[1:] if pretrain_points else axes, tasks, strict=True):
+        seen = set()
+        for record, run_dir in zip(runs, run_dirs, strict=True):
+            if record["task"] != task:
+                continue
+            key = "val/f1" if "f1" in (record.get("val") or record.get("test") or {}) else "val/acc"
+            points = _curve(run_dir / "logs" / "metrics.csv", key)
+            if not points:
+                continue
+            epochs, values = zip(*points, strict=True)
+            arm = record["arm"]
+            ax.plot(
+                [e + 1 for e in epochs],
+                [100 * v for v in values],
+                color=colours.get(arm, "black"),
+                alpha=0.8,
+                lw=1,
+                label=None if arm in seen else ARM_TITLES.get(arm, arm),
+            )
+            seen.add(arm)
+        ax.set(title=task, xlabel="epoch", ylabel="dev score (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---- W&B -------------------------------------------------------------------------------------------
+def log_table_to_wandb(
+    wandb_settings: dict[str, Any], rows: list[dict[str, Any]], pictures: list[Path], summary: dict[str, Any]
+) -> None:
+    """The final table (a W&B Table) and the pictures, in one ``summary`` run of the reproduction's group."""
+    import wandb
+
+    from elmo_pipeline.systems.tracking import wandb_offline
+
+    run = wandb.init(
+        project=wandb_settings["project"],
+        group=wandb_settings["group"],
+        name=f"{wandb_settings['group']}-table",
+        job_type="summary",
+        dir=wandb_settings["save_dir"],
+        mode="offline" if wandb_offline() else "online",
+        config=summary,
+        reinit="create_new",
+    )
+    try:
+        table = wandb.Table(columns=COLUMNS, data=[row_cells(row) for row in rows])
+        run.log({"results_table": table, **{f"pictures/{p.stem}": wandb.Image(str(p)) for p in pictures}})
+        for row in rows:
+            for arm in ARM_TITLES:
+                if arm in row:
+                    run.summary[f"{row['task']}/{arm}/mean"] = row[arm]["mean"]
+    finally:
+        run.finish()

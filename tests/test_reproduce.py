@@ -1,0 +1,240 @@
+"""`elmo-pipeline reproduce`: presets, the table's arithmetic, the dry run, and interrupt + resume end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from elmo_pipeline.reproduce import dry_run
+from elmo_pipeline.reproduce.preset import PRESETS, Preset, StageSpec, finetune_config, fingerprint, set_dotted
+from elmo_pipeline.reproduce.report import markdown_table, run_score, table_rows
+
+ROOT = Path(__file__).parents[1]
+
+
+# ---- presets -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", PRESETS)
+def test_shipped_preset_dry_run_builds_every_model(name, tmp_path):
+    path = ROOT / "configs" / "reproduce" / f"{name}.yaml"
+    assert path.read_text().startswith("#") and f"--preset {name}" in path.read_text().split("\n\n")[0]
+    preset = Preset.load(name)
+    preset.work_dir = str(tmp_path / "work")
+    built = dry_run(preset)
+    names = [item["run"] for item in built]
+    assert names[0] == "pretrain"
+    assert len(names) == 1 + len(preset.tasks) * len(preset.arms)
+    by_name = {item["run"]: item["parameters"] for item in built}
+    for task in preset.tasks:
+        # the ELMo arms add the mixes and the wider input layer; the control is exactly as large as +ELMo
+        assert by_name[f"{task.name} elmo"] == by_name[f"{task.name} random_bilm"] > by_name[f"{task.name} baseline"]
+    for item in built:
+        assert Path(item["config"]).is_file()
+
+
+def test_original_preset_is_paper_scale(tmp_path):
+    preset = Preset.load("original")
+    preset.work_dir = str(tmp_path)
+    pretrain = dry_run(preset)[0]
+    assert pretrain["vocab_size"] == 793_471
+    assert pretrain["parameters"] > 93_600_864  # the 93.6M biLM plus its 800k-word softmax
+    assert preset.seeds >= 3 and "torchrun" in preset.launch and "srun" in preset.launch
+
+
+def test_preset_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="presets are demo, small, original"):
+        Preset.load("nonesuch")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbilm: some/dir\nsedes: 3\n")
+    with pytest.raises(ValueError, match=r"unknown preset fields \['sedes'\]"):
+        Preset.load(str(bad))
+    bad.write_text("name: x\nbilm: some/dir\narms: [baseline, elmoo]\n")
+    with pytest.raises(ValueError, match=r"unknown arms \['elmoo'\]"):
+        Preset.load(str(bad))
+    bad.write_text("name: x\n")
+    with pytest.raises(ValueError, match="either `pretrain`"):
+        Preset.load(str(bad))
+
+
+def test_set_dotted_creates_levels_and_indexes_lists():
+    config = {"trainer": {"callbacks": [{"init_args": {"patience": 10}}]}}
+    set_dotted(config, "trainer.callbacks.0.init_args.patience", 3)
+    set_dotted(config, "data.split_files", {"train": "x"})
+    assert config == {
+        "trainer": {"callbacks": [{"init_args": {"patience": 3}}]},
+        "data": {"split_files": {"train": "x"}},
+    }
+    with pytest.raises(ValueError, match=r"trainer.callbacks has 1 items, no \[4\]"):
+        set_dotted(config, "trainer.callbacks.4.init_args.patience", 3)
+
+
+def test_run_configs_per_arm_and_seed(tmp_path):
+    preset = Preset(name="t", data_root="tests/fixtures/tasks", bilm="b", work_dir=str(tmp_path))
+    task = StageSpec(config="configs/finetune/ner_conll2003.yaml", set={"trainer.max_epochs": 2}, name="ner_conll2003")
+    wandb = {"project": "p", "group": "g", "save_dir": str(tmp_path)}
+    configs = {
+        arm: finetune_config(preset, task, arm, 1, "b", tmp_path / arm, wandb)
+        for arm in ("baseline", "random_bilm", "elmo")
+    }
+    assert [configs[a]["model"]["elmo"] for a in configs] == [None, "random:b", "b"]
+    for config in configs.values():
+        assert config["seed_everything"] == config["data"]["seed"] == config["data"]["random_bilm_seed"] == 1
+        assert config["trainer"]["max_epochs"] == 2
+    # the fingerprint ignores the loggers (W&B on or off) but not what changes results
+    no_wandb = finetune_config(preset, task, "elmo", 1, "b", tmp_path / "elmo", None)
+    assert fingerprint(no_wandb) == fingerprint(configs["elmo"])
+    other_seed = finetune_config(preset, task, "elmo", 2, "b", tmp_path / "elmo", None)
+    assert fingerprint(other_seed) != fingerprint(configs["elmo"])
+
+
+# ---- the table -------------------------------------------------------------------------------------------
+def _record(task, arm, seed, score, key="acc"):
+    return {"task": task, "arm": arm, "seed": seed, "test": {key: score}}
+
+
+def test_table_rows_mean_std_and_relative_error_reduction():
+    runs = [
+        _record("sentiment_sst5", "baseline", 0, 0.40),
+        _record("sentiment_sst5", "baseline", 1, 0.44),
+        _record("sentiment_sst5", "baseline", 2, 0.42),
+        _record("sentiment_sst5", "elmo", 0, 0.50),
+        _record("sentiment_sst5", "elmo", 1, 0.52),
+        _record("sentiment_sst5", "elmo", 2, 0.54),
+        _record("ner_conll2003", "baseline", 0, 0.80, "f1"),
+    ]
+    sst, ner = table_rows(runs, ["sentiment_sst5", "ner_conll2003"])
+    assert sst["baseline"]["mean"] == pytest.approx(42.0)
+    assert sst["baseline"]["std"] == pytest.approx(2.0)  # sample std of 40, 44, 42
+    assert sst["elmo"]["mean"] == pytest.approx(52.0)
+    assert sst["increase"] == pytest.approx(10.0)
+    assert sst["relative_error_reduction"] == pytest.approx(10.0 / 58.0)
+    assert sst["paper_increase"] == pytest.approx(54.7 - 51.4)
+    assert "random_bilm" not in sst
+    assert ner["baseline"]["std"] is None and "increase" not in ner  # one seed, one arm
+    text = markdown_table([sst, ner], "t", "", meaningful=False, pretrain=None)
+    assert (
+        "| sentiment_sst5 | test accuracy | 51.40 | 54.70 ± 0.50 | +3.30 / +7% | 42.00 ± 2.00 | — | 52.00 ± 2.00 |"
+        in text
+    )
+    assert "+10.00 / +17%" in text
+    assert "not meaningful" in text
+
+
+def test_run_score_needs_a_test_result():
+    with pytest.raises(ValueError, match="ner_conll2003 elmo seed 0 has no test score"):
+        run_score({"task": "ner_conll2003", "arm": "elmo", "seed": 0, "test": {}})
+
+
+# ---- end to end: interrupt after the first task, resume ------------------------------------------------------
+def _fixture_preset(tmp_path: Path) -> Path:
+    preset = {
+        "name": "fixture",
+        "description": "test preset",
+        "meaningful": False,
+        "data_root": "tests/fixtures/tasks",
+        "seeds": 1,
+        "jobs": 1,
+        "threads": 1,
+        "output_dir": str(tmp_path / "results"),
+        "work_dir": str(tmp_path / "work"),
+        "pretrain": {
+            "config": "configs/pretrain/tiny.yaml",
+            "set": {
+                "model.bilm.filters": [[1, 8], [2, 8]],
+                "model.bilm.projection_dim": 8,
+                "model.bilm.cell_dim": 16,
+                "model.bilm.num_samples": 32,
+                "data.vocab_max_size": 500,
+                "trainer.max_steps": 6,
+                "trainer.val_check_interval": 3,
+                "trainer.limit_val_batches": 2,
+                "trainer.limit_test_batches": 2,
+            },
+        },
+        "tasks": [
+            {
+                "name": "ner_conll2003",
+                "config": "configs/finetune/ner_conll2003.yaml",
+                "set": {"trainer.max_epochs": 2, "model.head.init_args.hidden_size": 16, "model.char_filters": 8},
+            },
+            {
+                "name": "sentiment_sst5",
+                "config": "configs/finetune/sentiment_sst5.yaml",
+                "set": {
+                    "trainer.max_epochs": 2,
+                    "data.train_subtrees": False,
+                    "model.char_filters": 8,
+                    "model.head.init_args": {
+                        "pre_encode_dim": 8,
+                        "hidden_size": 8,
+                        "integrator_size": 8,
+                        "output_hidden": 8,
+                        "dropout": 0.0,
+                    },
+                },
+            },
+        ],
+    }
+    path = tmp_path / "fixture.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+def _finished(work: Path, task: str) -> list[Path]:
+    return sorted(p.parent for p in (work / task).glob("*/seed*/fingerprint"))
+
+
+def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
+    preset = _fixture_preset(tmp_path)
+    work, results = tmp_path / "work", tmp_path / "results"
+    command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(preset), "--no-wandb"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 600
+    while len(_finished(work, "ner_conll2003")) < 3 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C, as a user would: the whole process group
+    output = first.communicate(timeout=120)[0].decode()
+    assert first.returncode == 130, output
+    assert "Run the same command again to resume" in output
+    done_first = _finished(work, "ner_conll2003")
+    assert len(done_first) == 3
+    assert len(_finished(work, "sentiment_sst5")) < 3, "the interrupt came too late to test resuming"
+    kept = {p: (p / "results.json").stat().st_mtime_ns for p in done_first}
+    pretrain_results = (work / "pretrain" / "results.json").stat().st_mtime_ns
+
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("finished before, kept") == 3
+    assert "pretraining already done" in second.stderr
+    assert {p: (p / "results.json").stat().st_mtime_ns for p in done_first} == kept  # not redone
+    assert (work / "pretrain" / "results.json").stat().st_mtime_ns == pretrain_results
+    assert len(_finished(work, "sentiment_sst5")) == 3
+
+    # the table and the pictures exist and agree with results.json
+    report = json.loads((results / "results.json").read_text())
+    assert report["complete"] and report["runs_done"] == report["runs_planned"] == 6
+    assert report["pretrain"]["test"]["ppl"] > 1
+    table = (results / "table.md").read_text()
+    for row in report["table"]:
+        for arm in ("baseline", "random_bilm", "elmo"):
+            scores = [run_score(r) for r in report["runs"] if r["task"] == row["task"] and r["arm"] == arm]
+            assert row[arm]["mean"] == pytest.approx(statistics.fmean(scores))
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row['task']} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[5:8] == [f"{row[a]['mean']:.2f}" for a in ("baseline", "random_bilm", "elmo")]
+    for picture in ("layer_weights.png", "learning_curves.png"):
+        assert (results / picture).stat().st_size > 1000
+        assert f"({picture})" in table
+    for run in report["runs"]:  # every run recorded with the mixes of its arm
+        assert bool(run["mix_weights"]) == (run["arm"] != "baseline")
