@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   # creates .venv, installs, runs the offline end-to-end demo on the bundled sample data
+#   make demo   # creates .venv, installs, runs the offline end-to-end demo on the bundled samples: pretrain ->
+#               # transfer (3 tasks x baseline / random biLM / +ELMo x 2 seeds) -> results/demo/table.md
 #   make test   # creates .venv, installs, runs the test suite
 # torch is installed first and pinned, so that nothing pulls a multi-GB CUDA build by accident.
 # GPU users choose their build, e.g.:
@@ -11,7 +12,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo reproduce-small test test-slow lint bench clean
 
 $(BIN)/elmo-pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,10 @@ $(BIN)/elmo-pipeline: pyproject.toml
 install: $(BIN)/elmo-pipeline
 
 demo: install
-	$(BIN)/elmo-pipeline pretrain --config configs/pretrain/tiny.yaml
-	$(BIN)/elmo-pipeline pretrain test --config configs/pretrain/tiny.yaml --ckpt_path best
+	$(BIN)/elmo-pipeline reproduce --preset demo
+
+reproduce-small: install
+	$(BIN)/elmo-pipeline reproduce --preset small --data-root ../shared/data
 
 test: install
 	$(BIN)/python -m pytest

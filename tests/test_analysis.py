@@ -76,8 +76,8 @@ def test_cells_cli(tiny_config: BiLMConfig, tmp_path, capsys) -> None:
 
 def test_tree_reader(tmp_path) -> None:
     path = tmp_path / "train.txt"
-    path.write_text("(3 (2 It) (4 (2 's) (3 (3 good) (2 (2 -LRB-) (2 8 1\\/2) (2 -RRB-)))))\n\n(1 (1 Bad) (2 .))\n")
-    expected = [(3, ["It", "'s", "good", "(", "8", "1/2", ")"]), (1, ["Bad", "."])]  # SST has leaves like "8 1\/2"
+    path.write_text("(3 (2 It) (4 (2 's) (3 (3 good) (2 (2 -LRB-) (2 8\xa01\\/2) (2 -RRB-)))))\n\n(1 (1 Bad) (2 ``))\n")
+    expected = [(3, ["It", "'s", "good", "(", "8\xa01/2", ")"]), (1, ["Bad", '"'])]  # SST has a leaf "8\xa01\/2"
     assert sentiment_neuron.read_sst(path) == expected
     sentences, labels = sentiment_neuron.binary([(3, ["a"]), (2, ["b"]), (0, ["c"]), (4, ["d"])])
     assert sentences == [["a"], ["c"], ["d"]] and labels.tolist() == [1.0, 0.0, 1.0]
@@ -89,7 +89,7 @@ def test_tree_reader(tmp_path) -> None:
 def test_malformed_tree_names_file_and_line(tmp_path, tree) -> None:
     path = tmp_path / "dev.txt"
     path.write_text("(2 (2 fine))\n" + tree + "\n")
-    with pytest.raises(ValueError, match=rf"{path}:2: malformed tree"):
+    with pytest.raises(ValueError, match=rf"{path}:2: "):
         sentiment_neuron.read_sst(path)
 
 

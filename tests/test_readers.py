@@ -221,3 +221,14 @@ def test_hub_failure_says_how_to_read_local_files(monkeypatch):
 def test_pairs_are_labelled_pairs():
     pairs, _ = read_split(SNLI, "test", FIXTURES)
     assert all(isinstance(p, LabelledPair) for p in pairs) and len(pairs) == 30
+
+
+def test_sst_examples_unescape_ptb_tokens_for_the_bilm(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("(2 (2 -LRB-) (3 (2 8\xa01\\/2) (2 -RRB-)) (2 ``) (2 a\\*b) (2 ''))\n")
+    tree = parse_tree(path.read_text(), SST.labels)
+    assert tree.leaves() == ["-LRB-", "8\xa01\\/2", "-RRB-", "``", "a\\*b", "''"]  # the tree keeps the escapes
+    (example,), _ = read_sst(path, SST.labels)
+    assert example.tokens == ["(", "8\xa01/2", ")", '"', "a*b", '"']  # the words read like raw text
+    (raw,), _ = read_sst(path, SST.labels, unescape=False)
+    assert raw.tokens == tree.leaves()

@@ -24,80 +24,28 @@ import argparse
 import json
 import logging
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
+from elmo_pipeline.data.readers import sst as sst_reader
 from elmo_pipeline.models.bilm import BiLM
 
 log = logging.getLogger(__name__)
 
 L1_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-_TREE_TOKEN = re.compile(r"\(|\)|[^\s()]+")
-_PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "``": '"', "''": '"'}
-
-
-# ---------------------------------------------------------------------------------------------- SST trees
-
-
-def parse_tree(line: str, where: str) -> tuple[int, list[str]]:
-    """The root label and the words of one labelled PTB tree such as ``(3 (2 It) (4 (2 's) (3 good)))``.
-
-    Raises:
-        ValueError: naming ``where`` (file:line) if the tree is malformed.
-    """
-    tokens = _TREE_TOKEN.findall(line)
-    pos = 0
-    words: list[str] = []
-
-    def fail(message: str) -> ValueError:
-        return ValueError(f"{where}: malformed tree: {message} (token {pos + 1}: {line.strip()[:80]!r})")
-
-    def node() -> int:
-        nonlocal pos
-        if pos >= len(tokens) or tokens[pos] != "(":
-            raise fail("expected '('")
-        pos += 1
-        if pos >= len(tokens) or not tokens[pos].isdigit() or not 0 <= int(tokens[pos]) <= 4:
-            raise fail(f"expected a label 0-4 after '(', got {tokens[pos] if pos < len(tokens) else 'the end'!r}")
-        label = int(tokens[pos])
-        pos += 1
-        if pos < len(tokens) and tokens[pos] not in ("(", ")"):
-            while pos < len(tokens) and tokens[pos] not in ("(", ")"):  # a leaf; SST has a few like "8 1\\/2"
-                words.append(_PTB_ESCAPES.get(tokens[pos], tokens[pos].replace("\\/", "/").replace("\\*", "*")))
-                pos += 1
-        else:
-            children = 0
-            while pos < len(tokens) and tokens[pos] == "(":
-                node()
-                children += 1
-            if children == 0:
-                raise fail("a node has neither a word nor children")
-        if pos >= len(tokens) or tokens[pos] != ")":
-            raise fail("expected ')'")
-        pos += 1
-        return label
-
-    label = node()
-    if pos != len(tokens):
-        raise fail("text after the end of the tree")
-    return label, words
+SST_LABELS = ["0", "1", "2", "3", "4"]
 
 
 def read_sst(path: str | Path) -> list[tuple[int, list[str]]]:
-    """(root label 0-4, words) of every tree in an SST trees file."""
+    """(root label 0-4, words as raw text) of every tree in an SST trees file (the task reader's parsing)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sentiment-neuron: {path} does not exist (--sst-dir or --data-root)")
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                out.append(parse_tree(line, f"{path}:{n}"))
-    return out
+    examples, _ = sst_reader.read_sst(path, SST_LABELS)
+    return [(int(example.label), example.tokens) for example in examples]
 
 
 def binary(examples: list[tuple[int, list[str]]]) -> tuple[list[list[str]], torch.Tensor]:

@@ -83,8 +83,17 @@ def _log_tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def run_command(args: list[str], log_path: Path, threads: int) -> float:
-    """``python -m elmo_pipeline.cli <args>`` with its output in ``log_path``; returns seconds taken."""
+def run_command(
+    args: list[str],
+    log_path: Path,
+    threads: int,
+    heartbeat: Callable[[float], None] | None = None,
+    every: float = 60.0,
+) -> float:
+    """``python -m elmo_pipeline.cli <args>`` with its output in ``log_path``; returns seconds taken.
+
+    ``heartbeat(seconds_so_far)`` is called every ``every`` seconds while it runs (progress lines).
+    """
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
@@ -94,7 +103,16 @@ def run_command(args: list[str], log_path: Path, threads: int) -> float:
     with open(log_path, "a") as out:
         out.write(f"$ {sys.executable} -m elmo_pipeline.cli {' '.join(args)}\n")
         out.flush()
-        code = subprocess.call([sys.executable, "-m", "elmo_pipeline.cli", *args], stdout=out, stderr=out, env=env)
+        with subprocess.Popen(
+            [sys.executable, "-m", "elmo_pipeline.cli", *args], stdout=out, stderr=out, env=env
+        ) as process:
+            while True:
+                try:
+                    code = process.wait(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    if heartbeat is not None:
+                        heartbeat(time.perf_counter() - started)
     if code != 0:
         raise RunFailed(
             f"`elmo-pipeline {' '.join(args)}` exited with {code}; end of {log_path}:\n{_log_tail(log_path)}"
@@ -134,8 +152,14 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
             args += ["--ckpt_path", "last"]
         log.info("reproduce: pretraining the biLM (%s; log %s)", preset.pretrain.config, run_dir / "log.txt")
         started = time.perf_counter()
+        budget = (fit.get("trainer") or {}).get("max_time")
         try:
-            run_command(args, run_dir / "log.txt", preset.pretrain_threads)
+            run_command(
+                args,
+                run_dir / "log.txt",
+                preset.pretrain_threads,
+                heartbeat=lambda seconds: _pretrain_progress(run_dir / "logs" / "fit" / "metrics.csv", seconds, budget),
+            )
         finally:  # interrupted attempts count too: the wall time is the reproduction's
             progress["fit_seconds"] += time.perf_counter() - started
             _atomic_json(progress_path, progress)
@@ -157,6 +181,36 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         record["test"] = last_metrics(run_dir / "logs" / "test" / "metrics.csv", "test/")
     _atomic_json(run_dir / "results.json", record)
     return record
+
+
+def _tail_rows(path: Path, size: int = 16384) -> list[dict[str, str]]:
+    """The last rows of a (possibly large) CSVLogger file, read from its end."""
+    import csv
+    import io
+
+    try:
+        with open(path, "rb") as f:
+            header = f.readline().decode()
+            f.seek(0, os.SEEK_END)
+            f.seek(max(len(header), f.tell() - size))
+            tail = f.read().decode(errors="replace").split("\n", 1)[-1]
+    except OSError:
+        return []
+    return list(csv.DictReader(io.StringIO(header + tail)))
+
+
+def _pretrain_progress(metrics_csv: Path, seconds: float, budget: str | None) -> None:
+    rows = [r for r in _tail_rows(metrics_csv) if r.get("train/tokens_seen")]
+    if not rows:
+        print(f"pretraining: {seconds / 60:.1f} min (starting)", flush=True)
+        return
+    row = rows[-1]
+    print(
+        f"pretraining: step {int(float(row['step'])):,}, {float(row['train/tokens_seen']) / 1e6:.2f}M tokens, "
+        f"loss {float(row['train/loss']):.3f}, {float(row['train/tokens_per_s']):,.0f} tokens/s; "
+        f"{seconds / 60:.1f} min" + (f" of a {budget} budget" if budget else ""),
+        flush=True,
+    )
 
 
 def last_metrics(path: Path, prefix: str) -> dict[str, float]:

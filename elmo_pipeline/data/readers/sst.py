@@ -5,6 +5,10 @@
 Every node carries a sentiment label 0-4. Dev and test are read as whole sentences (the root's
 label); training can use every labelled subtree as an example of its own, as the paper does
 (``subtrees=True``; ~150k phrases for the 8,544 training sentences).
+
+The trees keep the Penn Treebank escapes (``-LRB-``, ``\\/``, ``` `` ```); the examples unescape them
+(:func:`unescape_ptb`) so that the words read like the raw text the biLM was pretrained on -- a biLM
+has seen "(" in running text, never "-LRB-".
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from elmo_pipeline.data.readers import LabelledText, ReaderError, open_lines
 from elmo_pipeline.tasks import TaskSpec
 
 _TOKEN = re.compile(r"\(|\)|[^ \t\r\n()]+")  # words hold no ASCII space; SST has one "8\xa01\\/2"
+PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}", "``": '"', "''": '"'}
+
+
+def unescape_ptb(word: str) -> str:
+    """A Penn Treebank token as raw text: ``-LRB-`` -> ``(``, ``1\\/2`` -> ``1/2``, ``\\*`` -> ``*``."""
+    return PTB_ESCAPES.get(word, word.replace("\\/", "/").replace("\\*", "*"))
 
 
 @dataclass
@@ -87,18 +97,23 @@ def parse_tree(text: str, labels: list[str], path: str | Path = "<string>", line
     return tree
 
 
-def _examples(tree: Tree, subtrees: bool) -> list[LabelledText]:
+def _examples(tree: Tree, subtrees: bool, unescape: bool = True) -> list[LabelledText]:
     nodes = tree.subtrees() if subtrees else [tree]
-    return [LabelledText(node.leaves(), node.label) for node in nodes]
+    if not unescape:
+        return [LabelledText(node.leaves(), node.label) for node in nodes]
+    return [LabelledText([unescape_ptb(w) for w in node.leaves()], node.label) for node in nodes]
 
 
-def read_sst(path: str | Path, labels: list[str], subtrees: bool = False) -> tuple[list[LabelledText], dict[str, int]]:
+def read_sst(
+    path: str | Path, labels: list[str], subtrees: bool = False, unescape: bool = True
+) -> tuple[list[LabelledText], dict[str, int]]:
     """Read an SST trees file.
 
     Args:
         path: the file (plain or .gz), one tree per line.
         labels: the allowed labels (``0`` .. ``4``).
         subtrees: one example per labelled subtree (training, as the paper does) instead of per sentence.
+        unescape: words as raw text (``(`` for ``-LRB-``) rather than the treebank's escapes.
 
     Returns:
         The examples and counts (``sentences``, ``examples``).
@@ -108,7 +123,7 @@ def read_sst(path: str | Path, labels: list[str], subtrees: bool = False) -> tup
     for line_no, line in open_lines(path):
         if not line.strip():
             continue
-        examples.extend(_examples(parse_tree(line, labels, path, line_no), subtrees))
+        examples.extend(_examples(parse_tree(line, labels, path, line_no), subtrees, unescape))
         sentences += 1
     return examples, {"sentences": sentences, "examples": len(examples)}
 
