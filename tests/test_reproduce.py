@@ -238,3 +238,22 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
         assert f"({picture})" in table
     for run in report["runs"]:  # every run recorded with the mixes of its arm
         assert bool(run["mix_weights"]) == (run["arm"] != "baseline")
+
+
+def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from elmo_pipeline.reproduce.report import COLUMNS, log_table_to_wandb, plot_layer_weights
+
+    runs = [_record("sentiment_sst5", arm, seed, 0.4 + 0.01 * seed) for arm in ("baseline", "elmo") for seed in (0, 1)]
+    for run in runs:
+        run["mix_weights"] = {"input": {"softmax_w": [0.2, 0.3, 0.5], "gamma": 1.0}} if run["arm"] == "elmo" else {}
+    rows = table_rows(runs, ["sentiment_sst5"])
+    picture = plot_layer_weights(runs, tmp_path / "layer_weights.png")
+    log_table_to_wandb({"project": "p", "group": "reproduce-t", "save_dir": str(tmp_path)}, rows, [picture], {})
+    (table_file,) = tmp_path.glob("wandb/offline-run-*/files/media/table/results_table_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == COLUMNS
+    assert table["data"][0][:2] == ["sentiment_sst5", "test accuracy"]
+    assert table["data"][0][5] == "40.50 ± 0.71"
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/pictures/layer_weights_*.png"))

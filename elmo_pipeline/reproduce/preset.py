@@ -188,6 +188,16 @@ def _move_checkpoints(config: dict[str, Any], run_dir: Path) -> None:
             callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
 
 
+def _located(path: str) -> str:
+    """``path`` unchanged if it exists here (or is absolute or a hub id), else where a resource root has it."""
+    if Path(path).is_absolute() or Path(path).exists() or path.startswith("hf:"):
+        return path
+    try:
+        return str(find_resource(path))
+    except FileNotFoundError:
+        return path  # the data module names the missing file
+
+
 def pretrain_config(preset: Preset, run_dir: Path, wandb: dict[str, Any] | None, version: str) -> dict[str, Any]:
     """The pretraining run's config: the preset's, with every output under ``run_dir``."""
     assert preset.pretrain is not None
@@ -199,6 +209,8 @@ def pretrain_config(preset: Preset, run_dir: Path, wandb: dict[str, Any] | None,
     _move_checkpoints(config, run_dir)
     config.setdefault("model", {})["export_dir"] = str(run_dir / "export")
     data = config.setdefault("data", {})
+    for key in ("sources", "val_sources", "test_sources"):  # bundled samples also from an installed wheel
+        data[key] = [_located(path) for path in data.get(key) or []] or data.get(key)
     if "data.vocab_path" not in preset.pretrain.set:  # built on start from the corpus, inside this run
         data["vocab_path"] = str(run_dir / "vocab.txt")
     return config
