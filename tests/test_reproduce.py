@@ -257,3 +257,39 @@ def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):
     assert table["data"][0][:2] == ["sentiment_sst5", "test accuracy"]
     assert table["data"][0][5] == "40.50 ± 0.71"
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/pictures/layer_weights_*.png"))
+
+
+def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path):
+    preset = yaml.safe_load(_fixture_preset(tmp_path).read_text())
+    preset["pretrain"]["set"].update(
+        {
+            "trainer.max_steps": 200,
+            "trainer.val_check_interval": 50,
+            "trainer.callbacks.1.init_args.every_n_train_steps": 5,
+        }
+    )
+    preset["tasks"] = preset["tasks"][:1]
+    preset["arms"] = ["elmo"]
+    path = tmp_path / "fixture.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    work = tmp_path / "work" / "pretrain"
+    command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(path), "--no-wandb"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 300
+    while not (work / "checkpoints" / "last.ckpt").is_file() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGINT)
+    output = first.communicate(timeout=120)[0].decode()
+    assert first.returncode == 130, output
+    assert not (work / "export").exists(), "the interrupt came too late to test resuming"
+
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming pretraining from" in second.stderr
+    record = json.loads((work / "results.json").read_text())
+    assert record["global_step"] == 200  # the budget is the run's, not each attempt's
+    assert (work / "logs" / "fit-2" / "metrics.csv").is_file()  # the second attempt logs beside the first
+    assert "--ckpt_path last" in (work / "log.txt").read_text()

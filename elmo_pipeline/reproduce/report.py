@@ -209,12 +209,12 @@ def plot_learning_curves(
     colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red"}
     pretrain_points: list[tuple[int, float]] = []
     if pretrain_dir is not None:
-        csv_path = pretrain_dir / "logs" / "fit" / "metrics.csv"
-        if csv_path.is_file():
+        for csv_path in sorted((pretrain_dir / "logs").glob("fit*/metrics.csv")):  # fit, fit-2, ... (resumed)
             with open(csv_path, newline="") as f:
                 for row in csv.DictReader(f):
                     if row.get("val/ppl") not in (None, ""):
                         pretrain_points.append((int(float(row["step"])), float(row["val/ppl"])))
+        pretrain_points = sorted(set(pretrain_points))
     panels = len(tasks) + (1 if pretrain_points else 0)
     if panels == 0:
         return None

@@ -141,11 +141,15 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(print_ + "\n")
-    _write_yaml(run_dir / "config.yaml", fit)
     record: dict[str, Any] = {"export": str(run_dir / "export"), "fingerprint": print_}
     progress_path = run_dir / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {"fit_seconds": 0.0}
     if not (run_dir / "export" / "metrics.json").is_file():  # the export is written when fitting ends
+        # each attempt logs to its own CSV folder (fit, fit-2, ...): a CSVLogger empties the one it reopens
+        attempt = progress.get("attempts", 0) + 1
+        version = "fit" if attempt == 1 else f"fit-{attempt}"
+        _write_yaml(run_dir / "config.yaml", pretrain_config(preset, run_dir, wandb, version))
+        progress["attempts"] = attempt
         args = ["pretrain", "fit", "--config", str(run_dir / "config.yaml")]
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             log.info("reproduce: resuming pretraining from %s", run_dir / "checkpoints" / "last.ckpt")
@@ -153,12 +157,13 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         log.info("reproduce: pretraining the biLM (%s; log %s)", preset.pretrain.config, run_dir / "log.txt")
         started = time.perf_counter()
         budget = (fit.get("trainer") or {}).get("max_time")
+        metrics_csv = run_dir / "logs" / version / "metrics.csv"
         try:
             run_command(
                 args,
                 run_dir / "log.txt",
                 preset.pretrain_threads,
-                heartbeat=lambda seconds: _pretrain_progress(run_dir / "logs" / "fit" / "metrics.csv", seconds, budget),
+                heartbeat=lambda seconds: _pretrain_progress(metrics_csv, seconds, budget),
             )
         finally:  # interrupted attempts count too: the wall time is the reproduction's
             progress["fit_seconds"] += time.perf_counter() - started
