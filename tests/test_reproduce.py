@@ -121,10 +121,10 @@ def test_table_rows_mean_std_and_relative_error_reduction():
     assert ner["baseline"]["std"] is None and "increase" not in ner  # one seed, one arm
     text = markdown_table([sst, ner], "t", "", meaningful=False, pretrain=None)
     assert (
-        "| sentiment_sst5 | test accuracy | 51.40 | 54.70 ± 0.50 | +3.30 / +7% | 42.00 ± 2.00 | — | 52.00 ± 2.00 |"
+        "| sentiment_sst5 | test accuracy | 51.40 | 54.70 ± 0.50 | +3.30 / +6.8% | 42.00 ± 2.00 | — | 52.00 ± 2.00 |"
         in text
     )
-    assert "+10.00 / +17%" in text
+    assert "+10.00 / +17.2%" in text
     assert "not meaningful" in text
 
 
@@ -293,3 +293,92 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path):
     assert record["global_step"] == 200  # the budget is the run's, not each attempt's
     assert (work / "logs" / "fit-2" / "metrics.csv").is_file()  # the second attempt logs beside the first
     assert "--ckpt_path last" in (work / "log.txt").read_text()
+
+
+# ---- resuming: what counts as finished, failures, one reproduction per folder ------------------------------------
+def _fake_bilm(path: Path, weights: bytes) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "weights.pt").write_bytes(weights)
+    return str(path)
+
+
+def _finish(run, score=0.5):
+    """What `start` leaves behind for a finished run."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "results.json").write_text(json.dumps(_record(run.task.name, run.arm, run.seed, score)))
+    (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")
+    return json.loads((run.run_dir / "results.json").read_text())
+
+
+def _plan(tmp_path, bilm):
+    from elmo_pipeline.reproduce.runner import bilm_identity, plan
+
+    task = StageSpec(config="configs/finetune/sentiment_sst5.yaml", name="sentiment_sst5")
+    preset = Preset(
+        name="t", data_root="tests/fixtures/tasks", bilm=bilm, seeds=2, work_dir=str(tmp_path / "w"), tasks=[task]
+    )
+    return plan(preset, bilm, None, bilm_identity(bilm))
+
+
+def test_retrained_bilm_reruns_the_biLM_arms_only(tmp_path):
+    bilm = _fake_bilm(tmp_path / "export", b"weights v1")
+    for run in _plan(tmp_path, bilm):
+        _finish(run)
+    assert all(run.finished() for run in _plan(tmp_path, bilm))
+    _fake_bilm(tmp_path / "export", b"weights v2")  # same path, new weights
+    again = {(run.arm, run.seed): run.finished() is not None for run in _plan(tmp_path, bilm)}
+    assert again == {(arm, seed): arm == "baseline" for arm in ("baseline", "random_bilm", "elmo") for seed in (0, 1)}
+
+
+def test_execute_runs_what_is_left_and_reports_every_failure(tmp_path):
+    from elmo_pipeline.reproduce.runner import RunsFailed, execute
+
+    runs = _plan(tmp_path, _fake_bilm(tmp_path / "export", b"w"))
+    _finish(runs[0])
+    started, reported = [], []
+
+    def starter(run, threads, env):
+        started.append(run.label)
+        if run.arm == "elmo":
+            raise RuntimeError(f"{run.label} broke")
+        return _finish(run)
+
+    with pytest.raises(RunsFailed) as failed:
+        execute(runs, 2, 1, on_done=lambda run, record, reused: reported.append((run.label, reused)), starter=starter)
+    assert set(failed.value.failures) == {"sentiment_sst5 elmo seed 0"}  # no new runs after the first failure
+    assert runs[0].label not in started and (runs[0].label, True) in reported
+    results = execute(runs, 2, 1, starter=starter, selected={i for i, r in enumerate(runs) if r.arm != "elmo"})
+    assert sorted(results) == [i for i, r in enumerate(runs) if r.arm != "elmo"]
+
+
+def test_one_reproduction_per_work_folder(tmp_path):
+    import fcntl
+
+    from elmo_pipeline.reproduce import reproduce
+
+    preset = Preset(name="t", bilm="b", work_dir=str(tmp_path))
+    with open(tmp_path / "reproduce.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SystemExit, match="another reproduce is running in"):
+            reproduce(preset, wandb_enabled=False)
+
+
+def test_a_pretraining_run_of_another_config_is_never_deleted(tmp_path):
+    from elmo_pipeline.reproduce.runner import pretrain
+
+    preset = Preset.load(str(_fixture_preset(tmp_path)))
+    run_dir = Path(preset.work_dir) / "pretrain"
+    run_dir.mkdir(parents=True)
+    (run_dir / "fingerprint").write_text("0123456789abcdef\n")
+    (run_dir / "precious.ckpt").write_text("days of GPU time")
+    with pytest.raises(RuntimeError, match="Nothing was deleted"):
+        pretrain(preset, None)
+    assert (run_dir / "precious.ckpt").is_file()
+
+
+def test_hub_data_with_local_split_files_is_refused_before_anything_runs():
+    from elmo_pipeline.reproduce import main
+
+    with pytest.raises(SystemExit, match="nli_snli read local files"):
+        main(["--preset", "small", "--data-root", "hub", "--dry-run"])

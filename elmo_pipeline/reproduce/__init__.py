@@ -15,14 +15,17 @@ uploads later), with the final table as a W&B Table. See docs/reproduce.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,19 @@ from elmo_pipeline.reproduce.report import (
     markdown_table,
     plot_layer_weights,
     plot_learning_curves,
+    run_score,
     table_rows,
 )
-from elmo_pipeline.reproduce.runner import Run, _atomic_json, execute, plan, pretrain
+from elmo_pipeline.reproduce.runner import (
+    Run,
+    RunFailed,
+    RunsFailed,
+    _atomic_json,
+    bilm_identity,
+    execute,
+    plan,
+    pretrain,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +99,18 @@ def apply_arguments(preset: Preset, args: argparse.Namespace) -> Preset:
         unknown = sorted(set(wanted) - set(known))
         if unknown:
             raise SystemExit(f"reproduce: --tasks {','.join(unknown)}: not in the preset; its tasks are {known}")
-        preset.tasks = [t for t in preset.tasks if t.name in wanted]
+        preset.only_tasks = wanted
     if args.output:
         preset.output_dir = args.output
     if args.work_dir:
         preset.work_dir = args.work_dir
+    if preset.data_root is None:  # the hub has no local files: per-split file overrides cannot apply
+        local = [t.name for t in preset.tasks if t.set.get("data.split_files")]
+        if local:
+            raise SystemExit(
+                f"reproduce: the preset's {', '.join(local)} read local files (data.split_files), which the hub "
+                "does not have: give --data-root, or copy the preset and remove data.split_files"
+            )
     return preset
 
 
@@ -180,9 +200,11 @@ def write_report(
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures) + "\n"
     _atomic_json(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
     (out / "table.md").write_text(text)
-    if wandb and len(done) == len(runs):
+    logged = "|".join(sorted(runs[i].fingerprint for i in done))
+    if wandb and len(done) == len(runs) and state.get("table_logged") != logged:
         try:
             log_table_to_wandb(wandb, rows, pictures, summary)
+            state["table_logged"] = logged  # a re-run with nothing new does not log the table again
         except Exception as error:  # tracking must not lose a finished reproduction
             log.warning("reproduce: could not log the table to W&B: %s", error)
     return {"rows": rows, "text": text, "pictures": pictures}
@@ -192,6 +214,35 @@ def reproduce(preset: Preset, wandb_enabled: bool = True) -> dict[str, Any]:
     """Run (or resume) a reproduction; returns the report."""
     work = Path(preset.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    with _locked(work):
+        return _reproduce(preset, work, wandb_enabled)
+
+
+@contextlib.contextmanager
+def _locked(work: Path) -> Iterator[None]:
+    """One reproduction per work folder at a time (two would delete each other's unfinished runs)."""
+    import fcntl
+
+    with open(work / "reproduce.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SystemExit(
+                f"reproduce: another reproduce is running in {work} (pid {lock.read().strip() or '?'}); wait for "
+                "it, or give this one its own --work-dir"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _reproduce(preset: Preset, work: Path, wandb_enabled: bool) -> dict[str, Any]:
     state = _state(preset)
     state["calls"] = state.get("calls", 0) + 1
     wandb = (
@@ -216,17 +267,27 @@ def reproduce(preset: Preset, wandb_enabled: bool = True) -> dict[str, Any]:
             pretrain_record = pretrain(preset, wandb)
             bilm = pretrain_record["export"]
         save_state()
-        runs = plan(preset, bilm, wandb)
+        runs = plan(preset, bilm, wandb, bilm_identity(bilm))
+        selected = None
+        if preset.only_tasks:
+            selected = {i for i, run in enumerate(runs) if run.task.name in preset.only_tasks}
         results: dict[int, dict[str, Any]] = {}
         total = len(runs)
+
+        new_runs: list[float] = []
+        finetune_started = time.perf_counter()
 
         def on_done(run: Run, record: dict[str, Any], reused: bool) -> None:
             index = runs.index(run)
             results[index] = record
             save_state()
-            from elmo_pipeline.reproduce.report import run_score
-
-            how = "finished before, kept" if reused else f"{record.get('wall_seconds', 0):.0f} s"
+            if reused:
+                how = "finished before, kept"
+            else:
+                new_runs.append(record.get("wall_seconds", 0.0))
+                left = total - len(results)
+                rate = (time.perf_counter() - finetune_started) / len(new_runs)  # wall s per run, jobs included
+                how = f"{record.get('wall_seconds', 0):.0f} s; about {left * rate / 60:.0f} min left"
             print(
                 f"[{len(results)}/{total}] {run.label}: test {run_score(record):.2f} "
                 f"(dev {100 * (record.get('best_val') or 0):.2f}; {how})",
@@ -235,7 +296,12 @@ def reproduce(preset: Preset, wandb_enabled: bool = True) -> dict[str, Any]:
             if not reused and all(i in results for i, r in enumerate(runs) if r.task is run.task):
                 write_report(preset, state, pretrain_record, runs, results)  # partial table after each task
 
-        results.update(execute(runs, preset.jobs, preset.threads, on_done=on_done))
+        try:
+            results.update(execute(runs, preset.jobs, preset.threads, on_done=on_done, selected=selected))
+        except RunsFailed:
+            if results:
+                write_report(preset, state, pretrain_record, runs, results)  # what did finish
+            raise
         save_state()
         return write_report(preset, state, pretrain_record, runs, results, wandb)
     finally:
@@ -330,6 +396,10 @@ def dry_run(preset: Preset) -> list[dict[str, Any]]:
     return built
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
@@ -341,8 +411,15 @@ def main(argv: list[str]) -> int:
         if preset.launch:
             print("\nlaunch:\n" + preset.launch.rstrip())
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a scheduler's preemption: stop the runs, keep what finished
     try:
         report = reproduce(preset, wandb_enabled=not args.no_wandb)
+    except (RunsFailed, RunFailed) as error:
+        print(
+            f"\nreproduce: {error}\n\nFix the cause and run the same command again: finished runs are kept.",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(
             "\nreproduce: interrupted; finished runs are kept. Run the same command again to resume.",

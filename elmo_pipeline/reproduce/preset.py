@@ -82,6 +82,7 @@ class Preset:
     arms: list[str] = field(default_factory=lambda: list(ARMS))
     launch: str = ""
     dry_run_vocab_size: int = 50_000
+    only_tasks: list[str] = field(default_factory=list)  # --tasks: run these; the report covers all
 
     @classmethod
     def load(cls, preset: str) -> Preset:
@@ -149,12 +150,17 @@ def load_config(stage: StageSpec) -> dict[str, Any]:
     return config
 
 
-def fingerprint(config: dict[str, Any]) -> str:
-    """Hash of a run config without its loggers and progress display (which do not change results)."""
+def fingerprint(config: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """Hash of a run config without its loggers and progress display (which do not change results).
+
+    ``extra`` adds what the config names only by path, such as the identity of the biLM's weights.
+    """
     config = copy.deepcopy(config)
     trainer = config.get("trainer") or {}
     for key in ("logger", "enable_progress_bar"):
         trainer.pop(key, None)
+    if extra:
+        config["__extra__"] = extra
     text = yaml.safe_dump(config, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

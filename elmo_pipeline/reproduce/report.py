@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,7 @@ def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
         if "baseline" in row and "elmo" in row:
             base, elmo = row["baseline"]["mean"], row["elmo"]["mean"]
             row["increase"] = elmo - base
-            row["relative_error_reduction"] = (elmo - base) / (100.0 - base) if base < 100 else math.nan
+            row["relative_error_reduction"] = (elmo - base) / (100.0 - base) if base < 100 else None
         paper = spec.paper
         if "baseline" in paper and "elmo" in paper:
             row["paper_increase"] = paper["elmo"] - paper["baseline"]
@@ -96,7 +95,7 @@ def row_cells(row: dict[str, Any]) -> list[str]:
     def increase(abs_: float | None, rel: float | None) -> str:
         if abs_ is None or rel is None:
             return "—"
-        return f"{abs_:+.2f} / {100 * rel:+.0f}%"
+        return f"{abs_:+.2f} / {100 * rel:+.1f}%"
 
     return [
         row["task"],

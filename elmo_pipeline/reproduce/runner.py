@@ -14,12 +14,15 @@ are its own, a crash is reported with the tail of its log, and ``jobs`` of them 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,6 +50,7 @@ class Run:
     seed: int
     run_dir: Path
     config: dict[str, Any]
+    bilm_identity: str = ""
 
     @property
     def label(self) -> str:
@@ -54,7 +58,9 @@ class Run:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.config)
+        """The config's fingerprint and, for the biLM arms, which biLM (its weights, not only its path)."""
+        extra = {"bilm_identity": self.bilm_identity} if self.arm != "baseline" else None
+        return fingerprint(self.config, extra)
 
     def finished(self) -> dict[str, Any] | None:
         """The run's results if it finished with this very config, else None."""
@@ -83,29 +89,52 @@ def _log_tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_children(grace: float = 30.0) -> None:
+    """Interrupt every running child (SIGINT: Lightning stops cleanly), then kill what is left after ``grace`` s."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for process in live:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for process in live:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def run_command(
     args: list[str],
     log_path: Path,
     threads: int,
     heartbeat: Callable[[float], None] | None = None,
     every: float = 60.0,
+    env_extra: dict[str, str] | None = None,
 ) -> float:
     """``python -m elmo_pipeline.cli <args>`` with its output in ``log_path``; returns seconds taken.
 
     ``heartbeat(seconds_so_far)`` is called every ``every`` seconds while it runs (progress lines).
+    The child never outlives an interrupted parent (:func:`stop_children`).
     """
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning.pytorch.cli")
+    env.update(env_extra or {})
     started = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as out:
         out.write(f"$ {sys.executable} -m elmo_pipeline.cli {' '.join(args)}\n")
         out.flush()
-        with subprocess.Popen(
-            [sys.executable, "-m", "elmo_pipeline.cli", *args], stdout=out, stderr=out, env=env
-        ) as process:
+        process = subprocess.Popen([sys.executable, "-m", "elmo_pipeline.cli", *args], stdout=out, stderr=out, env=env)
+        with _LIVE_LOCK:
+            _LIVE.add(process)
+        try:
             while True:
                 try:
                     code = process.wait(timeout=every)
@@ -113,11 +142,25 @@ def run_command(
                 except subprocess.TimeoutExpired:
                     if heartbeat is not None:
                         heartbeat(time.perf_counter() - started)
+        except BaseException:
+            stop_children()
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)
     if code != 0:
         raise RunFailed(
             f"`elmo-pipeline {' '.join(args)}` exited with {code}; end of {log_path}:\n{_log_tail(log_path)}"
         )
     return time.perf_counter() - started
+
+
+def _require(path: Path, args: str, log_path: Path) -> None:
+    """A child that exited 0 must have written ``path`` (Lightning exits 0 on SIGTERM, for one)."""
+    if not path.is_file():
+        raise RunFailed(
+            f"`elmo-pipeline {args}` ended without writing {path}; end of {log_path}:\n{_log_tail(log_path)}"
+        )
 
 
 # ---- pretraining ---------------------------------------------------------------------------------
@@ -137,8 +180,11 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
             f"its biLM pass --bilm {run_dir / 'export'}, or move the folder away to pretrain again"
         )
     if stamp.is_file() and stamp.read_text().strip() != print_:
-        log.warning("reproduce: %s holds a pretraining run of another config: starting it again", run_dir)
-        shutil.rmtree(run_dir)
+        raise RuntimeError(
+            f"reproduce: {run_dir} holds a pretraining run of another config (its config.yaml differs from the "
+            f"preset's; the paths in it are as seen from the directory it was started in). Nothing was deleted: "
+            f"move the folder away (or pass --work-dir) to pretrain again, or use it: --bilm {run_dir / 'export'}"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(print_ + "\n")
     record: dict[str, Any] = {"export": str(run_dir / "export"), "fingerprint": print_}
@@ -169,6 +215,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
             progress["fit_seconds"] += time.perf_counter() - started
             _atomic_json(progress_path, progress)
     record["fit_seconds"] = round(progress["fit_seconds"], 1)
+    _require(run_dir / "export" / "metrics.json", "pretrain fit", run_dir / "log.txt")
     metrics = json.loads((run_dir / "export" / "metrics.json").read_text())
     record["global_step"] = metrics.get("global_step")
     record["tokens_seen"] = metrics.get("tokens_seen")
@@ -240,7 +287,34 @@ def _atomic_json(path: Path, record: Any) -> None:
 
 
 # ---- finetuning ----------------------------------------------------------------------------------
-def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None) -> list[Run]:
+def bilm_identity(bilm: str | None) -> str:
+    """A hash of the biLM's weight files (an export's ``weights.pt``, or ``options.json`` + ``weights.hdf5``).
+
+    Part of each biLM arm's fingerprint, so retraining the biLM in place reruns the runs that used it.
+    """
+    if not bilm:
+        return ""
+    spec = bilm.removeprefix("random:")
+    parts = [Path(p) for p in spec.split(",")] if "," in spec else [Path(spec)]
+    files: list[Path] = []
+    for part in parts:
+        if part.is_dir():
+            files += [
+                part / n for n in ("config.json", "weights.pt", "options.json", "weights.hdf5") if (part / n).is_file()
+            ]
+        elif part.is_file():
+            files.append(part)
+    if not files:
+        raise FileNotFoundError(f"reproduce: no biLM at {bilm} (an export folder, options.json + weights.hdf5, ...)")
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None, identity: str = "") -> list[Run]:
     """Every finetuning run, task by task, then seed by seed, then arm by arm."""
     runs = []
     for task in preset.tasks:
@@ -248,11 +322,11 @@ def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None) -> list
             for arm in preset.arms:
                 run_dir = Path(preset.work_dir) / task.name / arm / f"seed{seed}"
                 config = finetune_config(preset, task, arm, seed, bilm, run_dir, wandb)
-                runs.append(Run(task, arm, seed, run_dir, config))
+                runs.append(Run(task, arm, seed, run_dir, config, identity))
     return runs
 
 
-def start(run: Run, threads: int) -> dict[str, Any]:
+def start(run: Run, threads: int, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one finetuning run from scratch and return its results."""
     if run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # an unfinished run (interrupted or of another config) starts again
@@ -268,12 +342,41 @@ def start(run: Run, threads: int) -> dict[str, Any]:
         ],
         run.run_dir / "log.txt",
         threads,
+        env_extra=env_extra,
     )
+    _require(run.run_dir / "results.json", f"finetune ({run.label})", run.run_dir / "log.txt")
     record = json.loads((run.run_dir / "results.json").read_text())
+    if not record.get("test"):
+        raise RunFailed(
+            f"{run.label}: finished without a test score (test_after_fit false or fast_dev_run in the preset?); "
+            f"a reproduction needs one per run. Log: {run.run_dir / 'log.txt'}"
+        )
     record["wall_seconds"] = round(seconds, 1)
     _atomic_json(run.run_dir / "results.json", record)
     (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")  # last: marks the run finished
     return record
+
+
+class RunsFailed(RuntimeError):
+    """Some finetuning runs failed; ``failures`` maps each run's label to its error."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        lines = "\n\n".join(f"- {label}: {error}" for label, error in failures.items())
+        super().__init__(f"{len(failures)} run(s) failed:\n{lines}")
+
+
+def gpu_slots() -> list[str]:
+    """The visible GPUs, one per concurrent job (``CUDA_VISIBLE_DEVICES`` of each child); empty on CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no usable CUDA: CPU jobs
+        return []
 
 
 def execute(
@@ -281,50 +384,60 @@ def execute(
     jobs: int,
     threads: int,
     on_done: Callable[[Run, dict[str, Any], bool], None] | None = None,
-    starter: Callable[[Run, int], dict[str, Any]] = start,
+    starter: Callable[..., dict[str, Any]] = start,
+    selected: set[int] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Run what is not finished yet, ``jobs`` at a time; returns each run's results by index.
 
-    Finished runs are reported through ``on_done(run, record, reused=True)`` without running.
-    The first failure stops the scheduling of new runs and is raised once the running ones end.
+    Finished runs are reported through ``on_done(run, record, reused=True)`` without running; runs
+    not in ``selected`` (when given) are only reported if finished. With several GPUs visible, each
+    concurrent job gets its own (``CUDA_VISIBLE_DEVICES``). A failure stops the scheduling of new
+    runs; the running ones end, then :class:`RunsFailed` lists every failure.
     """
     results: dict[int, dict[str, Any]] = {}
     todo = []
     for i, run in enumerate(runs):
         record = run.finished()
-        if record is None:
-            todo.append(i)
-        else:
+        if record is not None:
             results[i] = record
             if on_done:
                 on_done(run, record, True)
+        elif selected is None or i in selected:
+            todo.append(i)
     if todo:
         log.info("reproduce: %d of %d finetuning runs to do (%d finished before)", len(todo), len(runs), len(results))
-    failure: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        pending: dict[Future, int] = {}
+    jobs = max(1, jobs)
+    gpus = gpu_slots()
+    free_slots = list(range(jobs))
+    failures: dict[str, BaseException] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future, tuple[int, int]] = {}
         queue = list(todo)
         try:
             while queue or pending:
-                while queue and len(pending) < max(1, jobs) and failure is None:
-                    i = queue.pop(0)
+                while queue and free_slots and not failures:
+                    i, slot = queue.pop(0), free_slots.pop(0)
+                    env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus and jobs > 1 else None
                     log.info("reproduce: start %s (%s)", runs[i].label, runs[i].run_dir)
-                    pending[pool.submit(starter, runs[i], threads)] = i
+                    pending[pool.submit(starter, runs[i], threads, env)] = (i, slot)
                 if not pending:
                     break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    i = pending.pop(future)
+                    i, slot = pending.pop(future)
+                    free_slots.append(slot)
                     try:
                         results[i] = future.result()
-                    except Exception as error:  # keep the first; let the running ones finish
-                        failure = failure or error
+                    except Exception as error:  # let the running ones finish, then report them all
+                        log.error("reproduce: %s failed: %s", runs[i].label, str(error).splitlines()[0])
+                        failures[runs[i].label] = error
                         continue
                     if on_done:
                         on_done(runs[i], results[i], False)
-        except KeyboardInterrupt:
+        except BaseException:
             queue.clear()
+            stop_children()
             raise
-    if failure is not None:
-        raise failure
+    if failures:
+        raise RunsFailed(failures)
     return results
