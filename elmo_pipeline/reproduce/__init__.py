@@ -47,6 +47,7 @@ from elmo_pipeline.reproduce.runner import (
     execute,
     plan,
     pretrain,
+    reset_stop,
 )
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ def _locked(work: Path) -> Iterator[None]:
 
 
 def _reproduce(preset: Preset, work: Path, wandb_enabled: bool) -> dict[str, Any]:
+    reset_stop()
     state = _state(preset)
     state["calls"] = state.get("calls", 0) + 1
     wandb = (

@@ -91,10 +91,17 @@ def _log_tail(path: Path, lines: int = 25) -> str:
 
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set once the reproduction is interrupted: nothing finishing now counts
+
+
+def reset_stop() -> None:
+    """A new reproduction in this process: runs that finish count again."""
+    _STOPPING.clear()
 
 
 def stop_children(grace: float = 30.0) -> None:
     """Interrupt every running child (SIGINT: Lightning stops cleanly), then kill what is left after ``grace`` s."""
+    _STOPPING.set()
     with _LIVE_LOCK:
         live = list(_LIVE)
     for process in live:
@@ -148,6 +155,8 @@ def run_command(
         finally:
             with _LIVE_LOCK:
                 _LIVE.discard(process)
+    if _STOPPING.is_set():
+        raise RunFailed(f"`elmo-pipeline {' '.join(args)}` was interrupted")
     if code != 0:
         raise RunFailed(
             f"`elmo-pipeline {' '.join(args)}` exited with {code}; end of {log_path}:\n{_log_tail(log_path)}"

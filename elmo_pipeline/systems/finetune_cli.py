@@ -53,6 +53,9 @@ class FinetuneCLI(LightningCLI):
 
     def after_fit(self) -> None:
         trainer, config = self.trainer, self.config_init["fit"]
+        if trainer.interrupted:  # an interrupted run must not look finished (reproduce resumes on results.json)
+            log.warning("finetune: training was interrupted; no test evaluation and no results.json")
+            return
         fit_seconds = time.perf_counter() - self._started
         callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
