@@ -382,3 +382,16 @@ def test_hub_data_with_local_split_files_is_refused_before_anything_runs():
 
     with pytest.raises(SystemExit, match="nli_snli read local files"):
         main(["--preset", "small", "--data-root", "hub", "--dry-run"])
+
+
+def test_bilm_identity_reads_every_published_form(tmp_path):
+    from elmo_pipeline.reproduce.runner import bilm_identity
+
+    (tmp_path / "options.json").write_text("{}")
+    (tmp_path / "weights.hdf5").write_bytes(b"h5")
+    pair = f"{tmp_path / 'options.json'},{tmp_path / 'weights.hdf5'}"
+    assert bilm_identity(pair) == bilm_identity(str(tmp_path)) == bilm_identity(f"random:{pair}")
+    (tmp_path / "weights.hdf5").write_bytes(b"h5, retrained")
+    assert bilm_identity(pair) != bilm_identity(f"{tmp_path / 'options.json'},{tmp_path / 'options.json'}")
+    with pytest.raises(FileNotFoundError, match="no biLM at"):
+        bilm_identity(str(tmp_path / "missing"))
