@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import PRESETS, Preset, finetune_config, pretrain_config
 from elmo_pipeline.reproduce.report import (
     log_table_to_wandb,
@@ -42,12 +43,12 @@ from elmo_pipeline.reproduce.runner import (
     Run,
     RunFailed,
     RunsFailed,
-    _atomic_json,
     bilm_identity,
     execute,
     plan,
     pretrain,
     reset_stop,
+    write_yaml,
 )
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", help="where the runs go (default runs/reproduce/<preset>)")
     parser.add_argument("--no-wandb", action="store_true", help="do not log to W&B (CSV logs only)")
     parser.add_argument(
-        "--dry-run", action="store_true", help="parse every run's config and build every model; train nothing"
+        "--dry-run",
+        action="store_true",
+        help="write and parse the pretraining config and each task x arm's (seed 0), build every model; train nothing",
     )
     return parser
 
@@ -199,7 +202,7 @@ def write_report(
     )
     if pictures:
         text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures) + "\n"
-    _atomic_json(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
+    write_json_atomic(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
     (out / "table.md").write_text(text)
     logged = "|".join(sorted(runs[i].fingerprint for i in done))
     if wandb and len(done) == len(runs) and state.get("table_logged") != logged:
@@ -257,7 +260,7 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool) -> dict[str, Any
 
     def save_state() -> None:
         state["wall_seconds"] = base_seconds + time.perf_counter() - started
-        _atomic_json(work / "reproduce.json", state)
+        write_json_atomic(work / "reproduce.json", state)
 
     save_state()
     pretrain_record = None
@@ -276,19 +279,20 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool) -> dict[str, Any
         results: dict[int, dict[str, Any]] = {}
         total = len(runs)
 
-        new_runs: list[float] = []
+        ran = 0  # runs finished by this call (the rate of the time-left estimate)
         finetune_started = time.perf_counter()
 
         def on_done(run: Run, record: dict[str, Any], reused: bool) -> None:
+            nonlocal ran
             index = runs.index(run)
             results[index] = record
             save_state()
             if reused:
                 how = "finished before, kept"
             else:
-                new_runs.append(record.get("wall_seconds", 0.0))
+                ran += 1
                 left = total - len(results)
-                rate = (time.perf_counter() - finetune_started) / len(new_runs)  # wall s per run, jobs included
+                rate = (time.perf_counter() - finetune_started) / ran  # wall s per run, jobs included
                 how = f"{record.get('wall_seconds', 0):.0f} s; about {left * rate / 60:.0f} min left"
             print(
                 f"[{len(results)}/{total}] {run.label}: test {run_score(record):.2f} "
@@ -311,15 +315,8 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool) -> dict[str, Any
 
 
 # ---- dry run -----------------------------------------------------------------------------------------
-def _parse_only(cli_module: str, path: Path) -> None:
+def _parse_only(cli_class: type, model_class: type, data_class: type, path: Path) -> None:
     """Parse (and type-check) a config with the command's own LightningCLI, instantiating nothing."""
-    module = importlib.import_module(cli_module)
-    cli_class = module.FinetuneCLI if cli_module.endswith("finetune_cli") else module.PretrainCLI
-    model_class, data_class = (
-        (module.FinetuneSystem, module.TaskDataModule)
-        if cli_module.endswith("finetune_cli")
-        else (module.PretrainSystem, module.LMDataModule)
-    )
 
     class ParseOnly(cli_class):  # type: ignore[misc, valid-type]
         def instantiate_classes(self) -> None:  # the data may not exist here (a GPU cluster's corpus)
@@ -333,37 +330,35 @@ def _count(module: Any) -> int:
 
 
 def dry_run(preset: Preset) -> list[dict[str, Any]]:
-    """Write and parse every run's config; build the biLM and each task x arm's model. Trains nothing."""
+    """Write and parse the pretraining config and each task x arm's (seed 0); build every model. Trains nothing."""
     import torch
 
+    from elmo_pipeline.data.lm_datamodule import LMDataModule
     from elmo_pipeline.data.readers.conll import bioul_tags
-    from elmo_pipeline.models.config import BiLMConfig
+    from elmo_pipeline.data.task_datamodule import TaskDataModule, resolve_bilm
     from elmo_pipeline.systems.finetune import FinetuneSystem
+    from elmo_pipeline.systems.finetune_cli import FinetuneCLI
     from elmo_pipeline.systems.pretrain import PretrainSystem
+    from elmo_pipeline.systems.pretrain_cli import PretrainCLI
     from elmo_pipeline.tasks import load_task
 
     out = Path(preset.work_dir) / "dry_run"
     built = []
+    if preset.bilm:  # loaded for real (outside the meta device): checks the files and their shapes
+        bilm_config = resolve_bilm(preset.bilm).config
     with torch.device("meta"):  # sizes only: the Original biLM's softmax alone is 400M parameters
         if preset.bilm:
-            from elmo_pipeline.data.task_datamodule import resolve_bilm
-
-            bilm_config = resolve_bilm(preset.bilm).config
             bilm = preset.bilm
         else:
             assert preset.pretrain is not None
             config = pretrain_config(preset, Path(preset.work_dir) / "pretrain", None, "fit")  # launchable as is
             path = out / "pretrain.yaml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            import yaml
-
-            path.write_text(yaml.safe_dump(config, sort_keys=False))
-            _parse_only("elmo_pipeline.systems.pretrain_cli", path)
-            model_args = dict(config["model"])
+            write_yaml(path, config)
+            _parse_only(PretrainCLI, PretrainSystem, LMDataModule, path)
             vocab = Path(preset.pretrain.set.get("data.vocab_path", ""))
             vocab_size = sum(1 for _ in vocab.open()) if vocab.is_file() else preset.dry_run_vocab_size
-            system = PretrainSystem(**{**model_args, "bilm": model_args["bilm"]}, vocab_size=vocab_size)
-            bilm_config = system.bilm.config if hasattr(system, "bilm") else BiLMConfig.from_dict(model_args["bilm"])
+            system = PretrainSystem(**config["model"], vocab_size=vocab_size)
+            bilm_config = system.bilm.config
             built.append(
                 {"run": "pretrain", "config": str(path), "parameters": _count(system), "vocab_size": vocab_size}
             )
@@ -374,25 +369,22 @@ def dry_run(preset: Preset) -> list[dict[str, Any]]:
             for arm in preset.arms:
                 config = finetune_config(preset, task, arm, 0, bilm, out / task.name / arm, None)
                 path = out / f"{task.name}-{arm}.yaml"
-                import yaml
-
-                path.write_text(yaml.safe_dump(config, sort_keys=False))
-                _parse_only("elmo_pipeline.systems.finetune_cli", path)
+                write_yaml(path, config)
+                _parse_only(FinetuneCLI, FinetuneSystem, TaskDataModule, path)
                 model_args = dict(config["model"])
                 head = model_args.pop("head")
-                head_class = getattr(
-                    importlib.import_module(head["class_path"].rsplit(".", 1)[0]), head["class_path"].rsplit(".", 1)[1]
-                )
+                module, name = head["class_path"].rsplit(".", 1)
+                head_class = getattr(importlib.import_module(module), name)
                 elmo = model_args.get("elmo")
                 system = FinetuneSystem(
                     head=functools.partial(head_class, **(head.get("init_args") or {})),
                     task=task.name,
                     labels=labels,
-                    num_words=20_000,
+                    num_words=20_000,  # nominal: the real vocabulary comes from the training data
                     num_chars=100,
                     elmo_num_layers=bilm_config.num_layers + 1 if elmo else 0,
                     elmo_dim=bilm_config.output_dim if elmo else 0,
-                    **{k: v for k, v in model_args.items() if k not in ("task",)},
+                    **{k: v for k, v in model_args.items() if k != "task"},
                 )
                 built.append({"run": f"{task.name} {arm}", "config": str(path), "parameters": _count(system)})
     return built

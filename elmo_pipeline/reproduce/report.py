@@ -12,12 +12,12 @@ every run; the table is computed from it (:func:`table_rows`), so the two always
 
 from __future__ import annotations
 
-import csv
 import logging
 import statistics
 from pathlib import Path
 from typing import Any
 
+from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -185,15 +185,11 @@ def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def _curve(metrics_csv: Path, key: str) -> list[tuple[int, float]]:
-    points = []
+def _curve(metrics_csv: Path, x: str, y: str) -> list[tuple[int, float]]:
+    """(x, y) for every CSV-log row that has both, e.g. (epoch, val/f1) or (step, val/ppl)."""
     if not metrics_csv.is_file():
-        return points
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            if row.get(key) not in (None, "") and row.get("epoch") not in (None, ""):
-                points.append((int(float(row["epoch"])), float(row[key])))
-    return points
+        return []
+    return [(int(row[x]), row[y]) for row in read_metrics(metrics_csv) if x in row and y in row]
 
 
 def plot_learning_curves(
@@ -208,11 +204,8 @@ def plot_learning_curves(
     colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red"}
     pretrain_points: list[tuple[int, float]] = []
     if pretrain_dir is not None:
-        for csv_path in sorted((pretrain_dir / "logs").glob("fit*/metrics.csv")):  # fit, fit-2, ... (resumed)
-            with open(csv_path, newline="") as f:
-                for row in csv.DictReader(f):
-                    if row.get("val/ppl") not in (None, ""):
-                        pretrain_points.append((int(float(row["step"])), float(row["val/ppl"])))
+        for csv_path in (pretrain_dir / "logs").glob("fit*/metrics.csv"):  # fit, fit-2, ... (resumed)
+            pretrain_points += _curve(csv_path, "step", "val/ppl")
         pretrain_points = sorted(set(pretrain_points))
     panels = len(tasks) + (1 if pretrain_points else 0)
     if panels == 0:
@@ -229,7 +222,7 @@ def plot_learning_curves(
             if record["task"] != task:
                 continue
             key = "val/f1" if "f1" in (record.get("val") or record.get("test") or {}) else "val/acc"
-            points = _curve(run_dir / "logs" / "metrics.csv", key)
+            points = _curve(run_dir / "logs" / "metrics.csv", "epoch", key)
             if not points:
                 continue
             epochs, values = zip(*points, strict=True)

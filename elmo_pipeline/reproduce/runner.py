@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from elmo_pipeline.analysis.curves import read_metrics
+from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ def finished_record(run_dir: Path, print_: str) -> dict[str, Any] | None:
         return None
 
 
-def _write_yaml(path: Path, config: dict[str, Any]) -> None:
+def write_yaml(path: Path, config: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -203,7 +205,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         # each attempt logs to its own CSV folder (fit, fit-2, ...): a CSVLogger empties the one it reopens
         attempt = progress.get("attempts", 0) + 1
         version = "fit" if attempt == 1 else f"fit-{attempt}"
-        _write_yaml(run_dir / "config.yaml", pretrain_config(preset, run_dir, wandb, version))
+        write_yaml(run_dir / "config.yaml", pretrain_config(preset, run_dir, wandb, version))
         progress["attempts"] = attempt
         args = ["pretrain", "fit", "--config", str(run_dir / "config.yaml")]
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -222,7 +224,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
             )
         finally:  # interrupted attempts count too: the wall time is the reproduction's
             progress["fit_seconds"] += time.perf_counter() - started
-            _atomic_json(progress_path, progress)
+            write_json_atomic(progress_path, progress)
     record["fit_seconds"] = round(progress["fit_seconds"], 1)
     _require(run_dir / "export" / "metrics.json", "pretrain fit", run_dir / "log.txt")
     metrics = json.loads((run_dir / "export" / "metrics.json").read_text())
@@ -231,7 +233,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
     record["best_val_ppl"] = metrics.get("best_score")
     if preset.test_pretrain and fit.get("data", {}).get("test_sources"):
         test = pretrain_config(preset, run_dir, wandb, "test")
-        _write_yaml(run_dir / "test.yaml", test)
+        write_yaml(run_dir / "test.yaml", test)
         log.info("reproduce: test perplexity of the best checkpoint")
         seconds = run_command(
             ["pretrain", "test", "--config", str(run_dir / "test.yaml"), "--ckpt_path", "best"],
@@ -239,8 +241,9 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
             preset.pretrain_threads,
         )
         record["test_seconds"] = round(seconds, 1)
+        _require(run_dir / "logs" / "test" / "metrics.csv", "pretrain test", run_dir / "log.txt")
         record["test"] = last_metrics(run_dir / "logs" / "test" / "metrics.csv", "test/")
-    _atomic_json(run_dir / "results.json", record)
+    write_json_atomic(run_dir / "results.json", record)
     return record
 
 
@@ -276,23 +279,10 @@ def _pretrain_progress(metrics_csv: Path, seconds: float, budget: str | None) ->
 
 def last_metrics(path: Path, prefix: str) -> dict[str, float]:
     """The last logged value of each ``prefix`` metric in a CSVLogger file."""
-    import csv
-
     out: dict[str, float] = {}
-    if not path.is_file():
-        return out
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key and key.startswith(prefix) and value not in ("", None):
-                    out[key.removeprefix(prefix)] = float(value)
+    for row in read_metrics(path):
+        out.update({key.removeprefix(prefix): value for key, value in row.items() if key.startswith(prefix)})
     return out
-
-
-def _atomic_json(path: Path, record: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # ---- finetuning ----------------------------------------------------------------------------------
@@ -340,7 +330,7 @@ def start(run: Run, threads: int, env_extra: dict[str, str] | None = None) -> di
     if run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # an unfinished run (interrupted or of another config) starts again
     run.run_dir.mkdir(parents=True)
-    _write_yaml(run.run_dir / "config.yaml", run.config)
+    write_yaml(run.run_dir / "config.yaml", run.config)
     seconds = run_command(
         [
             "finetune",
@@ -361,7 +351,7 @@ def start(run: Run, threads: int, env_extra: dict[str, str] | None = None) -> di
             f"a reproduction needs one per run. Log: {run.run_dir / 'log.txt'}"
         )
     record["wall_seconds"] = round(seconds, 1)
-    _atomic_json(run.run_dir / "results.json", record)
+    write_json_atomic(run.run_dir / "results.json", record)
     (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")  # last: marks the run finished
     return record
 

@@ -12,9 +12,7 @@ seed, wall times, the mixes' softmax(w)) beside the logs. ``--config`` paths suc
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 
 from elmo_pipeline.data.task_datamodule import TaskDataModule
+from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.systems.finetune import FinetuneSystem, arm_of
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
 from elmo_pipeline.tasks import find_resource
@@ -89,9 +88,7 @@ class FinetuneCLI(LightningCLI):
         path = Path(config.get("results_path") or Path(trainer.log_dir or ".") / "results.json")
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")  # atomic: a results.json that exists is complete
-            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, path)
+            write_json_atomic(path, record)  # a results.json that exists is complete
             log.info("finetune: wrote %s", path)
 
 
