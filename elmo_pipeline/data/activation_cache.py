@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 # BiLMConfig fields that cannot change what an eval-mode biLM computes for its layers
-_NOT_IN_ACTIVATIONS = frozenset({"vocab_size", "num_samples", "dropout"})
+_NOT_IN_ACTIVATIONS = frozenset(
+    {"vocab_size", "num_samples", "dropout", "softmax", "adaptive_cutoffs", "adaptive_div_value", "fast"}
+)
 
 
 def bilm_fingerprint(bilm: BiLM) -> str:

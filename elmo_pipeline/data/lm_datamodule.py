@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from elmo_pipeline.data.lm import LMBatches, ResumableLoader, Tokenizer, load_or_build_vocabulary
+from elmo_pipeline.data.unigram import load_or_count_unigrams
 
 log = logging.getLogger(__name__)
 
 
 class LMDataModule(L.LightningDataModule):
     """Streaming corpora for pretraining, a validation set for model selection, a test set for the end.
+
+    Testing also counts the words of ``sources`` for the unigram baseline (``unigram_counts``, see
+    :mod:`elmo_pipeline.data.unigram`), cached in ``<vocab_path>.counts.json``.
 
     Args:
         sources: training corpora: local files or globs (plain or .gz, one sentence or paragraph per
@@ -70,10 +75,31 @@ class LMDataModule(L.LightningDataModule):
             min_count=vocab_min_count,
             encoding_errors=encoding_errors,
         )
+        self.unigram_counts: list[int] | None = None  # set by setup("test")
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    def _load_or_count_unigrams(self) -> list[int]:
+        hp = self.hparams
+        return load_or_count_unigrams(
+            Path(f"{hp.vocab_path}.counts.json"),
+            self.sources,
+            self.vocab,
+            tokenizer=hp.tokenizer,
+            max_tokens=hp.max_tokens,
+            encoding_errors=hp.encoding_errors,
+        )
+
+    def prepare_data(self) -> None:
+        # one process per node counts and writes the cache; setup() on every rank then reads it
+        if self.trainer is not None and self.trainer.state.fn == "test":
+            self._load_or_count_unigrams()
+
+    def setup(self, stage: str) -> None:
+        if stage == "test":
+            self.unigram_counts = self._load_or_count_unigrams()
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer

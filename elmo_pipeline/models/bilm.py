@@ -25,7 +25,7 @@ from torch import nn
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import make_cell
 from elmo_pipeline.modules.char_cnn import CharCNNEncoder
-from elmo_pipeline.modules.softmax import LMSoftmax
+from elmo_pipeline.modules.softmax import AdaptiveLMSoftmax, LMSoftmax
 
 IGNORE = -1  # target id of positions without a target
 
@@ -74,18 +74,30 @@ class BiLM(nn.Module):
         self.config = config
         P, H = config.projection_dim, config.cell_dim
         self.token_encoder = CharCNNEncoder(
-            config.num_chars, config.char_embed_dim, config.filters, config.num_highway, P, config.activation
+            config.num_chars,
+            config.char_embed_dim,
+            config.filters,
+            config.num_highway,
+            P,
+            config.activation,
+            dedup=config.fast,
         )
 
         def stack() -> nn.ModuleList:
             return nn.ModuleList(
-                make_cell(config.cell, P, P, H, config.cell_clip, config.proj_clip) for _ in range(config.num_layers)
+                make_cell(config.cell, P, P, H, config.cell_clip, config.proj_clip, fast=config.fast)
+                for _ in range(config.num_layers)
             )
 
         self.forward_layers = stack()
         self.backward_layers = stack()
         self.dropout = nn.Dropout(config.dropout)
-        self.softmax = LMSoftmax(P, config.vocab_size, config.num_samples) if config.vocab_size else None
+        self.softmax: LMSoftmax | AdaptiveLMSoftmax | None = None
+        if config.vocab_size and config.softmax == "adaptive":
+            self.softmax = AdaptiveLMSoftmax(P, config.vocab_size, config.adaptive_cutoffs, config.adaptive_div_value)
+        elif config.vocab_size:
+            samples = config.num_samples if config.softmax == "sampled" else 0
+            self.softmax = LMSoftmax(P, config.vocab_size, samples)
 
     def num_parameters(self, include_softmax: bool = True) -> int:
         skip = set() if include_softmax or self.softmax is None else {id(p) for p in self.softmax.parameters()}
@@ -117,7 +129,8 @@ class BiLM(nn.Module):
             chars: (B, T, C) shifted character ids, all-zero rows at padded positions.
             forward_targets: (B, T) id of token t+1 at position t, ``IGNORE`` (-1) where none.
             backward_targets: (B, T) id of token t-1 at position t, ``IGNORE`` where none.
-            sampled: use the sampled softmax; default: in training when ``num_samples > 0``.
+            sampled: use the sampled softmax; default: in training when ``config.softmax`` is
+                ``sampled`` and ``num_samples > 0`` (the full and adaptive softmaxes are exact).
 
         Returns:
             BiLMOutput with L + 1 activations of shape (B, T, 2P) and the (B, T) mask.

@@ -8,6 +8,7 @@ from typing import Any
 
 from elmo_pipeline.modules.cells import CELLS
 
+SOFTMAXES = ("sampled", "full", "adaptive")
 ORIGINAL_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
 
@@ -29,6 +30,15 @@ class BiLMConfig:
         use_skip_connections: add each layer's input to its output from the second layer on.
         dropout: dropout on every LSTM layer's input and on the softmax input, while training.
         num_samples: negatives of the sampled softmax in training (0: full softmax).
+        softmax: the LM softmax: ``sampled`` (bilm-tf's: sampled in training with ``num_samples``
+            negatives, full in evaluation), ``full`` (always the full softmax) or ``adaptive``
+            (Grave et al. 2017: exact and normalised, cheap enough to train with; see
+            elmo_pipeline/modules/softmax.py).
+        adaptive_cutoffs: word ids where the adaptive softmax's tail clusters start.
+        adaptive_div_value: each adaptive tail cluster's projection is this many times narrower.
+        fast: the fast training step: the character CNN runs once per distinct token of a batch,
+            and the clipped LSTMP runs a hand-written forward and backward (false: the plain,
+            autograd-only path; same numbers, slower; kept for benchmarks and tests).
         num_chars: rows of the character embedding (262 = 261 ids + the zero row).
         max_chars_per_token: characters per token (50).
         cell: the recurrent cell of every layer: ``lstmp`` (ELMo's projected LSTM, cell_dim H projected
@@ -53,6 +63,10 @@ class BiLMConfig:
     num_chars: int = 262
     max_chars_per_token: int = 50
     cell: str = "lstmp"
+    softmax: str = "sampled"
+    adaptive_cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
+    adaptive_div_value: float = 4.0
+    fast: bool = True
 
     def __post_init__(self) -> None:
         for name in ("projection_dim", "cell_dim", "num_layers", "char_embed_dim"):
@@ -64,6 +78,10 @@ class BiLMConfig:
             raise ValueError(f"BiLMConfig: filters must be a list of [width, count] pairs, got {self.filters}")
         if self.max_chars_per_token < max(w for w, _ in self.filters):
             raise ValueError("BiLMConfig: a filter is wider than max_chars_per_token")
+        if self.softmax not in SOFTMAXES:
+            raise ValueError(
+                f"BiLMConfig: unknown softmax {self.softmax!r}; choose one of {list(SOFTMAXES)} (--model.bilm.softmax)"
+            )
         if self.cell not in CELLS:
             raise ValueError(f"BiLMConfig: unknown cell {self.cell!r}; choose one of {list(CELLS)} (--model.bilm.cell)")
 

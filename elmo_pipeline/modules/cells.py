@@ -288,6 +288,7 @@ def make_cell(
     cell_size: int,
     cell_clip: float | None = None,
     proj_clip: float | None = None,
+    fast: bool = True,
 ) -> nn.Module:
     """One layer of the cell ``name`` mapping (B, T, input_size) to (B, T, output_size).
 
@@ -298,5 +299,5 @@ def make_cell(
     if name not in CELLS:
         raise ValueError(f"cells: unknown cell {name!r}; choose one of {sorted(CELLS)} (--model.bilm.cell)")
     if name == "lstmp":
-        return LSTMPLayer(input_size, cell_size, output_size, cell_clip, proj_clip)
+        return LSTMPLayer(input_size, cell_size, output_size, cell_clip, proj_clip, fast=fast)
     return CELLS[name](input_size, output_size)

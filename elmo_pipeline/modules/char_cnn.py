@@ -16,6 +16,12 @@ class CharCNNEncoder(nn.Module):
     linear projection. An all-zero character row (a padded position) is a valid input; its output is
     masked by the callers.
 
+    With ``dedup`` (the default) the CNN runs once per *distinct* token of the input and the
+    result is gathered back to every occurrence; gradients flow back through the gather (they sum
+    over a token's occurrences, exactly as the per-occurrence computation's do). A batch of
+    running text holds each frequent word many times: 64 sentences of 40 Wikipedia tokens have
+    about 970 distinct tokens among 2,560.
+
     Args:
         num_chars: rows of the character embedding (262: 261 ids + the zero row).
         char_dim: character embedding size.
@@ -23,6 +29,7 @@ class CharCNNEncoder(nn.Module):
         num_highway: highway layers after the CNN.
         output_dim: size of the projection (the biLM's P).
         activation: ``relu`` (ELMo) or ``tanh``.
+        dedup: encode each distinct token once (False: every position, the plain path).
     """
 
     def __init__(
@@ -33,6 +40,7 @@ class CharCNNEncoder(nn.Module):
         num_highway: int,
         output_dim: int,
         activation: str = "relu",
+        dedup: bool = True,
     ) -> None:
         super().__init__()
         if activation not in ("relu", "tanh"):
@@ -45,12 +53,21 @@ class CharCNNEncoder(nn.Module):
         num_filters = sum(count for _, count in filters)
         self.highway = Highway(num_filters, num_highway)
         self.projection = nn.Linear(num_filters, output_dim)
+        self.dedup = dedup
 
     def forward(self, chars: torch.Tensor) -> torch.Tensor:
         """Args: chars (B, T, C) int. Returns: (B, T, P)."""
         B, T, C = chars.shape
-        x = self.embedding(chars.reshape(B * T, C)).transpose(1, 2)  # (B*T, D, C)
+        flat = chars.reshape(B * T, C)  # (B*T, C)
+        if not self.dedup:
+            return self.encode(flat).reshape(B, T, -1)  # (B, T, P)
+        distinct, occurrence = torch.unique(flat, dim=0, return_inverse=True)  # (U, C), (B*T,)
+        return self.encode(distinct)[occurrence].reshape(B, T, -1)  # (B, T, P)
+
+    def encode(self, chars: torch.Tensor) -> torch.Tensor:
+        """Args: chars (N, C) int, one token a row. Returns: (N, P)."""
+        x = self.embedding(chars).transpose(1, 2)  # (N, D, C)
         # max over positions, then the activation (they commute for monotone activations)
-        pooled = [self.activation(conv(x).amax(dim=-1)) for conv in self.convs]  # [(B*T, count)]
-        h = self.highway(torch.cat(pooled, dim=-1))  # (B*T, F)
-        return self.projection(h).reshape(B, T, -1)  # (B, T, P)
+        pooled = [self.activation(conv(x).amax(dim=-1)) for conv in self.convs]  # [(N, count)]
+        h = self.highway(torch.cat(pooled, dim=-1))  # (N, F)
+        return self.projection(h)  # (N, P)

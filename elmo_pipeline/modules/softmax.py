@@ -73,3 +73,68 @@ class LMSoftmax(nn.Module):
         neg_logit = neg_logit.masked_fill(samples.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
         logits = torch.cat([true_logit.unsqueeze(1), neg_logit], dim=1)  # (N, 1 + S)
         return torch.logsumexp(logits, dim=1) - true_logit  # (N,)
+
+
+class AdaptiveLMSoftmax(nn.Module):
+    """Adaptive softmax (Grave et al. 2017, "Efficient softmax approximation for GPUs").
+
+    The frequency-sorted vocabulary is cut into a head (the ``cutoffs[0]`` most frequent words) and
+    tail clusters ``[cutoffs[i-1], cutoffs[i])``, the last ending at V. The head softmax scores the
+    head words and one entry per cluster; a word in cluster i has
+
+        log p(w | h) = log p_head(cluster i | h) + log p_i(w | h),   p_i = softmax(U_i (V_i h))
+
+    where ``V_i`` projects h down to ``P / div_value**i`` dimensions first, so rare words cost
+    little. It is an exact, normalised distribution over the whole vocabulary (the probabilities of
+    all V words sum to 1), so training, validation and test all use it; a word in the head costs
+    one (cutoffs[0] + clusters)-wide matrix multiply, a word in a tail one more small one.
+    Log-probabilities are computed in float32 whatever the autocast dtype.
+
+    Args:
+        input_dim: P.
+        vocab_size: V.
+        cutoffs: increasing word ids where each tail cluster starts (all below V - 1).
+        div_value: each cluster's projection is this many times narrower than the previous one's.
+    """
+
+    def __init__(self, input_dim: int, vocab_size: int, cutoffs: list[int], div_value: float = 4.0) -> None:
+        super().__init__()
+        cutoffs = list(cutoffs)
+        if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or cutoffs[-1] >= vocab_size - 1:
+            raise ValueError(
+                "adaptive softmax: cutoffs must be increasing word ids between 1 and vocab_size - 2 = "
+                f"{vocab_size - 2}, got {cutoffs} (--model.bilm.adaptive_cutoffs)"
+            )
+        self.vocab_size, self.num_samples = vocab_size, 0
+        self.bounds = [*cutoffs, vocab_size]  # cluster i covers [bounds[i-1], bounds[i])
+        self.head_size = cutoffs[0] + len(cutoffs)
+        self.head = nn.Linear(input_dim, self.head_size)
+        self.tails = nn.ModuleList()
+        for i in range(len(cutoffs)):
+            dim = max(1, int(input_dim // div_value ** (i + 1)))
+            size = self.bounds[i + 1] - self.bounds[i]
+            self.tails.append(nn.Sequential(nn.Linear(input_dim, dim, bias=False), nn.Linear(dim, size)))
+
+    def full_nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Args: h (N, P), targets (N,). Returns: (N,) exact negative log-likelihoods."""
+        head_lp = torch.log_softmax(self.head(h).float(), dim=-1)  # (N, head)
+        cluster = torch.bucketize(targets, targets.new_tensor(self.bounds[:-1]), right=True)  # (N,), 0 = head
+        head_target = torch.where(cluster == 0, targets, self.bounds[0] + cluster - 1)  # (N,)
+        nll = -head_lp.gather(1, head_target.unsqueeze(1)).squeeze(1)  # (N,)
+        for i, tail in enumerate(self.tails):
+            rows = (cluster == i + 1).nonzero().squeeze(1)  # (n,)
+            if rows.numel() == 0:
+                continue
+            tail_lp = torch.log_softmax(tail(h[rows]).float(), dim=-1)  # (n, size)
+            picked = tail_lp.gather(1, (targets[rows] - self.bounds[i]).unsqueeze(1)).squeeze(1)  # (n,)
+            nll = nll.index_add(0, rows, -picked)
+        return nll
+
+    def log_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """Args: h (..., P). Returns: (..., V) log-probabilities (sum of exp = 1)."""
+        head_lp = torch.log_softmax(self.head(h).float(), dim=-1)  # (..., head)
+        parts = [head_lp[..., : self.bounds[0]]]
+        for i, tail in enumerate(self.tails):
+            cluster_lp = head_lp[..., self.bounds[0] + i : self.bounds[0] + i + 1]  # (..., 1)
+            parts.append(cluster_lp + torch.log_softmax(tail(h).float(), dim=-1))  # (..., size)
+        return torch.cat(parts, dim=-1)  # (..., V)

@@ -52,7 +52,7 @@ class Preset:
         seeds: finetuning seeds per task and arm.
         jobs: finetuning runs at once.
         threads: torch threads per run (``OMP_NUM_THREADS``).
-        pretrain_threads: torch threads of the pretraining run.
+        pretrain_threads: torch threads of the pretraining run (0: every core; it runs alone).
         test_pretrain: measure the biLM's test perplexity once pretraining ends.
         output_dir: where ``table.md``, ``results.json`` and the pictures go.
         work_dir: where every run's config, logs, checkpoints and results go.
@@ -72,7 +72,7 @@ class Preset:
     seeds: int = 3
     jobs: int = 1
     threads: int = 1
-    pretrain_threads: int = 1
+    pretrain_threads: int = 0
     test_pretrain: bool = True
     output_dir: str = ""
     work_dir: str = ""

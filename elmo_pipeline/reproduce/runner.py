@@ -127,10 +127,12 @@ def run_command(
 ) -> float:
     """``python -m elmo_pipeline.cli <args>`` with its output in ``log_path``; returns seconds taken.
 
+    ``threads`` 0 gives the child every core this process may use.
     ``heartbeat(seconds_so_far)`` is called every ``every`` seconds while it runs (progress lines).
     The child never outlives an interrupted parent (:func:`stop_children`).
     """
     env = dict(os.environ)
+    threads = threads or len(os.sched_getaffinity(0))  # 0: every core this process may use
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning.pytorch.cli")

@@ -12,9 +12,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 from torchmetrics import MeanMetric
 
+from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
@@ -28,11 +30,21 @@ class PretrainSystem(L.LightningModule):
     Args:
         bilm: the biLM's sizes (a preset's values; see ``configs/pretrain``).
         vocab_size: softmax rows; linked from the data module's vocabulary by the CLI.
-        optimizer: ``adagrad`` (the paper: lr 0.2, initial accumulator 1.0), ``adam`` or ``sgd``.
-        lr: learning rate.
-        initial_accumulator_value: Adagrad's initial accumulator.
-        weight_decay: L2 weight decay.
+        optimizer: ``adagrad`` (the paper: lr 0.2; see ``initial_accumulator_value``), ``adam``,
+            ``adamw`` or ``sgd``.
+        lr: learning rate (the peak, after warm-up).
+        initial_accumulator_value: Adagrad's initial accumulator. bilm-tf differentiates the loss
+            *summed* over its 20 unrolled steps, 20 times the per-token mean used here; Adagrad with
+            lr 0.2 and accumulator 1.0 on 20x the gradient is Adagrad with accumulator 1/400 =
+            0.0025 on this one (and bilm-tf's norm clip at 10 is a clip at 0.5 here).
+        weight_decay: L2 weight decay (decoupled for ``adamw``).
+        betas: Adam's and AdamW's (beta1, beta2).
         warmup_steps: linear learning-rate warm-up over this many steps (0: none).
+        lr_schedule: after warm-up, ``constant``, or ``linear``/``cosine`` decay to
+            ``min_lr_ratio * lr`` at the end of the budget: ``schedule_steps`` if set, else
+            ``trainer.max_steps``, else ``trainer.max_time`` (see :meth:`schedule_horizon`).
+        schedule_steps: the decay's last step (None: from the trainer's budget).
+        min_lr_ratio: the learning rate at the end of the decay, as a fraction of ``lr``.
         export_dir: where to write the export folder when fitting ends (the best checkpoint by
             validation perplexity if there is one, else the final weights).
         spike_factor: stop training when a step's loss exceeds this many times the mean loss of the
@@ -44,11 +56,15 @@ class PretrainSystem(L.LightningModule):
         self,
         bilm: BiLMConfig | dict,
         vocab_size: int = 0,
-        optimizer: Literal["adagrad", "adam", "sgd"] = "adagrad",
+        optimizer: Literal["adagrad", "adam", "adamw", "sgd"] = "adagrad",
         lr: float = 0.2,
         initial_accumulator_value: float = 1.0,
         weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0,
+        lr_schedule: Literal["constant", "linear", "cosine"] = "constant",
+        schedule_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
         export_dir: str | None = None,
         spike_factor: float = 0.0,
         spike_window: int = 100,
@@ -69,7 +85,11 @@ class PretrainSystem(L.LightningModule):
                 "lr": lr,
                 "initial_accumulator_value": initial_accumulator_value,
                 "weight_decay": weight_decay,
+                "betas": tuple(betas),
                 "warmup_steps": warmup_steps,
+                "lr_schedule": lr_schedule,
+                "schedule_steps": schedule_steps,
+                "min_lr_ratio": min_lr_ratio,
                 "export_dir": export_dir,
                 "spike_factor": spike_factor,
                 "spike_window": spike_window,
@@ -78,7 +98,11 @@ class PretrainSystem(L.LightningModule):
         self.bilm = BiLM(bilm)
         self.val_forward, self.val_backward = MeanMetric(), MeanMetric()
         self.test_forward, self.test_backward = MeanMetric(), MeanMetric()
+        self.test_unigram = MeanMetric()  # the unigram baseline's -log p over the same test targets
+        self._unigram_log_probs: torch.Tensor | None = None  # (V,), set by on_test_start
         self.tokens_seen = 0
+        self.horizon: int | None = schedule_steps  # the step where the decay ends, once known
+        self._attempt_start: tuple[float, int] | None = None  # (time, step) when this process began training
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
         self._pending_rng: dict[str, Any] | None = None
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
@@ -160,15 +184,60 @@ class PretrainSystem(L.LightningModule):
                 params, lr=hp.lr, initial_accumulator_value=hp.initial_accumulator_value, weight_decay=hp.weight_decay
             )
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         elif hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
-            raise ValueError(f"pretrain: unknown optimizer {hp.optimizer!r} (--model.optimizer adagrad|adam|sgd)")
-        if hp.warmup_steps <= 0:
+            raise ValueError(f"pretrain: unknown optimizer {hp.optimizer!r} (--model.optimizer adagrad|adam|adamw|sgd)")
+        if hp.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(
+                f"pretrain: unknown lr_schedule {hp.lr_schedule!r} (--model.lr_schedule constant|linear|cosine)"
+            )
+        if hp.warmup_steps <= 0 and hp.lr_schedule == "constant":
             return opt
-        warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` as a fraction of ``lr``: warm-up, then the decay."""
+        hp = self.hparams
+        if step < hp.warmup_steps:
+            return (step + 1) / hp.warmup_steps
+        if hp.lr_schedule == "constant" or self.horizon is None:
+            return 1.0
+        progress = min(1.0, (step - hp.warmup_steps) / max(1, self.horizon - hp.warmup_steps))
+        if hp.lr_schedule == "linear":
+            return 1.0 - (1.0 - hp.min_lr_ratio) * progress
+        return hp.min_lr_ratio + (1.0 - hp.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def schedule_horizon(self) -> int | None:
+        """The step where the decay ends: ``schedule_steps``, else ``max_steps``, else from ``max_time``.
+
+        With only a time budget, the horizon is fixed once, at the end of warm-up (and no earlier
+        than step 50), from this process's measured step rate and the time the trainer has left,
+        less 7% for validation and saving. It is saved in every checkpoint, so a resumed run keeps
+        the same schedule and continues exactly.
+        """
+        if self.hparams.schedule_steps:
+            return int(self.hparams.schedule_steps)
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None or self._attempt_start is None:
+            return None
+        started_at, first_step = self._attempt_start
+        steps = trainer.global_step - first_step
+        elapsed = time.monotonic() - started_at
+        if steps <= 0 or elapsed <= 0:
+            return None
+        return trainer.global_step + int(0.93 * remaining * steps / elapsed)
+
+    def on_train_start(self) -> None:
+        self._attempt_start = (time.monotonic(), self.trainer.global_step)
 
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
@@ -194,15 +263,28 @@ class PretrainSystem(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val", self.val_forward, self.val_backward)
 
+    def on_test_start(self) -> None:
+        # the unigram baseline (elmo_pipeline/data/unigram.py) from the data module's training counts
+        counts = getattr(self.trainer.datamodule, "unigram_counts", None)
+        self._unigram_log_probs = None if counts is None else unigram_log_probs(counts).to(self.device, torch.float32)
+
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_forward, self.test_backward)
+        if self._unigram_log_probs is not None:
+            # the forward targets: the biLM's loss is over these (the backward ones give the same
+            # unigram perplexity, since the counts of <S> and </S> are equal)
+            self.test_unigram.update(unigram_nll(self._unigram_log_probs, batch["forward_targets"]))
 
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test", self.test_forward, self.test_backward)
+        if self._unigram_log_probs is not None:
+            self.log("test/unigram_ppl", torch.exp(self.test_unigram.compute()))
+            self.test_unigram.reset()
 
     # ---- state and export ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["lr_horizon"] = self.horizon
         # dropout and the softmax's negatives draw from these: restoring them makes a resumed run
         # continue exactly as the uninterrupted one would have
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
@@ -211,10 +293,19 @@ class PretrainSystem(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self.horizon = checkpoint.get("lr_horizon", self.horizon)
         # applied at the first batch: creating the data iterator and validating draw random numbers
         self._pending_rng = checkpoint.get("rng_states")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if (
+            self.horizon is None
+            and self.hparams.lr_schedule != "constant"
+            and self.trainer.global_step >= max(self.hparams.warmup_steps, 50)
+        ):
+            self.horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
+            if self.horizon is not None:
+                log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, self.horizon)
         states, self._pending_rng = self._pending_rng, None
         if states:
             torch.set_rng_state(states["torch"])

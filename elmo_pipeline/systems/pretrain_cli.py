@@ -58,6 +58,17 @@ class PretrainCLI(LightningCLI):
     def before_test(self) -> None:
         self._resolve_best("test")
 
+    def after_test(self) -> None:
+        metrics = self.trainer.callback_metrics
+        names = ("test/ppl", "test/ppl_forward", "test/ppl_backward", "test/unigram_ppl")
+        if not self.trainer.is_global_zero or not all(name in metrics for name in names):
+            return
+        ppl, forward, backward, unigram = (float(metrics[name]) for name in names)
+        print(
+            f"test perplexity {ppl:.1f} (forward {forward:.1f}, backward {backward:.1f}); "
+            f"unigram perplexity of the same vocabulary on the same test tokens: {unigram:.1f}"
+        )
+
     def before_validate(self) -> None:
         self._resolve_best("validate")
 
