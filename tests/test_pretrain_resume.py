@@ -28,7 +28,18 @@ def _corpus(tmp_path, n=120):
     return str(path)
 
 
-def _fit(tmp_path, corpus, recorder, ckpt_dir, max_steps=-1, ckpt_path=None, world_size_devices=1):
+def _fit(
+    tmp_path,
+    corpus,
+    recorder,
+    ckpt_dir,
+    max_steps=-1,
+    ckpt_path=None,
+    world_size_devices=1,
+    bilm=None,
+    system_kwargs=None,
+    precision="32-true",
+):
     L.seed_everything(0)
     dm = LMDataModule(
         sources=[corpus],
@@ -39,14 +50,18 @@ def _fit(tmp_path, corpus, recorder, ckpt_dir, max_steps=-1, ckpt_path=None, wor
         max_tokens=10,
         seed=3,
     )
-    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]])
-    system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
+    config = BiLMConfig.preset(
+        "tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]], **(bilm or {})
+    )
+    kwargs = {"optimizer": "adam", "lr": 1e-3, **(system_kwargs or {})}
+    system = PretrainSystem(config, vocab_size=dm.vocab_size, **kwargs)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_last=True, save_top_k=0)
     trainer = L.Trainer(
         max_epochs=1,
         max_steps=max_steps,
         accelerator="cpu",
         devices=1,
+        precision=precision,
         logger=False,
         callbacks=[recorder, checkpoint],
         enable_progress_bar=False,
@@ -103,3 +118,39 @@ def test_bf16_mixed_precision_trains(tmp_path):
         trainer.fit(system, datamodule=dm)
         assert torch.isfinite(trainer.callback_metrics["train/loss"])
         assert system.bilm.forward_layers[0].weight_ih.dtype == torch.float32  # master weights stay fp32
+
+
+FAST_RECIPES = {
+    # the one-hour recipe's options: adaptive softmax, AdamW, warm-up then a decay over a known horizon
+    "adaptive-adamw-linear": dict(
+        bilm={"softmax": "adaptive", "adaptive_cutoffs": [8, 20]},
+        system_kwargs={"optimizer": "adamw", "warmup_steps": 3, "lr_schedule": "linear", "schedule_steps": 25},
+    ),
+    # the horizon from max_steps, bf16 autocast, the plain (non-fast) path
+    "bf16-cosine-plain": dict(
+        bilm={"softmax": "adaptive", "adaptive_cutoffs": [8, 20], "fast": False},
+        system_kwargs={"warmup_steps": 2, "lr_schedule": "cosine", "min_lr_ratio": 0.1},
+        precision="bf16-mixed",
+    ),
+    "bf16-sampled-fast": dict(precision="bf16-mixed"),  # the sampled softmax draws from the restored RNG
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(FAST_RECIPES))
+def test_resume_is_exact_with_the_fast_recipes(tmp_path, recipe):
+    options = FAST_RECIPES[recipe]
+    corpus = _corpus(tmp_path)
+    full = _fit(tmp_path, corpus, RecordBatches(), tmp_path / "ref", max_steps=20, **options)
+    _fit(tmp_path, corpus, RecordBatches(), tmp_path / "run", max_steps=7, **options)
+    resumed = _fit(
+        tmp_path,
+        corpus,
+        RecordBatches(),
+        tmp_path / "run",
+        max_steps=20,
+        ckpt_path=str(tmp_path / "run" / "last.ckpt"),
+        **options,
+    )
+    assert resumed.global_step == full.global_step == 20
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs after resuming ({recipe})")

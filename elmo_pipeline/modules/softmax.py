@@ -75,6 +75,11 @@ class LMSoftmax(nn.Module):
         return torch.logsumexp(logits, dim=1) - true_logit  # (N,)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities in float32 under autocast (bf16 logits), and float64 stays float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class AdaptiveLMSoftmax(nn.Module):
     """Adaptive softmax (Grave et al. 2017, "Efficient softmax approximation for GPUs").
 
@@ -117,7 +122,7 @@ class AdaptiveLMSoftmax(nn.Module):
 
     def full_nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Args: h (N, P), targets (N,). Returns: (N,) exact negative log-likelihoods."""
-        head_lp = torch.log_softmax(self.head(h).float(), dim=-1)  # (N, head)
+        head_lp = torch.log_softmax(_at_least_fp32(self.head(h)), dim=-1)  # (N, head)
         cluster = torch.bucketize(targets, targets.new_tensor(self.bounds[:-1]), right=True)  # (N,), 0 = head
         head_target = torch.where(cluster == 0, targets, self.bounds[0] + cluster - 1)  # (N,)
         nll = -head_lp.gather(1, head_target.unsqueeze(1)).squeeze(1)  # (N,)
@@ -125,16 +130,16 @@ class AdaptiveLMSoftmax(nn.Module):
             rows = (cluster == i + 1).nonzero().squeeze(1)  # (n,)
             if rows.numel() == 0:
                 continue
-            tail_lp = torch.log_softmax(tail(h[rows]).float(), dim=-1)  # (n, size)
+            tail_lp = torch.log_softmax(_at_least_fp32(tail(h[rows])), dim=-1)  # (n, size)
             picked = tail_lp.gather(1, (targets[rows] - self.bounds[i]).unsqueeze(1)).squeeze(1)  # (n,)
             nll = nll.index_add(0, rows, -picked)
         return nll
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """Args: h (..., P). Returns: (..., V) log-probabilities (sum of exp = 1)."""
-        head_lp = torch.log_softmax(self.head(h).float(), dim=-1)  # (..., head)
+        head_lp = torch.log_softmax(_at_least_fp32(self.head(h)), dim=-1)  # (..., head)
         parts = [head_lp[..., : self.bounds[0]]]
         for i, tail in enumerate(self.tails):
             cluster_lp = head_lp[..., self.bounds[0] + i : self.bounds[0] + i + 1]  # (..., 1)
-            parts.append(cluster_lp + torch.log_softmax(tail(h).float(), dim=-1))  # (..., size)
+            parts.append(cluster_lp + torch.log_softmax(_at_least_fp32(tail(h)), dim=-1))  # (..., size)
         return torch.cat(parts, dim=-1)  # (..., V)

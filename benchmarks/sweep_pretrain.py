@@ -1,0 +1,177 @@
+"""Pretraining recipes at equal wall time: which one reaches the lowest held-out perplexity?
+
+Each candidate is a set of overrides of one base pretraining config. Every candidate trains for
+the same ``--minutes`` (``trainer.max_time``) with every core, one after the other on an
+otherwise idle machine, and is judged on the base config's validation set (WikiText-2 valid for
+``configs/pretrain/tiny_shared_lm.yaml``): the best validation perplexity the run reached.
+Test sets are not touched. The table goes to ``--output`` (markdown + JSON), with tokens seen,
+tokens/s and the validation curve of each candidate.
+
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10            # every candidate below
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10 --only adam,adam-sched-adaptive
+
+A finished candidate (its ``summary.json`` exists) is not rerun: interrupt and rerun freely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "configs/pretrain/tiny_shared_lm.yaml"
+BASE_RUN_DIR = "runs/pretrain/tiny_shared_lm"  # the base config's output folder, renamed per candidate
+
+# a candidate: name -> (what it tests, overrides as dotted keys)
+ADAM = {"model.optimizer": "adam", "model.lr": 2e-3, "trainer.gradient_clip_val": 1.0}
+SCHEDULE = {"model.warmup_steps": 200, "model.lr_schedule": "linear", "model.min_lr_ratio": 0.05}
+ADAPTIVE = {"model.bilm.softmax": "adaptive", "model.bilm.adaptive_cutoffs": [2000, 10000]}
+WIDER = {"model.bilm.projection_dim": 128, "model.bilm.cell_dim": 512}
+CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
+    "adagrad-bilmtf": (
+        "the paper's Adagrad with bilm-tf's scale: lr 0.2, accumulator 1/400, clip 0.5 (= bilm-tf's 1.0 and 10 "
+        "on the loss summed over 20 steps); sampled softmax",
+        {"model.initial_accumulator_value": 0.0025, "trainer.gradient_clip_val": 0.5},
+    ),
+    "adam": ("Adam lr 2e-3, constant; sampled softmax", ADAM),
+    "adam-sched-adaptive": (
+        "Adam 2e-3, warm-up 200 steps then linear decay to 5% at the end of the budget; adaptive softmax",
+        {**ADAM, **SCHEDULE, **ADAPTIVE},
+    ),
+    "wide-adam-sched-adaptive": (
+        "the same with P 128, H 512 (ELMo vectors 256-d)",
+        {**ADAM, **SCHEDULE, **ADAPTIVE, **WIDER},
+    ),
+    "wide-adam-sched-adaptive-bf16": (
+        "the same in bf16 autocast (fp32 master weights, loss and LSTM state)",
+        {**ADAM, **SCHEDULE, **ADAPTIVE, **WIDER, "trainer.precision": "bf16-mixed"},
+    ),
+}
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def renamed(value: Any, old: str, new: str) -> Any:
+    """Every string in a nested config with the path prefix ``old`` replaced by ``new``."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [renamed(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: renamed(v, old, new) for k, v in value.items()}
+    return value
+
+
+def candidate_config(base: dict[str, Any], name: str, overrides: dict[str, Any], minutes: float) -> dict[str, Any]:
+    config = renamed(copy.deepcopy(base), BASE_RUN_DIR, f"runs/sweep/{name}")
+    for key, value in overrides.items():
+        set_dotted(config, key, value)
+    seconds = int(minutes * 60)
+    config["trainer"]["max_time"] = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return config
+
+
+def read_curve(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Validation points (step, tokens, ppl) and the last training figures from the run's CSV log."""
+    files = sorted(run_dir.glob("logs/version_*/metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"sweep: no metrics.csv under {run_dir}/logs")
+    curve, last, tokens = [], {}, 0.0
+    with open(files[-1]) as fh:
+        for row in csv.DictReader(fh):
+            if row.get("train/tokens_seen"):
+                tokens = float(row["train/tokens_seen"])
+                last["tokens_seen"] = tokens
+                last["step"] = float(row["step"])
+            if row.get("train/tokens_per_s"):
+                last["tokens_per_s"] = float(row["train/tokens_per_s"])
+            if row.get("val/ppl"):
+                curve.append({"step": float(row["step"]), "tokens": tokens, "ppl": float(row["val/ppl"])})
+    return curve, last
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time of each candidate")
+    parser.add_argument("--only", default=None, help="comma-separated candidate names (default: all)")
+    parser.add_argument("--val-every", type=int, default=400, help="validate every N steps")
+    parser.add_argument("--output", default="results/pretrain_sweep", help="where the table and JSON go")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    base = yaml.safe_load(Path(BASE).read_text())
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        what, overrides = CANDIDATES[name]
+        run_dir = Path("runs/sweep") / name
+        summary_path = run_dir / "summary.json"
+        if not summary_path.is_file():
+            config = candidate_config(base, name, overrides, args.minutes)
+            config["trainer"]["val_check_interval"] = args.val_every
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config_path = run_dir / "config.yaml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+            print(f"[sweep] {name}: {what}", flush=True)
+            started = time.perf_counter()
+            with open(run_dir / "stdout.log", "w") as log:
+                cmd = [sys.executable, "-m", "elmo_pipeline.cli", "pretrain", "--config", str(config_path)]
+                subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+            curve, last = read_curve(run_dir)
+            best = min(curve, key=lambda p: p["ppl"]) if curve else None
+            summary = {
+                "name": name,
+                "what": what,
+                "overrides": overrides,
+                "minutes": args.minutes,
+                "wall_s": time.perf_counter() - started,
+                "best_val_ppl": best["ppl"] if best else None,
+                "best_step": best["step"] if best else None,
+                "curve": curve,
+                **last,
+            }
+            summary_path.write_text(json.dumps(summary, indent=2))
+        summary = json.loads(summary_path.read_text())
+        rows.append(summary)
+        print(f"[sweep] {name}: best val ppl {summary['best_val_ppl']:.1f}", flush=True)
+    lines = [
+        f"Each candidate: {args.minutes:g} minutes of training (`trainer.max_time`), every core, "
+        f"judged on the best WikiText-2 valid perplexity (first 3,000 sentences) of validations every "
+        f"{args.val_every} steps. Base: `{BASE}`.",
+        "",
+        "| candidate | what | steps | tokens seen | tokens/s | best val ppl (step) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["best_val_ppl"]):
+        lines.append(
+            f"| {r['name']} | {r['what']} | {r.get('step', 0):,.0f} | {r.get('tokens_seen', 0) / 1e6:.2f}M | "
+            f"{r.get('tokens_per_s', 0):,.0f} | **{r['best_val_ppl']:.1f}** ({r['best_step']:,.0f}) |"
+        )
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,241 @@
+"""The fast training step computes what the plain one computes: outputs and gradients.
+
+The plain path (autograd over the equations written out) is the reference; the fast path is the
+hand-written clipped LSTMP backward, the character CNN over distinct tokens, and the adaptive
+softmax, which is checked against a brute-force computation of its own equations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.modules.char_cnn import CharCNNEncoder
+from elmo_pipeline.modules.lstm import ClippedLSTMPFunction, LSTMPLayer
+from elmo_pipeline.modules.softmax import AdaptiveLMSoftmax
+from elmo_pipeline.systems.pretrain import PretrainSystem
+
+
+def _layer(cell_clip, proj_clip, scale=3.0, seed=0) -> LSTMPLayer:
+    torch.manual_seed(seed)
+    layer = LSTMPLayer(5, 12, 4, cell_clip, proj_clip).double()
+    with torch.no_grad():  # large weights, so that both clips bite
+        for p in layer.parameters():
+            p.uniform_(-scale / 2, scale / 2)
+    return layer
+
+
+def _grads(layer: LSTMPLayer, x: torch.Tensor, weights: torch.Tensor) -> list[torch.Tensor]:
+    x = x.detach().clone().requires_grad_(True)
+    y = layer(x)
+    return [y, *torch.autograd.grad((y * weights).sum(), [x, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("clips", [(0.6, 0.4), (0.6, None), (None, 0.4), (3.0, 3.0)])
+def test_fast_clipped_lstmp_equals_plain(clips):
+    layer = _layer(*clips)
+    x = torch.randn(3, 7, 5, dtype=torch.float64)
+    weights = torch.randn(3, 7, 4, dtype=torch.float64)
+    layer.fast = False
+    plain = _grads(layer, x, weights)
+    layer.fast = True
+    fast = _grads(layer, x, weights)
+    if clips[1] is not None and clips[1] < 1:
+        assert (plain[0].abs() >= clips[1]).any(), "the projection clip must bite in this test"
+    for name, a, b in zip(["output", "x", "weight_ih", "weight_hh", "bias", "weight_hr"], plain, fast, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_fast_clipped_lstmp_gradcheck():
+    torch.manual_seed(1)
+    xw = torch.randn(4, 2, 8, dtype=torch.float64, requires_grad=True)  # (T, B, 4H), H = 2
+    weight_hh = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    weight_hr = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+
+    def run(xw, weight_hh, weight_hr):
+        return ClippedLSTMPFunction.apply(xw, weight_hh, weight_hr, 0.7, 0.5, torch.float64)
+
+    assert torch.autograd.gradcheck(run, (xw, weight_hh, weight_hr))
+
+
+def test_fast_lstmp_in_bf16_autocast_is_close_to_float32():
+    torch.manual_seed(0)
+    layer = LSTMPLayer(16, 32, 16, 3.0, 3.0)
+    x = torch.randn(4, 9, 16)
+    reference = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = layer(x)
+    assert mixed.shape == reference.shape
+    assert (mixed.float() - reference).abs().max() < 0.05  # bf16 matrix multiplies, float32 state
+
+
+def test_dedup_char_cnn_equals_plain():
+    torch.manual_seed(0)
+    encoder = CharCNNEncoder(262, 6, [[1, 4], [2, 5], [3, 6]], 1, 7).double()
+    words = torch.randint(1, 262, (5, 50))
+    words[:, 10:] = 261  # padding characters, as real tokens have
+    chars = words[torch.randint(0, 5, (3, 8))]  # (3, 8, 50): 24 tokens, at most 5 distinct
+    chars[2, 6:] = 0  # padded positions
+    outputs, grads = [], []
+    weights = torch.randn(3, 8, 7, dtype=torch.float64)
+    for dedup in (False, True):
+        encoder.dedup = dedup
+        encoder.zero_grad()
+        y = encoder(chars)
+        (y * weights).sum().backward()
+        outputs.append(y.detach())
+        grads.append([p.grad.clone() for p in encoder.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-12, rtol=1e-12)
+    for (name, _), a, b in zip(encoder.named_parameters(), grads[0], grads[1], strict=True):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=1e-10, msg=name)
+
+
+def test_fast_bilm_equals_plain_bilm():
+    config = BiLMConfig.preset(
+        "tiny", vocab_size=30, cell_dim=12, projection_dim=6, filters=[[1, 4], [2, 4]], dropout=0.0, softmax="full"
+    )
+    torch.manual_seed(0)
+    plain = BiLM(dataclasses.replace(config, fast=False)).double()
+    fast = BiLM(config).double()
+    fast.load_state_dict(plain.state_dict())
+    words = torch.randint(1, 262, (6, 50))
+    chars = words[torch.randint(0, 6, (2, 9))]
+    chars[1, 7:] = 0
+    targets = torch.randint(0, 30, (2, 9))
+    targets[1, 7:] = -1
+    outs = []
+    for model in (plain, fast):
+        out = model(chars, targets, targets)
+        out.loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[1].loss, outs[0].loss)
+    for a, b in zip(outs[0].activations, outs[1].activations, strict=True):
+        torch.testing.assert_close(b, a)
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-12, rtol=1e-9, msg=name)
+
+
+# ----------------------------------------------------------------------------- adaptive softmax
+
+
+def _adaptive(seed=0) -> AdaptiveLMSoftmax:
+    torch.manual_seed(seed)
+    softmax = AdaptiveLMSoftmax(8, 40, cutoffs=[5, 17], div_value=2.0).double()
+    with torch.no_grad():
+        for p in softmax.parameters():
+            p.normal_()
+    return softmax
+
+
+def _brute_force_log_probs(softmax: AdaptiveLMSoftmax, h: torch.Tensor) -> torch.Tensor:
+    """log p(w | h) for every word, from the equations, one word at a time."""
+    head = softmax.head(h)  # (N, 5 + 2)
+    head_lp = head - torch.logsumexp(head, dim=-1, keepdim=True)
+    tails = [tail(h) for tail in softmax.tails]  # [(N, 12), (N, 23)]
+    tails_lp = [t - torch.logsumexp(t, dim=-1, keepdim=True) for t in tails]
+    columns = []
+    for w in range(40):
+        if w < 5:
+            columns.append(head_lp[:, w])
+        elif w < 17:
+            columns.append(head_lp[:, 5] + tails_lp[0][:, w - 5])
+        else:
+            columns.append(head_lp[:, 6] + tails_lp[1][:, w - 17])
+    return torch.stack(columns, dim=1)  # (N, 40)
+
+
+def test_adaptive_softmax_probabilities_sum_to_one():
+    softmax = _adaptive()
+    log_probs = softmax.log_probs(torch.randn(6, 8, dtype=torch.float64))
+    assert log_probs.shape == (6, 40)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(6, dtype=torch.float64))
+
+
+def test_adaptive_softmax_nll_matches_brute_force():
+    softmax = _adaptive()
+    h = torch.randn(30, 8, dtype=torch.float64)
+    targets = torch.cat([torch.arange(40), torch.randint(0, 40, (0,))])[:30]  # head and both tails
+    targets = torch.tensor([0, 4, 5, 16, 17, 39, *torch.randint(0, 40, (24,)).tolist()])
+    expected = -_brute_force_log_probs(softmax, h).gather(1, targets.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(softmax.full_nll(h, targets), expected)
+    torch.testing.assert_close(softmax.log_probs(h), _brute_force_log_probs(softmax, h))
+
+
+def test_adaptive_softmax_gradients_reach_every_parameter():
+    softmax = _adaptive()
+    h = torch.randn(12, 8, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 3, 5, 9, 16, 17, 25, 39, 1, 2, 30, 6])
+    softmax.full_nll(h, targets).mean().backward()
+    for name, p in softmax.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert h.grad.abs().sum() > 0
+
+
+def test_adaptive_softmax_rejects_bad_cutoffs():
+    with pytest.raises(ValueError, match="adaptive_cutoffs"):
+        AdaptiveLMSoftmax(8, 40, cutoffs=[20, 10])
+    with pytest.raises(ValueError, match="adaptive_cutoffs"):
+        AdaptiveLMSoftmax(8, 40, cutoffs=[5, 39])
+
+
+def test_bilm_with_adaptive_softmax_trains_and_evaluates_exactly():
+    config = BiLMConfig.preset(
+        "tiny", vocab_size=40, cell_dim=12, projection_dim=8, filters=[[1, 4]], softmax="adaptive",
+        adaptive_cutoffs=[5, 17], dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    bilm = BiLM(config).double()
+    chars = torch.randint(1, 262, (2, 6, 50))
+    targets = torch.randint(0, 40, (2, 6))
+    out = bilm(chars, targets, targets)
+    top = out.activations[-1][..., :8].reshape(-1, 8)  # (N, P) forward top layer
+    expected = -bilm.softmax.log_probs(top).gather(1, targets.reshape(-1, 1)).mean()
+    torch.testing.assert_close(out.forward_loss, expected)
+    bilm.train()
+    assert bilm(chars, targets, targets).loss.requires_grad  # exact in training too: no sampling
+
+
+# ----------------------------------------------------------------------------- learning-rate schedule
+
+
+def _system(**kwargs) -> PretrainSystem:
+    config = BiLMConfig.preset("tiny", cell_dim=8, projection_dim=4, filters=[[1, 2]], num_samples=4)
+    return PretrainSystem(config, vocab_size=10, **kwargs)
+
+
+def test_lr_schedule_warmup_then_decay_to_the_horizon():
+    linear = _system(warmup_steps=10, lr_schedule="linear", schedule_steps=110, min_lr_ratio=0.1)
+    assert linear.lr_factor(0) == pytest.approx(0.1)
+    assert linear.lr_factor(9) == pytest.approx(1.0)
+    assert linear.lr_factor(10) == pytest.approx(1.0)
+    assert linear.lr_factor(60) == pytest.approx(0.55)
+    assert linear.lr_factor(110) == pytest.approx(0.1)
+    assert linear.lr_factor(500) == pytest.approx(0.1)  # past the horizon: stays at the floor
+    cosine = _system(warmup_steps=0, lr_schedule="cosine", schedule_steps=100, min_lr_ratio=0.0)
+    assert cosine.lr_factor(0) == pytest.approx(1.0)
+    assert cosine.lr_factor(50) == pytest.approx(0.5)
+    assert cosine.lr_factor(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine.lr_factor(100) == pytest.approx(0.0, abs=1e-12)
+    constant = _system(warmup_steps=4)
+    assert [constant.lr_factor(s) for s in (0, 3, 50)] == pytest.approx([0.25, 1.0, 1.0])
+
+
+def test_lr_horizon_travels_in_the_checkpoint():
+    system = _system(lr_schedule="linear")
+    system.horizon = 1234  # fixed from the time budget during the run
+    checkpoint: dict = {}
+    system.on_save_checkpoint(checkpoint)
+    restored = _system(lr_schedule="linear")
+    assert restored.horizon is None
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.horizon == 1234
+
+
+def test_unknown_softmax_is_a_clear_error():
+    with pytest.raises(ValueError, match="--model.bilm.softmax"):
+        BiLMConfig.preset("tiny", softmax="hierarchical")
