@@ -13,8 +13,9 @@ machine the model's step uses.
     elmo-pipeline bench --preset small --device cuda --variants fast,fast-bf16
     elmo-pipeline bench --preset tiny --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm
 
-Variants (``--variants``): ``plain`` is the step as it was before the fast path (per-occurrence
-character CNN, autograd-traced clipped recurrence, the config's softmax, fp32); ``fused`` the same
+Variants (``--variants``): ``today`` is the step pretraining ran before this fast path existed
+(per-occurrence character CNN, autograd-traced clipped recurrence, sampled softmax with 512
+negatives, fp32); ``plain`` is that step with the config's softmax; ``fused`` the same
 without clipping, on PyTorch's fused LSTM kernel; ``fast`` the fast path (distinct tokens, the
 hand-written clipped recurrence); ``-adaptive`` swaps in the adaptive softmax and ``-bf16`` adds
 bf16 autocast (fp32 weights and loss).
@@ -44,11 +45,13 @@ from elmo_pipeline.text.vocab import Vocabulary
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLE_TEXT = Path(__file__).resolve().parent.parent / "data" / "sample"
-VARIANTS = ("plain", "fused", "fast", "fast-bf16", "fast-adaptive", "fast-adaptive-bf16")
+VARIANTS = ("today", "plain", "fused", "fast", "fast-bf16", "fast-adaptive", "fast-adaptive-bf16")
 
 
 def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
     """The biLM config and precision of a named variant (see the module docstring)."""
+    if name == "today":  # the step pretraining ran before the fast path and the adaptive softmax existed
+        return replace(base, fast=False, softmax="sampled", num_samples=512), "fp32"
     if name == "plain":
         return replace(base, fast=False), "fp32"
     if name == "fused":

@@ -239,3 +239,44 @@ def test_lr_horizon_travels_in_the_checkpoint():
 def test_unknown_softmax_is_a_clear_error():
     with pytest.raises(ValueError, match="--model.bilm.softmax"):
         BiLMConfig.preset("tiny", softmax="hierarchical")
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def test_bench_prints_the_old_and_the_new_step_in_one_run(tmp_path, capsys):
+    import json
+
+    from elmo_pipeline import bench
+
+    out = tmp_path / "bench.json"
+    argv = ["--preset", "tiny", "--vocab-size", "3000", "--batch-size", "4", "--seq-len", "12", "--steps", "1"]
+    assert bench.main([*argv, "--variants", "plain,fast,fast-adaptive-bf16", "--threads", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("plain", "fast", "fast-adaptive-bf16"):
+        assert f"| {name} |" in printed
+    results = json.loads(out.read_text())
+    assert set(results["matmul_gflops"]) == {"fp32", "bf16"}
+    assert results["variants"]["plain"]["speedup"] == 1.0
+    assert results["variants"]["fast"]["gflop_per_step"] < results["variants"]["plain"]["gflop_per_step"]  # dedup
+    assert results["distinct_tokens"] < 4 * 12  # real text repeats tokens
+
+
+def test_lr_horizon_from_the_time_budget(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    class HalfDone(Timer):
+        def time_remaining(self, stage="train"):
+            return 100.0  # seconds left of max_time
+
+    system = _system(lr_schedule="linear", warmup_steps=20)
+    trainer = SimpleNamespace(max_steps=-1, callbacks=[HalfDone(duration="00:00:03:20")], global_step=60)
+    monkeypatch.setattr(PretrainSystem, "trainer", property(lambda self: trainer))
+    system._attempt_start = (time.monotonic() - 10.0, 10)  # 50 steps in 10 s since step 10: 5 steps/s
+    assert system.schedule_horizon() == pytest.approx(60 + 0.93 * 100 * 5, abs=3)
+    trainer.max_steps = 400  # a step budget wins over the time budget
+    assert system.schedule_horizon() == 400
+    assert _system(lr_schedule="linear", schedule_steps=77).schedule_horizon() == 77

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -154,3 +156,36 @@ def test_resume_is_exact_with_the_fast_recipes(tmp_path, recipe):
     assert resumed.global_step == full.global_step == 20
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming ({recipe})")
+
+
+def test_bf16_fast_adaptive_training_lowers_the_loss(tmp_path):
+    """The one-hour recipe's step (fast path, adaptive softmax, Adam, bf16 autocast) learns."""
+    corpus = _corpus(tmp_path, n=40)
+    dm = LMDataModule(sources=[corpus], vocab_path=str(tmp_path / "vocab.txt"), batch_size=8, max_tokens=10)
+    config = BiLMConfig.preset(
+        "tiny", cell_dim=32, projection_dim=16, filters=[[1, 8], [2, 8]], softmax="adaptive", adaptive_cutoffs=[8, 20]
+    )
+    L.seed_everything(0)
+    system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-2)
+    losses = []
+
+    class Losses(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            losses.append(float(outputs["loss"]))
+
+    trainer = L.Trainer(
+        max_steps=40,
+        max_epochs=20,
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Losses()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(system, datamodule=dm)
+    assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5  # the exact (adaptive) loss falls
+    assert system.bilm.softmax.head.weight.dtype == torch.float32  # master weights stay fp32

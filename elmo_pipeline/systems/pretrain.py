@@ -102,7 +102,8 @@ class PretrainSystem(L.LightningModule):
         self._unigram_log_probs: torch.Tensor | None = None  # (V,), set by on_test_start
         self.tokens_seen = 0
         self.horizon: int | None = schedule_steps  # the step where the decay ends, once known
-        self._attempt_start: tuple[float, int] | None = None  # (time, step) when this process began training
+        self._attempt_start: tuple[float, int] | None = None  # (time, step) from which the step rate is measured
+        self._attempt_first_step = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
         self._pending_rng: dict[str, Any] | None = None
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
@@ -216,8 +217,9 @@ class PretrainSystem(L.LightningModule):
         """The step where the decay ends: ``schedule_steps``, else ``max_steps``, else from ``max_time``.
 
         With only a time budget, the horizon is fixed once, at the end of warm-up (and no earlier
-        than step 50), from this process's measured step rate and the time the trainer has left,
-        less 7% for validation and saving. It is saved in every checkpoint, so a resumed run keeps
+        than step 50), from this process's step rate (measured from its 10th step on, after the data
+        stream has filled its shuffle buffer) and the time the trainer has left, less 7% for
+        validation and saving. It is saved in every checkpoint, so a resumed run keeps
         the same schedule and continues exactly.
         """
         if self.hparams.schedule_steps:
@@ -237,7 +239,8 @@ class PretrainSystem(L.LightningModule):
         return trainer.global_step + int(0.93 * remaining * steps / elapsed)
 
     def on_train_start(self) -> None:
-        self._attempt_start = (time.monotonic(), self.trainer.global_step)
+        self._attempt_start = None
+        self._attempt_first_step = self.trainer.global_step
 
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
@@ -298,6 +301,8 @@ class PretrainSystem(L.LightningModule):
         self._pending_rng = checkpoint.get("rng_states")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._attempt_start is None and self.trainer.global_step >= self._attempt_first_step + 10:
+            self._attempt_start = (time.monotonic(), self.trainer.global_step)  # the step rate is measured from here
         if (
             self.horizon is None
             and self.hparams.lr_schedule != "constant"
