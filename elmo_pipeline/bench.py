@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--variants",
-        default="plain,fused,fast,fast-bf16,fast-adaptive-bf16",
+        default="today,fused,fast,fast-bf16,fast-adaptive,fast-adaptive-bf16",
         help=f"comma-separated, from {','.join(VARIANTS)} (see above)",
     )
     parser.add_argument("--text", nargs="+", default=None, help="text files to cut the batch from")
