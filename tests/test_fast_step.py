@@ -250,7 +250,7 @@ def test_bench_prints_the_old_and_the_new_step_in_one_run(tmp_path, capsys):
     from elmo_pipeline import bench
 
     out = tmp_path / "bench.json"
-    argv = ["--preset", "tiny", "--vocab-size", "3000", "--batch-size", "4", "--seq-len", "12", "--steps", "1"]
+    argv = ["--preset", "tiny", "--vocab-size", "12000", "--batch-size", "4", "--seq-len", "12", "--steps", "1"]
     assert bench.main([*argv, "--variants", "plain,fast,fast-adaptive-bf16", "--threads", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("plain", "fast", "fast-adaptive-bf16"):

@@ -47,7 +47,7 @@ def plot_curves(metrics_csv: str | Path, output: str | Path, title: str | None =
     xs = [t / 1e6 for t, _ in train]
     ax_loss.plot(xs, [loss for _, loss in train], color="0.8", lw=0.6, label="per step")
     ax_loss.plot(xs, smooth, color="C0", label=f"moving average ({window} logs)")
-    ax_loss.set(xlabel="tokens seen (millions)", ylabel="training loss (sampled softmax)", title="training loss")
+    ax_loss.set(xlabel="tokens seen (millions)", ylabel="training loss (training softmax)", title="training loss")
     ax_loss.legend()
     if val:
         ax_ppl.plot([t / 1e6 for t, _ in val], [p for _, p in val], "o-", color="C1")
