@@ -128,10 +128,10 @@ FAST_RECIPES = {
         bilm={"softmax": "adaptive", "adaptive_cutoffs": [8, 20]},
         system_kwargs={"optimizer": "adamw", "warmup_steps": 3, "lr_schedule": "linear", "schedule_steps": 25},
     ),
-    # the horizon from max_steps, bf16 autocast, the plain (non-fast) path
+    # cosine decay, bf16 autocast, the plain (non-fast) path
     "bf16-cosine-plain": dict(
         bilm={"softmax": "adaptive", "adaptive_cutoffs": [8, 20], "fast": False},
-        system_kwargs={"warmup_steps": 2, "lr_schedule": "cosine", "min_lr_ratio": 0.1},
+        system_kwargs={"warmup_steps": 2, "lr_schedule": "cosine", "min_lr_ratio": 0.1, "schedule_steps": 30},
         precision="bf16-mixed",
     ),
     "bf16-sampled-fast": dict(precision="bf16-mixed"),  # the sampled softmax draws from the restored RNG

@@ -241,6 +241,10 @@ class PretrainSystem(L.LightningModule):
     def on_train_start(self) -> None:
         self._attempt_start = None
         self._attempt_first_step = self.trainer.global_step
+        if self.hparams.lr_schedule != "constant" and (self.trainer.max_steps or 0) > 0:
+            # a step budget is known from the start (and may have been raised for this attempt); only a
+            # horizon estimated from max_time is kept from the checkpoint
+            self.horizon = self.schedule_horizon()
 
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
