@@ -92,6 +92,20 @@ def test_resume_mid_epoch_sees_each_batch_once(tmp_path, stop_after):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming")
 
 
+def _bf16_trainer(tmp_path, **kwargs) -> L.Trainer:
+    """A quiet CPU trainer in bf16 autocast, without logs or checkpoints."""
+    return L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
 def test_bf16_mixed_precision_trains(tmp_path):
     """The GPU path's bf16 autocast, exercised on CPU: the step runs and the loss stays finite."""
     corpus = _corpus(tmp_path, n=24)
@@ -107,16 +121,7 @@ def test_bf16_mixed_precision_trains(tmp_path):
             proj_clip=clip,
         )
         system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
-        trainer = L.Trainer(
-            max_steps=3,
-            accelerator="cpu",
-            precision="bf16-mixed",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        )
+        trainer = _bf16_trainer(tmp_path, max_steps=3)
         trainer.fit(system, datamodule=dm)
         assert torch.isfinite(trainer.callback_metrics["train/loss"])
         assert system.bilm.forward_layers[0].weight_ih.dtype == torch.float32  # master weights stay fp32
@@ -173,18 +178,7 @@ def test_bf16_fast_adaptive_training_lowers_the_loss(tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(
-        max_steps=40,
-        max_epochs=20,
-        accelerator="cpu",
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Losses()],
-        default_root_dir=tmp_path,
-    )
+    trainer = _bf16_trainer(tmp_path, max_steps=40, max_epochs=20, callbacks=[Losses()])
     trainer.fit(system, datamodule=dm)
     assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5  # the exact (adaptive) loss falls

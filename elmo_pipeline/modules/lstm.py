@@ -146,7 +146,7 @@ class ClippedLSTMPFunction(torch.autograd.Function):
     Written for speed on CPUs, where a step's tensors are small and every kernel launch counts:
     each step's work goes into preallocated buffers with in-place and ``out=`` kernels, and the
     weight gradients are one matrix multiply over all steps. ``tanh(x)`` is computed as
-    ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is about 6x slower than its sigmoid, and the two agree
+    ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is several times slower than its sigmoid, and the two agree
     to float32 rounding (a few 1e-8). The backward of ``clamp`` passes the gradient where the
     value was inside the range; it is read from the clipped value (``|c| < clip``), which differs
     from autograd's ``clamp`` only where the unclipped value was exactly ``+-clip``.
