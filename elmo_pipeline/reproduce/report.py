@@ -17,6 +17,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+# imported with the module, not at the first report: a Ctrl-C that lands inside matplotlib's first
+# import breaks it with an ImportError instead of a KeyboardInterrupt
+import matplotlib.pyplot as plt
+
 from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.tasks import load_task
 
@@ -153,11 +157,7 @@ def markdown_table(
 # ---- pictures --------------------------------------------------------------------------------------
 def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """softmax(w) per task and place, mean over seeds (the paper's Figure 2): where each task draws from."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt.switch_backend("Agg")
     groups: dict[str, list[list[float]]] = {}
     for record in runs:
         if record["arm"] != "elmo":
@@ -196,11 +196,7 @@ def plot_learning_curves(
     runs: list[dict[str, Any]], run_dirs: list[Path], tasks: list[str], path: Path, pretrain_dir: Path | None
 ) -> Path | None:
     """Dev score per epoch for every task, arm and seed (+ the biLM's dev perplexity per step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt.switch_backend("Agg")
     colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red"}
     pretrain_points: list[tuple[int, float]] = []
     if pretrain_dir is not None:
