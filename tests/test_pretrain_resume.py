@@ -183,3 +183,57 @@ def test_bf16_fast_adaptive_training_lowers_the_loss(tmp_path):
     assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5  # the exact (adaptive) loss falls
     assert system.bilm.softmax.head.weight.dtype == torch.float32  # master weights stay fp32
+
+
+def _fit_with_validation(tmp_path, ckpt_dir, ckpt_path=None):
+    """20 steps with dropout, validation every 5 steps, a checkpoint after every step and at every validation."""
+    corpus = _corpus(tmp_path, n=200)
+    val = tmp_path / "valid.txt"
+    val.write_text("".join(f"w{i} is number {i % 5} .\n" for i in range(20)))
+    L.seed_everything(0)
+    dm = LMDataModule(
+        sources=[corpus],
+        vocab_path=str(tmp_path / "vocab.txt"),
+        val_sources=[str(val)],
+        batch_size=4,
+        bucket_batches=3,
+        shuffle_buffer=16,
+        max_tokens=10,
+        seed=3,
+    )
+    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]])
+    system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
+    every_step = ModelCheckpoint(dirpath=ckpt_dir, filename="every-{step}", every_n_train_steps=1, save_top_k=-1)
+    at_validation = ModelCheckpoint(dirpath=ckpt_dir, filename="val-{step}", monitor="val/ppl", save_top_k=-1)
+    trainer = L.Trainer(
+        max_epochs=1,
+        max_steps=20,
+        val_check_interval=5,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[every_step, at_validation],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(system, datamodule=dm, ckpt_path=ckpt_path)
+    return system
+
+
+def test_resume_is_exact_from_any_checkpoint_with_validation(tmp_path):
+    """Killed (kill -9 or Ctrl-C) after any checkpoint, the resumed run ends with the same weights.
+
+    Each checkpoint of one uninterrupted run is where a killed run would resume from: one taken on
+    a training step before that step's validation (step 10), one between validations (step 7), and
+    the one written when validation ends (step 15). Validation creates a DataLoader iterator, which
+    draws from the global RNG; dropout and the sampled softmax must not see that draw.
+    """
+    reference = _fit_with_validation(tmp_path, tmp_path / "ref")
+    assert reference.global_step == 20
+    for name in ("every-step=7", "every-step=10", "val-step=15"):
+        ckpt = tmp_path / "ref" / f"{name}.ckpt"
+        resumed = _fit_with_validation(tmp_path, tmp_path / f"resumed-{name}", ckpt_path=str(ckpt))
+        assert resumed.global_step == 20
+        for (key, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(a, b), f"{key} differs after resuming from {ckpt.name}"

@@ -105,7 +105,7 @@ class PretrainSystem(L.LightningModule):
         self._attempt_start: tuple[float, int] | None = None  # (time, step) from which the step rate is measured
         self._attempt_first_step = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
-        self._pending_rng: dict[str, Any] | None = None
+        self._train_rng: dict[str, Any] | None = None  # the RNG as the last training step left it
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
         self.health_stop: str | None = None  # why training stopped early, if it did
 
@@ -115,6 +115,7 @@ class PretrainSystem(L.LightningModule):
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"])
+        self._train_rng = self._rng_states()  # the backward pass and the update draw no random numbers
         if not self._loss_is_healthy(out.loss):
             return None  # Lightning skips the backward pass and the update
         num_tokens = int(batch["num_tokens"])
@@ -289,20 +290,34 @@ class PretrainSystem(L.LightningModule):
             self.test_unigram.reset()
 
     # ---- state and export ------------------------------------------------------------------
+    # Dropout and the sampled softmax's negatives draw from the global RNG, and so does anything
+    # else that runs between two training steps: creating a DataLoader iterator (validation, a new
+    # epoch) draws its base seed from it. So the training stream of random numbers is kept apart:
+    # the state is taken after every training forward pass and put back at the start of the next step,
+    # and a checkpoint saves that state, wherever it is written (after a step, or after validation).
+    # A resumed run therefore continues exactly as the uninterrupted one, from any checkpoint.
+    @staticmethod
+    def _rng_states() -> dict[str, Any]:
+        states: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    @staticmethod
+    def _set_rng_states(states: dict[str, Any]) -> None:
+        torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["lr_horizon"] = self.horizon
-        # dropout and the softmax's negatives draw from these: restoring them makes a resumed run
-        # continue exactly as the uninterrupted one would have
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_states"] = self._train_rng if self._train_rng is not None else self._rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.horizon = checkpoint.get("lr_horizon", self.horizon)
-        # applied at the first batch: creating the data iterator and validating draw random numbers
-        self._pending_rng = checkpoint.get("rng_states")
+        self._train_rng = checkpoint.get("rng_states")  # put back at the first training step
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._attempt_start is None and self.trainer.global_step >= self._attempt_first_step + 10:
@@ -315,11 +330,8 @@ class PretrainSystem(L.LightningModule):
             self.horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
             if self.horizon is not None:
                 log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, self.horizon)
-        states, self._pending_rng = self._pending_rng, None
-        if states:
-            torch.set_rng_state(states["torch"])
-            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(states["cuda"])
+        if self._train_rng is not None:
+            self._set_rng_states(self._train_rng)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir:
