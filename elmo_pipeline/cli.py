@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+
+from elmo_pipeline.errors import REPORTED, UserError, debug_requested
 
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,11 +28,40 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: elmo-pipeline <command> [options]\n\ncommands:\n" + "\n".join(lines) + "\n"
+    return (
+        "usage: elmo-pipeline [--debug] <command> [options]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\n--debug (or ELMO_PIPELINE_DEBUG=1) shows the traceback of an error instead of its one-line message\n"
+    )
+
+
+def die_with_parent() -> None:
+    """A child of ``reproduce`` (``ELMO_PIPELINE_PARENT_PID`` set) is killed when that parent dies, even by kill -9.
+
+    Linux's parent-death signal; elsewhere a no-op (the work folder's lock, which every child holds,
+    still keeps a rerun out while a child lives).
+    """
+    parent = os.environ.get("ELMO_PIPELINE_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # it died before the request: follow it now
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    die_with_parent()
+    debug = debug_requested(argv)
+    if argv and argv[0] == "--debug":
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         sys.stdout.write(_usage())
         return 0
@@ -37,7 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"elmo-pipeline: unknown command {name!r}\n\n{_usage()}")
         return 2
     module, func = COMMANDS[name][0].split(":")
-    result = getattr(importlib.import_module(module), func)(rest)
+    try:
+        result = getattr(importlib.import_module(module), func)(rest)
+    except REPORTED as err:
+        if debug:
+            raise
+        sys.stderr.write(f"elmo-pipeline {name}: error: {err}\n")
+        if not isinstance(err, UserError):  # a builtin error: where it came from may matter
+            sys.stderr.write("(elmo-pipeline --debug ... or ELMO_PIPELINE_DEBUG=1 shows the traceback)\n")
+        return 1
     return int(result or 0)
 
 

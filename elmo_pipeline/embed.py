@@ -34,6 +34,7 @@ import h5py
 import torch
 from tqdm import tqdm
 
+from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.text.chars import is_truncated
@@ -44,7 +45,7 @@ LayerMode = Literal["all", "average", "top"]
 LAYER_MODES: tuple[str, ...] = ("all", "average", "top")
 
 
-class InputFileError(ValueError):
+class InputFileError(InputError):
     """A line of the input file cannot be embedded; the message names the file and the line."""
 
 
@@ -89,6 +90,23 @@ def check_input(path: str | Path) -> int:
     if count == 0:
         raise InputFileError(f"{path}: the input file is empty (--input)")
     return count
+
+
+def check_output(input_path: str | Path, output_path: str | Path, overwrite: bool = False) -> None:
+    """Refuse an output that would destroy a file: the input itself, a folder, or (unasked) an existing file."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.is_dir():
+        raise InputError(f"--output {output_path} is a folder; give a file path, e.g. {output_path / 'elmo.hdf5'}")
+    if output_path.exists():
+        if input_path.exists() and output_path.resolve() == input_path.resolve():
+            raise WouldOverwriteError(
+                f"--output {output_path} is the input file; writing the embeddings there would destroy the text. "
+                "Give another --output"
+            )
+        if not overwrite:
+            raise WouldOverwriteError(
+                f"--output {output_path} exists; pass --overwrite to replace it, or give another --output"
+            )
 
 
 def read_sentences(path: str | Path) -> Iterator[tuple[int, list[str]]]:
@@ -149,6 +167,7 @@ def embed_file(
     buffer_size: int | None = None,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> EmbedStats:
     """Embed every line of ``input_path`` into ``output_path`` (bilm-tf's embedding-dump layout).
 
@@ -163,6 +182,7 @@ def embed_file(
         buffer_size: sentences read ahead and sorted by length (default 32 batches); bounds the memory.
         progress: show a tqdm progress bar.
         on_batch: called with the number of sentences done after every batch (for benchmarks).
+        overwrite: replace ``output_path`` if it exists (never when it is the input file or a folder).
 
     Returns:
         EmbedStats of the run.
@@ -177,6 +197,7 @@ def embed_file(
     if buffer_size < 1:
         raise ValueError(f"--buffer-size must be at least 1, got {buffer_size}")
     input_path, output_path = Path(input_path), Path(output_path)
+    check_output(input_path, output_path, overwrite)
     total = check_input(input_path)
     bilm = bilm.to(resolve_device(device)).eval()
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     return parser
 
 
@@ -269,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     from elmo_pipeline.interop import load_bilm
 
     try:
+        check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast
         bilm = load_bilm(args.bilm if args.bilm is not None else (args.options, args.weights))
         embed_file(
             bilm,
@@ -280,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             buffer_size=args.buffer_size,
             progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
         return 1
     return 0

@@ -139,3 +139,32 @@ def test_length_batches_respect_both_budgets():
     assert batches == [[0, 1, 2], [3, 4], [5], [6]]  # 3 sentences; 2 x 5 tokens (3 x 5 > 16); 11; 32 alone
     for batch in length_batches(buffer, batch_size=100, max_batch_tokens=16):
         assert len(batch) == 1 or len(batch) * (max(len(s) for _, s in batch) + 2) <= 16
+
+
+def test_output_that_would_destroy_a_file_is_refused(bilm, tmp_path, sentences_file, capsys):
+    export = save_export(tmp_path / "export", bilm)
+    text = sentences_file.read_bytes()
+
+    def run(output, *extra) -> str:
+        code = main(
+            ["--input", str(sentences_file), "--output", str(output), "--bilm", str(export), "--no-progress", *extra]
+        )
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    assert "is the input file" in run(sentences_file)
+    assert "is the input file" in run(sentences_file, "--overwrite")  # never, even when asked
+    assert sentences_file.read_bytes() == text
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert "is a folder; give a file path" in run(folder)
+    existing = tmp_path / "old.hdf5"
+    existing.write_bytes(b"the user's earlier embeddings")
+    assert "exists; pass --overwrite to replace it" in run(existing)
+    assert existing.read_bytes() == b"the user's earlier embeddings"
+    argv = ["--input", str(sentences_file), "--output", str(existing), "--bilm", str(export), "--no-progress"]
+    assert main([*argv, "--overwrite"]) == 0
+    with h5py.File(existing, "r") as f:
+        assert len(f.keys()) == len(text.splitlines())

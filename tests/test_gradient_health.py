@@ -1,15 +1,15 @@
-"""Pretraining stops, naming the step, on a NaN loss, a loss spike or a non-finite gradient norm."""
+"""Pretraining stops with an error naming the step, on a NaN loss, a loss spike, a non-finite gradient
+norm or a non-finite validation perplexity, before the update, and exports nothing."""
 
 from __future__ import annotations
 
-import json
-import logging
-
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from elmo_pipeline.data.lm import make_batch
+from elmo_pipeline.errors import TrainingDiverged
 from elmo_pipeline.models import BiLMConfig
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.text import Vocabulary
@@ -36,7 +36,9 @@ def untouched_since(poison: Poison, system: PretrainSystem) -> bool:
     return all(torch.allclose(v, poison.weights[k], rtol=0, atol=0, equal_nan=True) for k, v in state.items())
 
 
-def fit(tmp_path, tiny_config: BiLMConfig, callback: Poison, **system_kwargs) -> tuple[PretrainSystem, L.Trainer]:
+def fit(
+    tmp_path, tiny_config: BiLMConfig, callback: Poison, val_batches: int = 0, _keep=None, **system_kwargs
+) -> tuple[PretrainSystem, L.Trainer]:
     vocab = Vocabulary.build(SENTENCES)
     batch = make_batch(SENTENCES, vocab)
     system = PretrainSystem(
@@ -55,53 +57,85 @@ def fit(tmp_path, tiny_config: BiLMConfig, callback: Poison, **system_kwargs) ->
         enable_progress_bar=False,
         enable_model_summary=False,
         gradient_clip_val=10.0,
-        callbacks=[callback],
+        callbacks=[callback] + ([_keep] if _keep else []),
         default_root_dir=tmp_path,
+        val_check_interval=5 if val_batches else None,
+        num_sanity_val_steps=0,
     )
-    trainer.fit(system, train_dataloaders=DataLoader([batch] * 20, batch_size=None))
+    trainer.fit(
+        system,
+        train_dataloaders=DataLoader([batch] * 20, batch_size=None),
+        val_dataloaders=DataLoader([batch] * val_batches, batch_size=None) if val_batches else None,
+    )
     return system, trainer
+
+
+def diverges(tmp_path, tiny_config, poison: Poison, message: str, **kwargs) -> PretrainSystem:
+    """Fit, expect TrainingDiverged naming ``message``; nothing exported. Returns the system."""
+    system = None
+
+    class Keep(L.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            nonlocal system
+            system = pl_module
+
+    with pytest.raises(TrainingDiverged, match=message):
+        fit(tmp_path, tiny_config, poison, **kwargs, _keep=Keep())
+    assert not (tmp_path / "export").exists()  # a diverged run exports nothing
+    return system
 
 
 def finite(system: PretrainSystem, skip: str = "") -> bool:
     return all(torch.isfinite(p).all() for name, p in system.bilm.named_parameters() if name != skip)
 
 
-def test_nan_loss_stops_with_the_step(tmp_path, tiny_config, caplog) -> None:
+def test_nan_loss_stops_with_the_step(tmp_path, tiny_config) -> None:
     def nan_bias(system):
         with torch.no_grad():
             system.bilm.softmax.bias[0] = float("nan")
 
-    with caplog.at_level(logging.WARNING, logger="elmo_pipeline.systems.pretrain"):
-        system, trainer = fit(tmp_path, tiny_config, poison := Poison(3, nan_bias))
-    # Lightning counts the skipped step (its optimizer call found no gradients); no later step ran
-    assert trainer.global_step == 4
-    assert any("loss is nan at global step 3" in r.getMessage() for r in caplog.records), caplog.text
+    system = diverges(tmp_path, tiny_config, poison := Poison(3, nan_bias), "the loss is nan at global step 3")
+    assert system.global_step == 3  # no later step ran
     assert untouched_since(poison, system) and finite(system, skip="softmax.bias")
-    metrics = json.loads((tmp_path / "export" / "metrics.json").read_text())
-    assert metrics["stopped_early"] == "the loss is nan at global step 3"
 
 
-def test_loss_spike_stops_when_enabled(tmp_path, tiny_config, caplog) -> None:
+def test_loss_spike_stops_when_enabled(tmp_path, tiny_config) -> None:
     def blow_up(system):
         with torch.no_grad():
             system.bilm.softmax.weight.mul_(200.0)
 
-    with caplog.at_level(logging.WARNING, logger="elmo_pipeline.systems.pretrain"):
-        system, trainer = fit(tmp_path, tiny_config, poison := Poison(8, blow_up), spike_factor=3.0, spike_window=5)
-    assert trainer.global_step == 9 and untouched_since(poison, system)
-    assert any("spiked" in r.getMessage() and "global step 8" in r.getMessage() for r in caplog.records), caplog.text
+    poison = Poison(8, blow_up)
+    system = diverges(tmp_path, tiny_config, poison, r"spiked.*global step 8", spike_factor=3.0, spike_window=5)
+    assert system.global_step == 8 and untouched_since(poison, system)
 
     # off by default: the same spike trains on
     system, trainer = fit(tmp_path, tiny_config, poison := Poison(8, blow_up))
     assert trainer.global_step == 20 and not untouched_since(poison, system)
 
 
-def test_non_finite_gradient_is_not_applied(tmp_path, tiny_config, caplog) -> None:
+def test_non_finite_gradient_is_not_applied(tmp_path, tiny_config) -> None:
     def explode(system):
         system.bilm.softmax.bias.register_hook(lambda grad: grad * float("inf"))
 
-    with caplog.at_level(logging.WARNING, logger="elmo_pipeline.systems.pretrain"):
-        system, trainer = fit(tmp_path, tiny_config, poison := Poison(2, explode))
-    assert trainer.global_step == 3  # the step ran with its gradients dropped, then training stopped
+    system = diverges(
+        tmp_path, tiny_config, poison := Poison(2, explode), "gradient norm is (inf|nan) at global step 2"
+    )
+    assert system.global_step == 2  # its gradients were dropped: no update
     assert untouched_since(poison, system) and finite(system)
-    assert any("gradient norm is" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_non_finite_validation_perplexity_stops(tmp_path, tiny_config) -> None:
+    """A finite training loss can hide a blown-up model; validation in fp32 with the full softmax shows it."""
+
+    class BlowUpAtValidation(Poison):
+        def on_validation_start(self, trainer, pl_module) -> None:
+            with torch.no_grad():
+                pl_module.bilm.softmax.weight.mul_(1e30)
+
+    diverges(
+        tmp_path,
+        tiny_config,
+        BlowUpAtValidation(-1, None),
+        "validation perplexity is (inf|nan) at global step 5",
+        val_batches=1,
+    )

@@ -259,7 +259,9 @@ def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/pictures/layer_weights_*.png"))
 
 
-def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("kill", ["ctrl-c", "kill-9-parent"])
+def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill):
+    """Ctrl-C of the process group, or kill -9 of the parent alone (its children die with it)."""
     preset = yaml.safe_load(_fixture_preset(tmp_path).read_text())
     preset["pretrain"]["set"].update(
         {
@@ -281,9 +283,16 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path):
     deadline = time.monotonic() + 300
     while not (work / "checkpoints" / "last.ckpt").is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGINT)
-    output = first.communicate(timeout=120)[0].decode()
-    assert first.returncode == 130, output
+    if kill == "ctrl-c":
+        os.killpg(first.pid, signal.SIGINT)
+        output = first.communicate(timeout=120)[0].decode()
+        assert first.returncode == 130, output
+    else:
+        first.kill()
+        first.communicate(timeout=120)
+        deadline = time.monotonic() + 30  # the child follows its parent (SIGKILL from the kernel)
+        while _folder_locked(tmp_path / "work") and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert not (work / "export").exists(), "the interrupt came too late to test resuming"
 
     second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -292,7 +301,18 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path):
     record = json.loads((work / "results.json").read_text())
     assert record["global_step"] == 200  # the budget is the run's, not each attempt's
     assert (work / "logs" / "fit-2" / "metrics.csv").is_file()  # the second attempt logs beside the first
+    assert json.loads((work / "progress.json").read_text())["attempts"] == 2  # the killed attempt counted
     assert "--ckpt_path last" in (work / "log.txt").read_text()
+
+
+def _folder_locked(work: Path) -> bool:
+    from elmo_pipeline.reproduce import _locked
+
+    try:
+        with _locked(work):
+            return False
+    except SystemExit:
+        return True
 
 
 # ---- resuming: what counts as finished, failures, one reproduction per folder ------------------------------------

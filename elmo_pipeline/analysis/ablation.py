@@ -35,6 +35,7 @@ import torch
 
 from elmo_pipeline.data.lm import load_or_build_vocabulary
 from elmo_pipeline.data.lm_datamodule import LMDataModule
+from elmo_pipeline.errors import TrainingDiverged
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import CELLS
 from elmo_pipeline.systems.pretrain import PretrainSystem
@@ -107,7 +108,10 @@ def train_cell(cell: str, args: argparse.Namespace, vocab_path: Path, out_dir: P
         default_root_dir=out_dir,
     )
     start = time.perf_counter()
-    trainer.fit(system, datamodule=data)
+    try:
+        trainer.fit(system, datamodule=data)
+    except TrainingDiverged:  # recorded (stopped_early) and plotted; the other cells still run
+        log.warning("ablation: %s diverged: %s", cell, system.health_stop)
     train_seconds = time.perf_counter() - start
     metrics = L.Trainer(**common, enable_progress_bar=False).validate(system, datamodule=data, verbose=False)[0]
     bilm = system.bilm

@@ -17,9 +17,12 @@ import glob
 import gzip
 import logging
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from elmo_pipeline.errors import InputError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,30 @@ def _open_text(path: Path):
     return opener(path, "rb")
 
 
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _corrupt_gzip(path: Path, lines: int, error: BaseException) -> InputError:
+    return InputError(
+        f"{path}: the gzip file is truncated or corrupt after line {lines} ({error}); copy or download it again, "
+        "or remove it from --data.sources"
+    )
+
+
+def find_corrupt_gzip(path: Path) -> InputError | None:
+    """An error naming ``path`` and its last readable line if it is a truncated or corrupt gzip file, else None."""
+    if path.suffix != ".gz":
+        return None
+    lines = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            for lines, _ in enumerate(fh, start=1):  # noqa: B007 (the count is the message)
+                pass
+    except _GZIP_ERRORS as error:
+        return _corrupt_gzip(path, lines, error)
+    return None
+
+
 def find_bad_utf8(path: Path) -> tuple[int, int, int] | None:
     """The first (line, column, byte) that is not UTF-8 in ``path``, or None."""
     with _open_text(path) as fh:
@@ -57,13 +84,24 @@ def resolve_files(source: str) -> list[Path]:
     matches = sorted(glob.glob(os.path.expanduser(source))) if any(c in source for c in "*?[") else [source]
     files = [Path(m) for m in matches]
     if not files:
-        raise FileNotFoundError(f"corpus: no file matches {source!r}; check the path (--data.sources)")
+        raise MissingFileError(f"corpus: no file matches {source!r}; check the path (--data.sources)")
     for path in files:
         if not path.is_file():
-            raise FileNotFoundError(f"corpus: {path} does not exist; check the path (--data.sources)")
-        with _open_text(path) as fh:
-            if not any(line.strip() for line, _ in zip(fh, range(1000))):
-                raise ValueError(f"{path}: the corpus file is empty (no non-blank line); remove it from --data.sources")
+            raise MissingFileError(f"corpus: {path} does not exist; check the path (--data.sources)")
+        lines = 0
+        try:
+            with _open_text(path) as fh:  # read up to the first line with text (the whole file if there is none)
+                has_text = False
+                for lines, line in enumerate(fh, start=1):  # noqa: B007 (the count is the message)
+                    if line.strip():
+                        has_text = True
+                        break
+        except _GZIP_ERRORS as error:
+            raise _corrupt_gzip(path, lines, error) from None
+        if not has_text:
+            raise InputError(
+                f"{path}: the corpus file is empty (no non-blank line in {lines} lines); remove it from --data.sources"
+            )
     return files
 
 
@@ -94,14 +132,21 @@ def iter_lines(source: str, split: str = "train", encoding_errors: str = "strict
         raise ValueError(f"corpus: encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
     try:
         yield from _hf_lines(source, split, encoding_errors)
-    except Exception as err:  # datasets wraps the decode error; find the offending line ourselves
-        if source.startswith("hf:") or not _is_decode_error(err):
+    except Exception as err:  # datasets wraps the error; find the offending file and line ourselves
+        if source.startswith("hf:"):
+            raise
+        if _caused_by(err, _GZIP_ERRORS):
+            for path in resolve_files(source):
+                corrupt = find_corrupt_gzip(path)
+                if corrupt is not None:
+                    raise corrupt from None
+        if not _caused_by(err, (UnicodeDecodeError,)):
             raise
         for path in resolve_files(source):
             bad = find_bad_utf8(path)
             if bad is not None:
                 line, column, byte = bad
-                raise ValueError(
+                raise InputError(
                     f"{path}:{line}: byte 0x{byte:02x} at column {column} is not UTF-8; convert the file "
                     "(e.g. `iconv -f latin1 -t utf-8`) or set --data.encoding_errors replace "
                     "to replace and count such bytes"
@@ -109,9 +154,9 @@ def iter_lines(source: str, split: str = "train", encoding_errors: str = "strict
         raise
 
 
-def _is_decode_error(err: BaseException | None) -> bool:
+def _caused_by(err: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
     while err is not None:
-        if isinstance(err, UnicodeDecodeError):
+        if isinstance(err, kinds):
             return True
         err = err.__cause__ or err.__context__
     return False

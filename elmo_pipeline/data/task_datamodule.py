@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from elmo_pipeline.data.activation_cache import ActivationCache, build_activation_cache, pad_activations
 from elmo_pipeline.data.readers import Example, LabelledPair, LabelledText, TaggedSentence, read_split
 from elmo_pipeline.data.readers.conll import bioul_tags
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.tasks import SPLITS, TaskSpec, find_resource, load_task
+from elmo_pipeline.text.chars import is_truncated
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +231,7 @@ class TaskDataModule(L.LightningDataModule):
                 subtrees=train_subtrees and split == "train" and self.spec.format == "sst_ptb",
             )
             if not examples[split]:
-                raise ValueError(f"task data: the {split} split of {self.spec.name} has no examples")
+                raise InputError(f"task data: the {split} split of {self.spec.name} has no examples")
         if max_train_examples is not None and max_train_examples < len(examples["train"]):
             keep = sorted(random.Random(seed).sample(range(len(examples["train"])), max_train_examples))
             examples["train"] = [examples["train"][i] for i in keep]
@@ -243,8 +245,43 @@ class TaskDataModule(L.LightningDataModule):
         self.bilm = resolve_bilm(elmo, random_bilm_seed) if elmo else None
         self.elmo_num_layers = self.bilm.config.num_layers + 1 if self.bilm is not None else 0
         self.elmo_dim = self.bilm.config.output_dim if self.bilm is not None else 0
+        self._count_cut_words(max_word_chars)
         for split, counts in self.counts.items():
             log.info("%s %s: %s, %d examples", self.spec.name, split, counts, len(self.splits[split]))
+
+    def _count_cut_words(self, max_word_chars: int) -> None:
+        """Count, and warn about, words that the models see cut short: never silently.
+
+        The task's character CNN keeps ``max_word_chars`` characters of a word; the biLM keeps 48
+        UTF-8 bytes of a token (ELMo's limit). Counted over the distinct texts of each split.
+        """
+        for split, data in self.splits.items():
+            words = [w for text in data.texts for w in text]
+            cut = [w for w in words if len(w) > max_word_chars]
+            if cut:
+                self.counts[split]["words_cut_to_max_word_chars"] = len(cut)
+                longest = max(cut, key=len)
+                log.warning(
+                    "%s %s: %d words are longer than %d characters and are cut for the character CNN (the longest "
+                    "has %d characters: %s...); raise --data.max_word_chars to keep more",
+                    self.spec.name,
+                    split,
+                    len(cut),
+                    max_word_chars,
+                    len(longest),
+                    longest[:40],
+                )
+            if self.bilm is not None:
+                over = sum(map(is_truncated, words))
+                if over:
+                    self.counts[split]["tokens_cut_to_48_bytes_for_the_bilm"] = over
+                    log.warning(
+                        "%s %s: %d tokens are longer than 48 UTF-8 bytes and are cut to 48 for the biLM (ELMo's "
+                        "character limit)",
+                        self.spec.name,
+                        split,
+                        over,
+                    )
 
     # ---- building ----------------------------------------------------------------------------
     def _build(self, examples: list[Example]) -> TaskSplit:

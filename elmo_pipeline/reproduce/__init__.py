@@ -45,8 +45,10 @@ from elmo_pipeline.reproduce.runner import (
     RunsFailed,
     bilm_identity,
     execute,
+    hold_in_children,
     plan,
     pretrain,
+    release_in_children,
     reset_stop,
     write_yaml,
 )
@@ -233,16 +235,19 @@ def _locked(work: Path) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             raise SystemExit(
-                f"reproduce: another reproduce is running in {work} (pid {lock.read().strip() or '?'}); wait for "
+                f"reproduce: another reproduce is running in {work} (pid {lock.read().strip() or '?'}, or a run it "
+                "started); wait for "
                 "it, or give this one its own --work-dir"
             ) from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
+        hold_in_children(lock.fileno())  # the children hold the lock too: no rerun beside a live one
         try:
             yield
         finally:
+            release_in_children(lock.fileno())
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 

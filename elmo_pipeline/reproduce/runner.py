@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from elmo_pipeline.analysis.curves import read_metrics
+from elmo_pipeline.errors import CannotProceed, MissingFileError
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 
@@ -94,6 +95,29 @@ def _log_tail(path: Path, lines: int = 25) -> str:
 _LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()  # set once the reproduction is interrupted: nothing finishing now counts
+_HELD_FDS: list[int] = []  # the work folder's lock: every child holds it too (see hold_in_children)
+PARENT_ENV = "ELMO_PIPELINE_PARENT_PID"  # a child with this set dies with that parent (elmo_pipeline.cli)
+
+
+def hold_in_children(fd: int) -> None:
+    """Children inherit the open lock file ``fd``, so the work folder stays locked while any of them lives.
+
+    An flock belongs to the open file, shared by every process that inherited it: if the parent is
+    killed with ``kill -9`` and a child somehow outlives it, a rerun still finds the folder locked
+    instead of working beside that child.
+    """
+    os.set_inheritable(fd, True)
+    _HELD_FDS.append(fd)
+
+
+def release_in_children(fd: int) -> None:
+    if fd in _HELD_FDS:
+        _HELD_FDS.remove(fd)
+
+
+def child_command(args: list[str]) -> list[str]:
+    """The command line of a child run: ``python -m elmo_pipeline.cli <args>``."""
+    return [sys.executable, "-m", "elmo_pipeline.cli", *args]
 
 
 def reset_stop() -> None:
@@ -129,7 +153,9 @@ def run_command(
 
     ``threads`` 0 gives the child every core this process may use.
     ``heartbeat(seconds_so_far)`` is called every ``every`` seconds while it runs (progress lines).
-    The child never outlives an interrupted parent (:func:`stop_children`).
+    The child never outlives an interrupted parent (:func:`stop_children`), nor a killed one: it
+    asks the kernel for SIGKILL when its parent dies (``ELMO_PIPELINE_PARENT_PID``, Linux), and it
+    holds the work folder's lock (:func:`hold_in_children`).
     """
     env = dict(os.environ)
     threads = threads or len(os.sched_getaffinity(0))  # 0: every core this process may use
@@ -137,12 +163,14 @@ def run_command(
     env["MKL_NUM_THREADS"] = str(threads)
     env.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning.pytorch.cli")
     env.update(env_extra or {})
+    env[PARENT_ENV] = str(os.getpid())
     started = time.perf_counter()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as out:
-        out.write(f"$ {sys.executable} -m elmo_pipeline.cli {' '.join(args)}\n")
+        command = child_command(args)
+        out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        process = subprocess.Popen([sys.executable, "-m", "elmo_pipeline.cli", *args], stdout=out, stderr=out, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=out, env=env, pass_fds=tuple(_HELD_FDS))
         with _LIVE_LOCK:
             _LIVE.add(process)
         try:
@@ -188,12 +216,12 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         return done
     stamp = run_dir / "fingerprint"
     if run_dir.exists() and any(run_dir.iterdir()) and not stamp.is_file():
-        raise RuntimeError(
+        raise CannotProceed(
             f"reproduce: {run_dir} holds a pretraining run that reproduce did not start (no fingerprint); to use "
             f"its biLM pass --bilm {run_dir / 'export'}, or move the folder away to pretrain again"
         )
     if stamp.is_file() and stamp.read_text().strip() != print_:
-        raise RuntimeError(
+        raise CannotProceed(
             f"reproduce: {run_dir} holds a pretraining run of another config (its config.yaml differs from the "
             f"preset's; the paths in it are as seen from the directory it was started in). Nothing was deleted: "
             f"move the folder away (or pass --work-dir) to pretrain again, or use it: --bilm {run_dir / 'export'}"
@@ -209,6 +237,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         version = "fit" if attempt == 1 else f"fit-{attempt}"
         write_yaml(run_dir / "config.yaml", pretrain_config(preset, run_dir, wandb, version))
         progress["attempts"] = attempt
+        write_json_atomic(progress_path, progress)  # before the child starts: a killed attempt still counts
         args = ["pretrain", "fit", "--config", str(run_dir / "config.yaml")]
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             log.info("reproduce: resuming pretraining from %s", run_dir / "checkpoints" / "last.ckpt")
@@ -306,7 +335,7 @@ def bilm_identity(bilm: str | None) -> str:
         elif part.is_file():
             files.append(part)
     if not files:
-        raise FileNotFoundError(f"reproduce: no biLM at {bilm} (an export folder, options.json + weights.hdf5, ...)")
+        raise MissingFileError(f"reproduce: no biLM at {bilm} (an export folder, options.json + weights.hdf5, ...)")
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as f:
@@ -327,10 +356,28 @@ def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None, identit
     return runs
 
 
+def _keep_logs(run_dir: Path) -> Path | None:
+    """Move an unfinished run's logs (log.txt, logs/) to ``<task>/<arm>/.attempts/<seed>-<n>`` before it restarts."""
+    logs = [run_dir / name for name in ("log.txt", "logs") if (run_dir / name).exists()]
+    if not logs:
+        return None
+    attempts = run_dir.parent / ".attempts"
+    n = 1
+    while (attempts / f"{run_dir.name}-{n}").exists():
+        n += 1
+    keep = attempts / f"{run_dir.name}-{n}"
+    keep.mkdir(parents=True)
+    for path in logs:
+        shutil.move(str(path), str(keep / path.name))
+    log.info("reproduce: %s was unfinished; its logs are kept in %s", run_dir, keep)
+    return keep
+
+
 def start(run: Run, threads: int, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one finetuning run from scratch and return its results."""
-    if run.run_dir.exists():
-        shutil.rmtree(run.run_dir)  # an unfinished run (interrupted or of another config) starts again
+    if run.run_dir.exists():  # an unfinished run (interrupted or of another config) starts again
+        _keep_logs(run.run_dir)
+        shutil.rmtree(run.run_dir)
     run.run_dir.mkdir(parents=True)
     write_yaml(run.run_dir / "config.yaml", run.config)
     seconds = run_command(

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.cli import LightningCLI
 
 from elmo_pipeline.data.task_datamodule import TaskDataModule
 from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
 from elmo_pipeline.systems.finetune import FinetuneSystem, arm_of
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
 from elmo_pipeline.tasks import find_resource
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-class FinetuneCLI(LightningCLI):
+class FinetuneCLI(SafeCheckpointCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--test_after_fit", type=bool, default=True, help="evaluate the best checkpoint on test once fitting ends"
@@ -48,7 +48,14 @@ class FinetuneCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def before_fit(self) -> None:
+        self.check_checkpoint("fit")
         self._started = time.perf_counter()
+
+    def before_validate(self) -> None:
+        self.check_checkpoint("validate")
+
+    def before_test(self) -> None:
+        self.check_checkpoint("test")
 
     def after_fit(self) -> None:
         trainer, config = self.trainer, self.config_init["fit"]
@@ -79,9 +86,13 @@ class FinetuneCLI(LightningCLI):
                 log.warning(
                     "finetune: no best checkpoint (no ModelCheckpoint with a monitor); testing the last weights"
                 )
-            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self.trainer.validate(
+                self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, weights_only=True
+            )
             record["val"] = _scalars(trainer.callback_metrics, "val/")
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self.trainer.test(
+                self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, weights_only=True
+            )
             record["test"] = _scalars(trainer.callback_metrics, "test/")
             record["test_seconds"] = round(time.perf_counter() - started, 1)
         record["mix_weights"] = self.model.mix_weights()  # the best checkpoint's, once test has loaded it

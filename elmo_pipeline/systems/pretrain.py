@@ -17,9 +17,11 @@ from lightning.pytorch.utilities import grad_norm, rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
+from elmo_pipeline.errors import TrainingDiverged, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
+from elmo_pipeline.systems.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,13 @@ class PretrainSystem(L.LightningModule):
         export_dir: where to write the export folder when fitting ends (the best checkpoint by
             validation perplexity if there is one, else the final weights).
         spike_factor: stop training when a step's loss exceeds this many times the mean loss of the
-            previous ``spike_window`` steps (0: off). A non-finite loss or gradient norm always stops it.
+            previous ``spike_window`` steps (0: off). A non-finite loss, gradient norm or validation
+            perplexity always stops it. A stopped run raises :class:`TrainingDiverged` (the command
+            exits non-zero, naming the step) and exports nothing.
         spike_window: steps in that running mean; the spike check starts once it is full.
+        overwrite: let a new run (one not resumed with ``--ckpt_path``) replace a finished export in
+            ``export_dir`` and the checkpoints of an earlier run in the checkpoint folders. Without it
+            such a run stops before its first step and says so.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class PretrainSystem(L.LightningModule):
         export_dir: str | None = None,
         spike_factor: float = 0.0,
         spike_window: int = 100,
+        overwrite: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(bilm, dict):  # from a checkpoint's hyper-parameters
@@ -93,6 +101,7 @@ class PretrainSystem(L.LightningModule):
                 "export_dir": export_dir,
                 "spike_factor": spike_factor,
                 "spike_window": spike_window,
+                "overwrite": overwrite,
             }
         )
         self.bilm = BiLM(bilm)
@@ -107,7 +116,7 @@ class PretrainSystem(L.LightningModule):
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
         self._train_rng: dict[str, Any] | None = None  # the RNG as the last training step left it
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
-        self.health_stop: str | None = None  # why training stopped early, if it did
+        self.health_stop: str | None = None  # why training diverged, if it did (TrainingDiverged says it too)
 
     def forward(self, chars: torch.Tensor):
         return self.bilm(chars)
@@ -158,13 +167,18 @@ class PretrainSystem(L.LightningModule):
         return False
 
     def _stop(self, problem: str) -> None:
+        """Training diverged: stop now, before the update, with an error; nothing is exported.
+
+        Every rank raises together (the loss decision is reduced across ranks, and the gradient norm
+        and the validation perplexity are the same on every rank), so no rank waits for another.
+        """
         self.health_stop = f"{problem} at global step {self.global_step}"
-        log.warning(
-            "pretrain: %s; stopping instead of training on (exploding gradients? lower --model.lr or clip them "
-            "with --trainer.gradient_clip_val)",
-            self.health_stop,
+        log.warning("pretrain: %s; stopping instead of training on", self.health_stop)
+        raise TrainingDiverged(
+            f"pretrain: training diverged: {self.health_stop}. Nothing was exported; the checkpoints saved before "
+            "it are kept. Lower --model.lr, clip the gradients (--trainer.gradient_clip_val) or warm up longer "
+            "(--model.warmup_steps), then start again (--model.overwrite true replaces this run's folders)"
         )
-        self.trainer.should_stop = True
 
     def on_train_epoch_start(self) -> None:
         self._window.clear()
@@ -175,8 +189,8 @@ class PretrainSystem(L.LightningModule):
         if total is not None:
             self.log("train/grad_norm", total)
             if not math.isfinite(float(total)):  # a finite loss with exploding gradients: do not apply them
-                self._stop(f"the gradient norm is {float(total)}")
                 optimizer.zero_grad(set_to_none=True)
+                self._stop(f"the gradient norm is {float(total)}")
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -239,6 +253,28 @@ class PretrainSystem(L.LightningModule):
             return None
         return trainer.global_step + int(0.93 * remaining * steps / elapsed)
 
+    def on_fit_start(self) -> None:
+        if self.trainer.ckpt_path is None and not self.hparams.overwrite:
+            self._refuse_to_overwrite()
+
+    def _refuse_to_overwrite(self) -> None:
+        """A new run must not replace what an earlier one left: its export, or its checkpoints."""
+        export = Path(self.hparams.export_dir) if self.hparams.export_dir else None
+        if export is not None and (export / "weights.pt").is_file():
+            raise WouldOverwriteError(
+                f"pretrain: {export} holds the export of an earlier run, and this new run would replace it when it "
+                "ends. Pass --ckpt_path last to continue that run, --model.export_dir to export elsewhere, or "
+                "--model.overwrite true to replace it"
+            )
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = Path(callback.dirpath) if getattr(callback, "dirpath", None) else None
+            if folder is not None and folder.is_dir() and any(folder.glob("*.ckpt")):
+                raise WouldOverwriteError(
+                    f"pretrain: {folder} holds the checkpoints of an earlier run, and this new run would overwrite "
+                    "them. Pass --ckpt_path last to continue that run, give the run another folder "
+                    "(--trainer.default_root_dir and the checkpoint dirpath), or pass --model.overwrite true"
+                )
+
     def on_train_start(self) -> None:
         self._attempt_start = None
         self._attempt_first_step = self.trainer.global_step
@@ -270,6 +306,9 @@ class PretrainSystem(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val", self.val_forward, self.val_backward)
+        ppl = self.trainer.callback_metrics.get("val/ppl")
+        if self.trainer.state.fn == "fit" and ppl is not None and not math.isfinite(float(ppl)):
+            self._stop(f"the validation perplexity is {float(ppl)}")
 
     def on_test_start(self) -> None:
         # the unigram baseline (elmo_pipeline/data/unigram.py) from the data module's training counts
@@ -345,10 +384,8 @@ class PretrainSystem(L.LightningModule):
         ckpt = trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
         metrics: dict[str, Any] = {"tokens_seen": self.tokens_seen, "global_step": self.global_step}
-        if self.health_stop:
-            metrics["stopped_early"] = self.health_stop
         if best and Path(best).is_file():
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state = load_checkpoint(best)["state_dict"]
             bilm = BiLM(self.bilm.config)
             bilm.load_state_dict({k.removeprefix("bilm."): v for k, v in state.items() if k.startswith("bilm.")})
             metrics.update(

@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from lightning.pytorch.cli import LightningCLI
-
 from elmo_pipeline.data.lm_datamodule import LMDataModule
+from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI, load_checkpoint
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-class PretrainCLI(LightningCLI):
+class PretrainCLI(SafeCheckpointCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
 
@@ -35,7 +34,7 @@ class PretrainCLI(LightningCLI):
             return
         callback = self.trainer.checkpoint_callback
         if callback is None or callback.monitor is None or callback.dirpath is None:
-            raise ValueError("--ckpt_path best needs a ModelCheckpoint with a monitor and a dirpath in the config")
+            raise InputError("--ckpt_path best needs a ModelCheckpoint with a monitor and a dirpath in the config")
         candidates = []
         export_dir = getattr(self.model, "hparams", {}).get("export_dir")
         if export_dir and (Path(export_dir) / "metrics.json").is_file():
@@ -44,19 +43,23 @@ class PretrainCLI(LightningCLI):
                 candidates.append(metrics.get("checkpoint", ""))
         last = Path(callback.dirpath) / "last.ckpt"
         if last.is_file():
-            states = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+            states = load_checkpoint(last, mmap=True).get("callbacks", {})
             monitored = [s for s in states.values() if s.get("monitor") == callback.monitor]
             candidates += [s.get("best_model_path", "") for s in monitored]
         best = next((c for c in candidates if c and Path(c).is_file()), None)
         if best is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"--ckpt_path best: no best checkpoint recorded in {export_dir}/metrics.json or {last}; "
                 "fit first, or pass a checkpoint file"
             )
         config["ckpt_path"] = best
 
+    def before_fit(self) -> None:
+        self.check_checkpoint("fit")
+
     def before_test(self) -> None:
         self._resolve_best("test")
+        self.check_checkpoint("test")
 
     def after_test(self) -> None:
         metrics = self.trainer.callback_metrics
@@ -71,6 +74,7 @@ class PretrainCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._resolve_best("validate")
+        self.check_checkpoint("validate")
 
 
 def build_cli(argv: list[str], run: bool = True) -> PretrainCLI:

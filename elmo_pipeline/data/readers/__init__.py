@@ -10,19 +10,20 @@ why). Malformed input raises :class:`ReaderError`, which names the file, the lin
 from __future__ import annotations
 
 import gzip
-import io
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from elmo_pipeline.errors import CannotProceed, InputError, MissingFileError
 from elmo_pipeline.tasks import SPLITS, TaskSpec
 
 log = logging.getLogger(__name__)
 
 
-class ReaderError(ValueError):
+class ReaderError(InputError):
     """Malformed input: ``<file>:<line>: <problem>``."""
 
     def __init__(self, path: str | Path, line: int, problem: str) -> None:
@@ -59,18 +60,29 @@ Example = TaggedSentence | LabelledText | LabelledPair
 
 
 def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """``(line number from 1, line without its newline)`` of a plain or gzipped UTF-8 file."""
+    """``(line number from 1, line without its newline)`` of a plain or gzipped UTF-8 file.
+
+    Each line is decoded on its own, so a byte that is not UTF-8 is reported on its own line; a
+    truncated or corrupt gzip file is reported after the last line that could be read.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (check --data.data_root and --data.split_files)")
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
-        line_no = 0
-        try:
-            for line_no, line in enumerate(handle, start=1):
+        raise MissingFileError(f"{path}: no such file (check --data.data_root and --data.split_files)")
+    line_no = 0
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise ReaderError(
+                        path, line_no, f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+                    ) from None
                 yield line_no, line.rstrip("\r\n")
-        except UnicodeDecodeError as error:
-            raise ReaderError(path, line_no + 1, f"not UTF-8 ({error.reason})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ReaderError(
+            path, line_no + 1, f"the gzip file is truncated or corrupt ({error}); download or copy it again"
+        ) from None
 
 
 def _hub_rows(spec: TaskSpec, split: str) -> tuple[str, list[dict[str, Any]]]:
@@ -81,7 +93,7 @@ def _hub_rows(spec: TaskSpec, split: str) -> tuple[str, list[dict[str, Any]]]:
     try:
         dataset = load_dataset(spec.hub.id, spec.hub.config, split=hub_split)
     except Exception as error:  # no network, no such dataset, ...: say how to read local files instead
-        raise RuntimeError(
+        raise CannotProceed(
             f"{spec.name}: could not load {spec.hub.id} ({hub_split}) from the Hugging Face hub ({error}); "
             f"offline, pass --data.data_root with the local files {spec.local.files}"
         ) from error
@@ -125,10 +137,17 @@ def read_split(
     if data_root is not None and not file.is_absolute():
         file = Path(data_root) / file
     if spec.format == "conll":
-        return conll.read_conll(file, spec.labels, tag_scheme or spec.local.tag_scheme or "IOB2")
-    if spec.format == "sst_ptb":
-        return sst.read_sst(file, spec.labels, subtrees=subtrees)
-    return snli.read_snli(file, spec.labels)
+        examples, counts = conll.read_conll(file, spec.labels, tag_scheme or spec.local.tag_scheme or "IOB2")
+    elif spec.format == "sst_ptb":
+        examples, counts = sst.read_sst(file, spec.labels, subtrees=subtrees)
+    else:
+        examples, counts = snli.read_snli(file, spec.labels)
+    if not examples:
+        raise InputError(
+            f"{file}: the {split} split of {spec.name} has no examples ({counts}); check the file, or "
+            "--data.data_root and --data.split_files"
+        )
+    return examples, counts
 
 
 __all__ = [

@@ -1,0 +1,108 @@
+"""Loading Lightning checkpoints safely, and ``--ckpt_path`` that fails loudly.
+
+A checkpoint is a pickle, and a pickle can run code when it is read. Every checkpoint this package
+or its CLIs read is therefore loaded with ``torch.load(weights_only=True)``: tensors and plain data
+(dicts, lists, numbers, strings) only, plus the types in :data:`SAFE_GLOBALS`. A checkpoint that
+holds anything else is refused with a message; one that is truncated or corrupt is named.
+
+``--ckpt_path last`` resumes from the ``last.ckpt`` of the run's ModelCheckpoint folders; with none
+there it is an error that says where it looked, never a silent fresh start.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from elmo_pipeline.errors import InputError, MissingFileError, UnsafeCheckpointError
+
+# types besides tensors and plain data that a checkpoint of this package may hold (none so far: the
+# systems save their hyper-parameters as plain dicts). Add a type here only if it cannot run code.
+SAFE_GLOBALS: list[Any] = []
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``, with errors that name the file and the fix.
+
+    ``mmap=True`` maps the tensors instead of reading them (a cheap check of a large file).
+
+    Raises:
+        MissingFileError: there is no such file.
+        UnsafeCheckpointError: it holds objects other than tensors and plain data.
+        InputError: it is truncated, corrupt or not a checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"checkpoint {path}: no such file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeCheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain data, and loading it could run code; "
+            f"it was not loaded ({first[:200]}). Use only checkpoints you made or trust; to load a trusted one "
+            "anyway, pass --weights_only false"
+        ) from err
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        raise InputError(
+            f"checkpoint {path} cannot be read (truncated or corrupt? {type(err).__name__}: {str(err)[:200]}); "
+            "resume from an earlier checkpoint, or start a new run without --ckpt_path"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"checkpoint {path} is not a Lightning checkpoint (no state_dict in it)")
+    return checkpoint
+
+
+_KEYWORDS = ("best", "last", "hpc", "registry")  # --ckpt_path values that Lightning resolves itself
+
+
+def _checkpoint_dirs(trainer) -> list[Path]:
+    return [Path(c.dirpath) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+
+
+def find_last(trainer) -> Path:
+    """The ``last.ckpt`` that ``--ckpt_path last`` means, or an error that says where it looked."""
+    dirs = list(dict.fromkeys(_checkpoint_dirs(trainer)))  # two callbacks may share a folder
+    found = [d / "last.ckpt" for d in dirs if (d / "last.ckpt").is_file()]
+    if not found:
+        where = ", ".join(str(d) for d in dirs) or "(the config has no ModelCheckpoint with a dirpath)"
+        raise MissingFileError(
+            f"--ckpt_path last: no last.ckpt in {where}; nothing to resume. Leave out --ckpt_path to start a "
+            "new run, or pass a checkpoint file"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+class SafeCheckpointCLI(LightningCLI):
+    """A LightningCLI whose ``--ckpt_path`` is resolved and checked before Lightning loads it.
+
+    Subclasses call :meth:`check_checkpoint` from their ``before_<subcommand>`` hooks.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads a checkpoint file's hyper-parameters while it parses the arguments: check the
+        # file first, so that a crafted, truncated or missing one gets our message, not a library traceback
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            trusted = self.config[subcommand].get("weights_only") is False
+            if ckpt_path and ckpt_path not in _KEYWORDS and not trusted:
+                load_checkpoint(ckpt_path, mmap=True)
+        super()._parse_ckpt_path()
+
+    def check_checkpoint(self, subcommand: str) -> None:
+        config = self.config_init[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            config["ckpt_path"] = ckpt_path = str(find_last(self.trainer))
+        if config.get("weights_only") is None:
+            config["weights_only"] = True  # Lightning then loads it the same way
+        if ckpt_path and ckpt_path not in _KEYWORDS and config["weights_only"]:
+            load_checkpoint(ckpt_path, mmap=True)  # refuse it here, with a message, rather than deep inside Lightning

@@ -1,0 +1,84 @@
+"""`reproduce` after kill -9: its children die with it, and a rerun never works beside a live child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from elmo_pipeline.reproduce import _locked
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
+
+# a stand-in for `reproduce`: takes the work folder's lock, starts one child through run_command, waits
+PARENT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from elmo_pipeline.reproduce import _locked, runner
+
+    work, follow = Path(sys.argv[1]), sys.argv[2] == "follow"
+    child = (
+        "import os, sys, time\\n"
+        + ("from elmo_pipeline.cli import die_with_parent\\ndie_with_parent()\\n" if follow else "")
+        + "open(sys.argv[1], 'w').write(str(os.getpid()))\\ntime.sleep(120)\\n"
+    )
+    runner.child_command = lambda args: [sys.executable, "-c", child, *args]
+    with _locked(work):
+        runner.run_command([str(work / "child.pid")], work / "log.txt", threads=1)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie waiting for its reaper is dead
+
+
+def _start_and_kill_parent(work: Path, follow: bool) -> int:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(work), "follow" if follow else "stay"])
+    pid_file = work / "child.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    return child
+
+
+def _wait_dead(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def test_children_die_with_a_killed_parent(tmp_path):
+    child = _start_and_kill_parent(tmp_path, follow=True)
+    assert _wait_dead(child), "the child outlived its kill -9'd parent"
+    with _locked(tmp_path):  # and the folder is free again
+        pass
+
+
+def test_a_rerun_is_refused_while_a_child_lives(tmp_path):
+    child = _start_and_kill_parent(tmp_path, follow=False)  # a child that does not follow its parent
+    try:
+        assert _alive(child)
+        with pytest.raises(SystemExit, match="another reproduce is running"):
+            with _locked(tmp_path):
+                pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+    assert _wait_dead(child)
+    with _locked(tmp_path):
+        pass
