@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from elmo_pipeline.errors import REPORTED, UserError, debug_requested
+from elmo_pipeline.errors import UserError, debug_requested, is_reported
 
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     module, func = COMMANDS[name][0].split(":")
     try:
         result = getattr(importlib.import_module(module), func)(rest)
-    except REPORTED as err:
-        if debug:
+    except Exception as err:
+        if debug or not is_reported(err):
             raise
         sys.stderr.write(f"elmo-pipeline {name}: error: {err}\n")
         if not isinstance(err, UserError):  # a builtin error: where it came from may matter

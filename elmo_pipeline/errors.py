@@ -41,8 +41,15 @@ class TrainingDiverged(UserError, RuntimeError):
     """Training stopped on a non-finite or exploding loss; nothing was exported."""
 
 
-# what the top-level handler prints as one line: our errors, and the builtin errors of bad input
+# what the top-level handler prints as one line: our errors, the builtin errors of bad input, and
+# Lightning's error for a configuration it cannot run (named, so that this module needs no Lightning)
 REPORTED = (UserError, ValueError, OSError, EOFError, zlib.error)
+REPORTED_NAMES = ("MisconfigurationException",)
+
+
+def is_reported(err: BaseException) -> bool:
+    """True for an error that ``elmo-pipeline`` prints as one line instead of a traceback."""
+    return isinstance(err, REPORTED) or type(err).__name__ in REPORTED_NAMES
 
 
 def debug_requested(argv: list[str]) -> bool:

@@ -188,6 +188,11 @@ def _fixture_preset(tmp_path: Path) -> Path:
     return path
 
 
+def _ctrl_c_works() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt even when the test runs in the background (where it is ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _finished(work: Path, task: str) -> list[Path]:
     return sorted(p.parent for p in (work / task).glob("*/seed*/fingerprint"))
 
@@ -198,7 +203,13 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
     command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(preset), "--no-wandb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     first = subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ctrl_c_works,
     )
     deadline = time.monotonic() + 600
     while len(_finished(work, "ner_conll2003")) < 3 and first.poll() is None and time.monotonic() < deadline:
@@ -278,7 +289,13 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill
     command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(path), "--no-wandb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     first = subprocess.Popen(
-        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ctrl_c_works,
     )
     deadline = time.monotonic() + 300
     while not (work / "checkpoints" / "last.ckpt").is_file() and first.poll() is None and time.monotonic() < deadline:
