@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import resource
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from elmo_pipeline.embed import embed_file
+from elmo_pipeline.machine import cpu_name
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.text.tokenize import split_sentences, tokenize_wikitext
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "buffer_size": args.buffer_size or 32 * args.batch_size,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
     }
     for key, value in figures.items():
         log.info("%-28s %s", key, value)

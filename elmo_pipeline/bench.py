@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import time
@@ -38,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from elmo_pipeline.data.corpus import iter_lines
 from elmo_pipeline.data.lm import make_batch, sentences_from_lines
+from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import CELLS
@@ -213,11 +213,7 @@ def main(argv: list[str]) -> int:
     distinct = len(torch.unique(batch["chars"].flatten(0, 1), dim=0))
 
     peak = {p: matmul_gflops(device, DTYPES[p]) for p in sorted({p for _, p in variants.values()})}
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-        if device.type == "cpu"
-        else torch.cuda.get_device_name(device)
-    )
+    machine = describe_machine() if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
         f"# elmo-pipeline bench: {source}, batch {args.batch_size} x {args.seq_len} tokens of real text "
         f"({distinct} distinct), vocab {args.vocab_size}, {device} ({machine}), torch {torch.__version__}"

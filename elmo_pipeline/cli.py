@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curves": ("elmo_pipeline.analysis.curves:main", "plot a pretraining run's learning curves"),
     "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
     "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
+    "export": ("elmo_pipeline.export_cli:main", "write a biLM as the published options.json + weights.hdf5, or back"),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
     "cells": ("elmo_pipeline.analysis.cells:main", "find and plot interpretable units of a biLM over a text"),
     "sentiment-neuron": ("elmo_pipeline.analysis.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),

@@ -248,9 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="HDF5 file to write")
     parser.add_argument(
         "--bilm",
-        type=Path,
-        help="export folder of `elmo-pipeline pretrain` (or a folder holding "
-        "the published options.json + weights.hdf5)",
+        help="the biLM: an export folder of `elmo-pipeline pretrain`, a folder holding the published "
+        "options.json + weights.hdf5, OPTIONS,WEIGHTS, or random: before any of these (the random control)",
     )
     parser.add_argument("--options", type=Path, help="published ELMo options.json (with --weights)")
     parser.add_argument("--weights", type=Path, help="published ELMo weights.hdf5 (with --options)")
@@ -288,11 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pass --bilm EXPORT_DIR, or both --options options.json and --weights weights.hdf5")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from elmo_pipeline.interop import load_bilm
+    from elmo_pipeline.models.source import BiLMSource
 
     try:
         check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast
-        bilm = load_bilm(args.bilm if args.bilm is not None else (args.options, args.weights))
+        source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
+        bilm = source.load()
         embed_file(
             bilm,
             args.input,

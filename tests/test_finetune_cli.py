@@ -13,10 +13,10 @@ import yaml
 
 from elmo_pipeline.cli import main as cli_main
 from elmo_pipeline.data.activation_cache import bilm_fingerprint
-from elmo_pipeline.data.task_datamodule import resolve_bilm
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.finetune_cli import main as finetune_main
 
 ROOT = Path(__file__).parents[1]
@@ -96,6 +96,11 @@ def test_snli_elmo_at_input_and_output_end_to_end(in_tmp, tiny_export):
     assert record["data"]["read"]["train"]["dropped_no_gold_label"] == 2
     assert record["data"]["examples"]["train"] == 32
     assert 0.0 <= record["test"]["acc"] <= 1.0
+
+
+def resolve_bilm(spec: str):
+    """What the data module does with --model.elmo."""
+    return BiLMSource.parse(spec).load(seed=0, frozen=True)
 
 
 def test_random_arm_is_a_frozen_biLM_of_the_same_size(tiny_export):

@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_pipeline.interop import load_bilm, load_bilm_tf, read_options, save_bilm_tf
-from elmo_pipeline.interop.bilm_tf import main as convert_main
+from elmo_pipeline.export_cli import main as convert_main
+from elmo_pipeline.interop import load_bilm_tf, read_options, save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.source import load_bilm
 
 SENTENCES = [["The", "cat", "sat", "on", "mats"], ["é"], ["x" * 60, "naïve", "ok"]]  # a >48-byte token too
 
@@ -408,19 +409,10 @@ def test_load_bilm_accepts_every_spec(tmp_path):
 def test_conversion_command_both_ways(tmp_path):
     bilm = tiny_bilm(seed=8)
     save_export(tmp_path / "export", bilm)
-    assert convert_main(["--bilm", str(tmp_path / "export"), "--output", str(tmp_path / "tf")]) == 0
     assert (
-        convert_main(
-            [
-                "--options",
-                str(tmp_path / "tf" / "options.json"),
-                "--weights",
-                str(tmp_path / "tf" / "weights.hdf5"),
-                "--output",
-                str(tmp_path / "back"),
-            ]
-        )
-        == 0
+        convert_main(["--bilm", str(tmp_path / "export"), "--format", "bilm-tf", "--output", str(tmp_path / "tf")]) == 0
     )
+    pair = f"{tmp_path / 'tf' / 'options.json'},{tmp_path / 'tf' / 'weights.hdf5'}"
+    assert convert_main(["--bilm", pair, "--format", "export", "--output", str(tmp_path / "back")]) == 0
     for a, b in zip(our_layers(bilm), our_layers(load_bilm(tmp_path / "back"))):
         np.testing.assert_allclose(a, b, atol=1e-6)

@@ -323,10 +323,10 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill
 
 
 def _folder_locked(work: Path) -> bool:
-    from elmo_pipeline.reproduce import _locked
+    from elmo_pipeline.reproduce.supervisor import Supervisor
 
     try:
-        with _locked(work):
+        with Supervisor().locked(work):
             return False
     except SystemExit:
         return True

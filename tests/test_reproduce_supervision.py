@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from elmo_pipeline.reproduce import _locked
+from elmo_pipeline.reproduce.supervisor import Supervisor
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux only")
 
-# a stand-in for `reproduce`: takes the work folder's lock, starts one child through run_command, waits
+# a stand-in for `reproduce`: takes the work folder's lock, starts one child through its supervisor, waits
 PARENT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from elmo_pipeline.reproduce import _locked, runner
+    from elmo_pipeline.reproduce.supervisor import Supervisor
 
     work, follow = Path(sys.argv[1]), sys.argv[2] == "follow"
     child = (
@@ -29,9 +29,9 @@ PARENT = textwrap.dedent(
         + ("from elmo_pipeline.cli import die_with_parent\\ndie_with_parent()\\n" if follow else "")
         + "open(sys.argv[1], 'w').write(str(os.getpid()))\\ntime.sleep(120)\\n"
     )
-    runner.child_command = lambda args: [sys.executable, "-c", child, *args]
-    with _locked(work):
-        runner.run_command([str(work / "child.pid")], work / "log.txt", threads=1)
+    supervisor = Supervisor(command=lambda args: [sys.executable, "-c", child, *args])
+    with supervisor.locked(work):
+        supervisor.run([str(work / "child.pid")], work / "log.txt", threads=1)
     """
 )
 
@@ -66,7 +66,7 @@ def _wait_dead(pid: int, seconds: float = 10.0) -> bool:
 def test_children_die_with_a_killed_parent(tmp_path):
     child = _start_and_kill_parent(tmp_path, follow=True)
     assert _wait_dead(child), "the child outlived its kill -9'd parent"
-    with _locked(tmp_path):  # and the folder is free again
+    with Supervisor().locked(tmp_path):  # and the folder is free again
         pass
 
 
@@ -75,12 +75,12 @@ def test_a_rerun_is_refused_while_a_child_lives(tmp_path):
     try:
         assert _alive(child)
         with pytest.raises(SystemExit, match="another reproduce is running"):
-            with _locked(tmp_path):
+            with Supervisor().locked(tmp_path):
                 pass
     finally:
         os.kill(child, signal.SIGKILL)
     assert _wait_dead(child)
-    with _locked(tmp_path):
+    with Supervisor().locked(tmp_path):
         pass
 
 

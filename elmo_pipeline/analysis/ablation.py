@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
@@ -31,11 +29,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from elmo_pipeline.data.lm import load_or_build_vocabulary
 from elmo_pipeline.data.lm_datamodule import LMDataModule
 from elmo_pipeline.errors import TrainingDiverged
+from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import CELLS
 from elmo_pipeline.systems.pretrain import PretrainSystem
@@ -61,14 +59,6 @@ class _Recorder(L.Callback):
             return float("nan")
         (t0, n0), (t1, n1) = self.marks[start], self.marks[-1]
         return (n1 - n0) / max(t1 - t0, 1e-9)
-
-
-def machine() -> str:
-    threads = torch.get_num_threads()
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"with {threads} thread{'s' * (threads > 1)} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
-    )
 
 
 def train_cell(cell: str, args: argparse.Namespace, vocab_path: Path, out_dir: Path) -> dict[str, Any]:
@@ -236,7 +226,7 @@ def main(argv: list[str]) -> int:
             continue
         log.info("ablation: training %s for %s", cell, budget_text)
         results.append(train_cell(cell, args, vocab_path, out))
-        record = {"command": command, "machine": machine(), "results": results}
+        record = {"command": command, "machine": describe_machine(), "results": results}
         results_path.write_text(json.dumps(record, indent=1) + "\n")
         row = results[-1]
         sys.stdout.write(f"{cell}: held-out ppl {row['val_ppl']:.1f}, {row['tokens_per_s']:.0f} tokens/s\n")
@@ -244,7 +234,7 @@ def main(argv: list[str]) -> int:
     header = (
         f"Cell ablation: preset {args.preset}, budget {budget_text} per cell, batch {args.batch_size}, "
         f"vocabulary {len(vocab)}, seed {args.seed}.\n\n"
-        f"Command: `{command}`\n\nMachine: {machine()}"
+        f"Command: `{command}`\n\nMachine: {describe_machine()}"
     )
     write_table(results, header, out / "ablation.md")
     plot(results, f"biLM cell ablation ({budget_text} per cell, preset {args.preset})", out / "ablation.png")

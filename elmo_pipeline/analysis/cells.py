@@ -300,7 +300,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="elmo-pipeline cells", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bilm", required=True, help="export folder of a pretrained biLM")
+    parser.add_argument(
+        "--bilm",
+        required=True,
+        help="the biLM: an export folder, a folder with the published options.json + weights.hdf5, OPTIONS,WEIGHTS, "
+        "or random: before any of these (the random control)",
+    )
     parser.add_argument("--text", required=True, help="a UTF-8 text file, one paragraph or sentence per line")
     parser.add_argument("--out", default="runs/cells", help="folder for cells.html, the PNGs and the ranking")
     parser.add_argument("--cells", default=None, help="units to show, e.g. L1.fwd.3,L2.bwd.17 (default: best of each)")

@@ -7,18 +7,24 @@ from pathlib import Path
 
 import torch
 
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM, BiLMOutput
-from elmo_pipeline.models.export import load_export
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids
 
 
-def load_for_inference(directory: str | Path, need_softmax: bool = False) -> tuple[BiLM, Vocabulary | None]:
-    """The biLM of an export folder in eval mode (``need_softmax``: with its softmax and vocabulary)."""
-    bilm, vocab = load_export(directory)
+def load_for_inference(spec: str | Path, need_softmax: bool = False) -> tuple[BiLM, Vocabulary | None]:
+    """The biLM that ``--bilm`` names (any :class:`BiLMSource` form), in eval mode, and its vocabulary.
+
+    ``need_softmax``: the command predicts words, so the biLM needs its softmax and ``vocab.txt``
+    (an export folder, or the random control of one; the published files have neither).
+    """
+    source = BiLMSource.parse(spec)
+    bilm, vocab = source.load_with_vocab()
     if need_softmax and (bilm.softmax is None or vocab is None):
-        raise ValueError(
-            f"{directory}: this biLM has no softmax or no vocab.txt, so it cannot predict words; pass the "
-            "export folder of an `elmo-pipeline pretrain` run (--bilm)"
+        raise InputError(
+            f"--bilm {source}: this biLM has no softmax or no vocab.txt, so it cannot predict words (the published "
+            "options.json + weights.hdf5 hold no softmax); pass the export folder of an `elmo-pipeline pretrain` run"
         )
     return bilm.eval(), vocab
 

@@ -98,7 +98,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="elmo-pipeline generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bilm", required=True, help="export folder of a pretrained biLM (with vocab.txt)")
+    parser.add_argument(
+        "--bilm",
+        required=True,
+        help="an export folder of a pretrained biLM (with its softmax and vocab.txt), or random: before one",
+    )
     parser.add_argument("--prompt", default="", help="text to continue (tokenised like the training corpus)")
     parser.add_argument("--max-tokens", type=int, default=30, help="most words to generate")
     parser.add_argument("--temperature", type=float, default=1.0)

@@ -189,7 +189,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="elmo-pipeline sentiment-neuron", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--bilm", required=True, help="export folder of a pretrained biLM")
+    parser.add_argument(
+        "--bilm",
+        required=True,
+        help="the biLM: an export folder, a folder with the published options.json + weights.hdf5, OPTIONS,WEIGHTS, "
+        "or random: before any of these (the random control)",
+    )
     parser.add_argument("--data-root", default="../shared/data", help="folder holding sst5/trees/")
     parser.add_argument("--sst-dir", default=None, help="folder of train.txt, dev.txt, test.txt (SST PTB trees)")
     parser.add_argument("--out", default="runs/sentiment_neuron", help="folder for the plot and results.json")

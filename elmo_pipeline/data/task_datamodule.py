@@ -27,38 +27,14 @@ from elmo_pipeline.data.activation_cache import ActivationCache, build_activatio
 from elmo_pipeline.data.readers import Example, LabelledPair, LabelledText, TaggedSentence, read_split
 from elmo_pipeline.data.readers.conll import bioul_tags
 from elmo_pipeline.errors import InputError
-from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.tasks import SPLITS, TaskSpec, find_resource, load_task
 from elmo_pipeline.text.chars import is_truncated
 
 log = logging.getLogger(__name__)
 
 PAD, UNK = 0, 1
-RANDOM_PREFIX = "random:"
 IGNORE_INDEX = -100
-
-
-def resolve_bilm(spec: str, seed: int = 0) -> BiLM:
-    """The frozen biLM an ``--model.elmo`` value names, in eval mode.
-
-    Args:
-        spec: an export folder (``elmo-pipeline pretrain``'s ``export_dir``); a folder with the published
-            ``options.json`` + ``weights.hdf5``; ``<options.json>,<weights.hdf5>``; or ``random:<any of
-            these>``: a biLM of the same configuration with random weights (the control arm).
-        seed: seed of the random weights of a ``random:`` biLM.
-    """
-    from elmo_pipeline.interop import load_bilm
-
-    if spec.startswith(RANDOM_PREFIX):
-        template = resolve_bilm(spec[len(RANDOM_PREFIX) :])
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            bilm = BiLM(template.config)
-        return bilm.eval().requires_grad_(False)
-    parts = spec.split(",")
-    if len(parts) == 2:
-        return load_bilm((parts[0], parts[1])).eval().requires_grad_(False)
-    return load_bilm(spec).eval().requires_grad_(False)
 
 
 @dataclass
@@ -184,7 +160,8 @@ class TaskDataModule(L.LightningDataModule):
         tag_scheme: tagging only: ``IOB1`` or ``IOB2`` tags in the files (default: the spec's).
         train_subtrees: SST only: train on every labelled subtree (the paper) instead of whole sentences.
         max_train_examples: keep a seeded random sample of this many training examples (null: all).
-        elmo: the biLM (see :func:`resolve_bilm`); linked from ``--model.elmo`` by the CLI.
+        elmo: the biLM, any form of :class:`~elmo_pipeline.models.source.BiLMSource`; linked from
+            ``--model.elmo`` by the CLI.
         random_bilm_seed: seed of the weights of a ``random:`` biLM.
         cache_dir: folder of the activation caches (one sub-folder per biLM and dataset).
         batch_size: training examples per batch.
@@ -242,7 +219,7 @@ class TaskDataModule(L.LightningDataModule):
         for split in self.splits.values():
             split.word_index, split.char_index, split.max_word_chars = self.word_index, self.char_index, max_word_chars
         self.elmo = elmo
-        self.bilm = resolve_bilm(elmo, random_bilm_seed) if elmo else None
+        self.bilm = BiLMSource.parse(elmo).load(seed=random_bilm_seed, frozen=True) if elmo else None
         self.elmo_num_layers = self.bilm.config.num_layers + 1 if self.bilm is not None else 0
         self.elmo_dim = self.bilm.config.output_dim if self.bilm is not None else 0
         self._count_cut_words(max_word_chars)

@@ -28,7 +28,6 @@ format can do better: TF itself computes ``sigmoid(z + B + 1.0)`` in float32.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -410,35 +409,3 @@ def save_bilm_tf(
             "the softmax (%d words) is not part of the published format and was not written", bilm.softmax.vocab_size
         )
     return options_path, weights_path
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m elmo_pipeline.interop.bilm_tf``: convert between our export folder and the published files."""
-    from elmo_pipeline.interop import load_bilm
-    from elmo_pipeline.models.export import load_export, save_export
-
-    parser = argparse.ArgumentParser(
-        prog="python -m elmo_pipeline.interop.bilm_tf",
-        description="Write an export folder as options.json + weights.hdf5, or the published files as an export "
-        "folder.",
-    )
-    parser.add_argument("--bilm", help="export folder written by `elmo-pipeline pretrain` (to the published format)")
-    parser.add_argument("--options", help="published options.json (to an export folder; with --weights)")
-    parser.add_argument("--weights", help="published weights.hdf5 (with --options)")
-    parser.add_argument("--output", required=True, help="folder to write")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.bilm and not (args.options or args.weights):
-        bilm, vocab = load_export(args.bilm)
-        paths = save_bilm_tf(bilm, args.output, vocab=vocab)
-        log.info("wrote %s and %s", *paths)
-    elif args.options and args.weights and not args.bilm:
-        save_export(args.output, load_bilm((args.options, args.weights)))
-        log.info("wrote the export folder %s", args.output)
-    else:
-        parser.error("pass either --bilm EXPORT_DIR or both --options and --weights")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.modules.scalar_mix import ScalarMix
+from elmo_pipeline.modules.elmo_mix import ElmoMix
 from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, MAX_CHARS, batch_to_char_ids, word_char_ids
 
 Sentences = list[list[str]]
@@ -129,7 +129,7 @@ class Elmo(nn.Module):
     """N learned mixes of a biLM's layers, with dropout after each (PAPER.md, "ELMo for a downstream task").
 
     Args:
-        bilm: the biLM (ours, or loaded from published files with ``interop.load_bilm``). When frozen,
+        bilm: the biLM (ours, or published files, loaded with ``models.source.BiLMSource``). When frozen,
             its parameters are set to ``requires_grad=False`` in place.
         num_output_representations: N, how many mixes (e.g. 2 for the task encoder's input and output).
         dropout: dropout on every mix, while training.
@@ -160,17 +160,14 @@ class Elmo(nn.Module):
         self.keep_sentence_boundaries = keep_sentence_boundaries
         self.num_layers = bilm.config.num_layers + 1
         self.output_dim = bilm.config.output_dim
-        self.mixes = nn.ModuleList(
-            ScalarMix(
-                self.num_layers,
-                layer_norm=layer_norm,
-                initial_weights=fixed_mix_weights,
-                trainable=fixed_mix_weights is None,
-                l2_coefficient=l2_coefficient,
-            )
-            for _ in range(num_output_representations)
+        self.mixes = ElmoMix(
+            self.num_layers,
+            names=[str(i) for i in range(num_output_representations)],
+            dropout=dropout,
+            layer_norm=layer_norm,
+            fixed_weights=fixed_mix_weights,
+            l2_coefficient=l2_coefficient,
         )
-        self.dropout = nn.Dropout(dropout)
         if not requires_grad:
             bilm.requires_grad_(False)
             bilm.eval()
@@ -203,9 +200,7 @@ class Elmo(nn.Module):
         """
         if len(layers) != self.num_layers:
             raise ValueError(f"Elmo: got {len(layers)} layers but the biLM has {self.num_layers} (LSTM layers + 1)")
-        keep = mask.unsqueeze(-1)  # (B, T, 1)
-        representations = [self.dropout(mix(layers, mask)) * keep for mix in self.mixes]  # N x (B, T, 2P)
-        return ElmoOutput(representations, mask)
+        return ElmoOutput(list(self.mixes(layers, mask).values()), mask)  # N x (B, T, 2P)
 
     def forward(self, inputs: torch.Tensor | Sentences) -> ElmoOutput:
         """Embed a batch.
@@ -224,4 +219,4 @@ class Elmo(nn.Module):
 
     def penalty(self) -> torch.Tensor:
         """Sum of every mix's L2 penalty on ``w``; add it to the task loss."""
-        return sum((mix.penalty() for mix in self.mixes), start=self.mixes[0].weights.new_zeros(()))
+        return self.mixes.penalty()

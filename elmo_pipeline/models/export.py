@@ -57,8 +57,8 @@ def save_export(
     return directory
 
 
-def load_export(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
-    """Load a biLM (in eval mode) and its vocabulary, if present, from an export folder."""
+def read_export_config(directory: str | Path) -> BiLMConfig:
+    """The :class:`BiLMConfig` of an export folder, read from its ``config.json`` (no weights are loaded)."""
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -70,7 +70,13 @@ def load_export(directory: str | Path, map_location: str | torch.device = "cpu")
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise ValueError(f"{config_path}: export format version {version}, this elmo-pipeline reads {FORMAT_VERSION}")
-    bilm = BiLM(BiLMConfig.from_dict(data))
+    return BiLMConfig.from_dict(data)
+
+
+def load_export(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[BiLM, Vocabulary | None]:
+    """Load a biLM (in eval mode) and its vocabulary, if present, from an export folder."""
+    directory = Path(directory)
+    bilm = BiLM(read_export_config(directory))
     state = torch.load(directory / "weights.pt", map_location=map_location, weights_only=True)
     own = bilm.state_dict()
     for name, tensor in state.items():

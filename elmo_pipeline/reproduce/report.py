@@ -22,6 +22,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from elmo_pipeline.analysis.curves import read_metrics
+from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.machine import machine_info
+from elmo_pipeline.reproduce.preset import Preset
+from elmo_pipeline.reproduce.runner import Run
 from elmo_pipeline.tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -268,3 +272,70 @@ def log_table_to_wandb(
                     run.summary[f"{row['task']}/{arm}/mean"] = row[arm]["mean"]
     finally:
         run.finish()
+
+
+def write_report(
+    preset: Preset,
+    state: dict[str, Any],
+    pretrain_record: dict[str, Any] | None,
+    runs: list[Run],
+    results: dict[int, dict[str, Any]],
+    wandb: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``results.json``, ``table.md`` and the pictures from the finished runs (all or some)."""
+    out = Path(preset.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    done = sorted(results)
+    records = []
+    for i in done:
+        record = dict(results[i])
+        record["run_dir"] = str(runs[i].run_dir)
+        records.append(record)
+    tasks = [t.name for t in preset.tasks if any(r["task"] == t.name for r in records)]
+    rows = table_rows(records, tasks)
+    pictures = [
+        p
+        for p in (
+            plot_layer_weights(records, out / "layer_weights.png"),
+            plot_learning_curves(
+                records,
+                [runs[i].run_dir for i in done],
+                tasks,
+                out / "learning_curves.png",
+                Path(preset.work_dir) / "pretrain" if pretrain_record and preset.pretrain and not preset.bilm else None,
+            ),
+        )
+        if p is not None
+    ]
+    summary = {
+        "preset": preset.name,
+        "description": preset.description,
+        "meaningful": preset.meaningful,
+        "data_root": preset.data_root,
+        "seeds": preset.seeds,
+        "arms": preset.arms,
+        "wandb_group": state["group"],
+        "wall_seconds": round(state["wall_seconds"], 1),
+        "complete": len(done) == len(runs),
+        "runs_done": len(done),
+        "runs_planned": len(runs),
+        "machine": machine_info(),
+    }
+    text = markdown_table(rows, preset.name, preset.description, preset.meaningful, pretrain_record)
+    text += (
+        f"\nWall time {state['wall_seconds'] / 60:.1f} min on {summary['machine'].get('cpu', '?')} "
+        f"({summary['machine']['cpus']} CPUs{', ' + summary['machine']['cuda'] if summary['machine']['cuda'] else ''})"
+        f"; {len(done)} of {len(runs)} finetuning runs. Every run: `results.json`. W&B group `{state['group']}`.\n"
+    )
+    if pictures:
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures) + "\n"
+    write_json_atomic(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
+    (out / "table.md").write_text(text)
+    logged = "|".join(sorted(runs[i].fingerprint for i in done))
+    if wandb and len(done) == len(runs) and state.get("table_logged") != logged:
+        try:
+            log_table_to_wandb(wandb, rows, pictures, summary)
+            state["table_logged"] = logged  # a re-run with nothing new does not log the table again
+        except Exception as error:  # tracking must not lose a finished reproduction
+            log.warning("reproduce: could not log the table to W&B: %s", error)
+    return {"rows": rows, "text": text, "pictures": pictures}

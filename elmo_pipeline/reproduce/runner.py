@@ -8,21 +8,18 @@ again, so an interrupted reproduction (Ctrl-C, a lost machine) resumes where it 
 that was cut off is started again from scratch (finetuning runs are minutes long), while the
 pretraining run resumes from its ``last.ckpt``.
 
-Each run is a subprocess (``python -m elmo_pipeline.cli ...``): its memory, threads and RNG state
-are its own, a crash is reported with the tail of its log, and ``jobs`` of them run side by side.
+Each run is a child process of a :class:`~elmo_pipeline.reproduce.supervisor.Supervisor`: its memory,
+threads and RNG state are its own, a crash is reported with the tail of its log, and ``jobs`` of
+them run side by side.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -33,15 +30,13 @@ from typing import Any
 import yaml
 
 from elmo_pipeline.analysis.curves import read_metrics
-from elmo_pipeline.errors import CannotProceed, MissingFileError
+from elmo_pipeline.errors import CannotProceed
 from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
+from elmo_pipeline.reproduce.supervisor import RunFailed, Supervisor, log_tail
 
 log = logging.getLogger(__name__)
-
-
-class RunFailed(RuntimeError):
-    """A run's process exited with an error; the message holds the end of its log."""
 
 
 @dataclass
@@ -85,128 +80,18 @@ def write_yaml(path: Path, config: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-_LIVE: set[subprocess.Popen] = set()
-_LIVE_LOCK = threading.Lock()
-_STOPPING = threading.Event()  # set once the reproduction is interrupted: nothing finishing now counts
-_HELD_FDS: list[int] = []  # the work folder's lock: every child holds it too (see hold_in_children)
-PARENT_ENV = "ELMO_PIPELINE_PARENT_PID"  # a child with this set dies with that parent (elmo_pipeline.cli)
-
-
-def hold_in_children(fd: int) -> None:
-    """Children inherit the open lock file ``fd``, so the work folder stays locked while any of them lives.
-
-    An flock belongs to the open file, shared by every process that inherited it: if the parent is
-    killed with ``kill -9`` and a child somehow outlives it, a rerun still finds the folder locked
-    instead of working beside that child.
-    """
-    os.set_inheritable(fd, True)
-    _HELD_FDS.append(fd)
-
-
-def release_in_children(fd: int) -> None:
-    if fd in _HELD_FDS:
-        _HELD_FDS.remove(fd)
-
-
-def child_command(args: list[str]) -> list[str]:
-    """The command line of a child run: ``python -m elmo_pipeline.cli <args>``."""
-    return [sys.executable, "-m", "elmo_pipeline.cli", *args]
-
-
-def reset_stop() -> None:
-    """A new reproduction in this process: runs that finish count again."""
-    _STOPPING.clear()
-
-
-def stop_children(grace: float = 30.0) -> None:
-    """Interrupt every running child (SIGINT: Lightning stops cleanly), then kill what is left after ``grace`` s."""
-    _STOPPING.set()
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for process in live:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for process in live:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def run_command(
-    args: list[str],
-    log_path: Path,
-    threads: int,
-    heartbeat: Callable[[float], None] | None = None,
-    every: float = 60.0,
-    env_extra: dict[str, str] | None = None,
-) -> float:
-    """``python -m elmo_pipeline.cli <args>`` with its output in ``log_path``; returns seconds taken.
-
-    ``threads`` 0 gives the child every core this process may use.
-    ``heartbeat(seconds_so_far)`` is called every ``every`` seconds while it runs (progress lines).
-    The child never outlives an interrupted parent (:func:`stop_children`), nor a killed one: it
-    asks the kernel for SIGKILL when its parent dies (``ELMO_PIPELINE_PARENT_PID``, Linux), and it
-    holds the work folder's lock (:func:`hold_in_children`).
-    """
-    env = dict(os.environ)
-    threads = threads or len(os.sched_getaffinity(0))  # 0: every core this process may use
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning.pytorch.cli")
-    env.update(env_extra or {})
-    env[PARENT_ENV] = str(os.getpid())
-    started = time.perf_counter()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as out:
-        command = child_command(args)
-        out.write(f"$ {' '.join(command)}\n")
-        out.flush()
-        process = subprocess.Popen(command, stdout=out, stderr=out, env=env, pass_fds=tuple(_HELD_FDS))
-        with _LIVE_LOCK:
-            _LIVE.add(process)
-        try:
-            while True:
-                try:
-                    code = process.wait(timeout=every)
-                    break
-                except subprocess.TimeoutExpired:
-                    if heartbeat is not None:
-                        heartbeat(time.perf_counter() - started)
-        except BaseException:
-            stop_children()
-            raise
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(process)
-    if _STOPPING.is_set():
-        raise RunFailed(f"`elmo-pipeline {' '.join(args)}` was interrupted")
-    if code != 0:
-        raise RunFailed(
-            f"`elmo-pipeline {' '.join(args)}` exited with {code}; end of {log_path}:\n{_log_tail(log_path)}"
-        )
-    return time.perf_counter() - started
-
-
 def _require(path: Path, args: str, log_path: Path) -> None:
     """A child that exited 0 must have written ``path`` (Lightning exits 0 on SIGTERM, for one)."""
     if not path.is_file():
         raise RunFailed(
-            f"`elmo-pipeline {args}` ended without writing {path}; end of {log_path}:\n{_log_tail(log_path)}"
+            f"`elmo-pipeline {args}` ended without writing {path}; end of {log_path}:\n{log_tail(log_path)}"
         )
 
 
 # ---- pretraining ---------------------------------------------------------------------------------
-def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
+def pretrain(preset: Preset, wandb: dict[str, Any] | None, supervisor: Supervisor | None = None) -> dict[str, Any]:
     """Pretrain (or resume pretraining) the biLM; returns its record (export folder, perplexities, time)."""
+    supervisor = supervisor or Supervisor()
     run_dir = Path(preset.work_dir) / "pretrain"
     fit = pretrain_config(preset, run_dir, wandb, "fit")
     print_ = fingerprint(fit)
@@ -247,7 +132,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         budget = (fit.get("trainer") or {}).get("max_time")
         metrics_csv = run_dir / "logs" / version / "metrics.csv"
         try:
-            run_command(
+            supervisor.run(
                 args,
                 run_dir / "log.txt",
                 preset.pretrain_threads,
@@ -266,7 +151,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None) -> dict[str, Any]:
         test = pretrain_config(preset, run_dir, wandb, "test")
         write_yaml(run_dir / "test.yaml", test)
         log.info("reproduce: test perplexity of the best checkpoint")
-        seconds = run_command(
+        seconds = supervisor.run(
             ["pretrain", "test", "--config", str(run_dir / "test.yaml"), "--ckpt_path", "best"],
             run_dir / "log.txt",
             preset.pretrain_threads,
@@ -318,30 +203,11 @@ def last_metrics(path: Path, prefix: str) -> dict[str, float]:
 
 # ---- finetuning ----------------------------------------------------------------------------------
 def bilm_identity(bilm: str | None) -> str:
-    """A hash of the biLM's weight files (an export's ``weights.pt``, or ``options.json`` + ``weights.hdf5``).
+    """A hash of the biLM's weight files (:meth:`BiLMSource.identity`); empty without a biLM.
 
     Part of each biLM arm's fingerprint, so retraining the biLM in place reruns the runs that used it.
     """
-    if not bilm:
-        return ""
-    spec = bilm.removeprefix("random:")
-    parts = [Path(p) for p in spec.split(",")] if "," in spec else [Path(spec)]
-    files: list[Path] = []
-    for part in parts:
-        if part.is_dir():
-            files += [
-                part / n for n in ("config.json", "weights.pt", "options.json", "weights.hdf5") if (part / n).is_file()
-            ]
-        elif part.is_file():
-            files.append(part)
-    if not files:
-        raise MissingFileError(f"reproduce: no biLM at {bilm} (an export folder, options.json + weights.hdf5, ...)")
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return BiLMSource.parse(bilm).identity() if bilm else ""
 
 
 def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None, identity: str = "") -> list[Run]:
@@ -373,14 +239,17 @@ def _keep_logs(run_dir: Path) -> Path | None:
     return keep
 
 
-def start(run: Run, threads: int, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one finetuning run from scratch and return its results."""
+def start(
+    run: Run, threads: int, env_extra: dict[str, str] | None = None, supervisor: Supervisor | None = None
+) -> dict[str, Any]:
+    """Run one finetuning run from scratch (a child of ``supervisor``) and return its results."""
+    supervisor = supervisor or Supervisor()
     if run.run_dir.exists():  # an unfinished run (interrupted or of another config) starts again
         _keep_logs(run.run_dir)
         shutil.rmtree(run.run_dir)
     run.run_dir.mkdir(parents=True)
     write_yaml(run.run_dir / "config.yaml", run.config)
-    seconds = run_command(
+    seconds = supervisor.run(
         [
             "finetune",
             "--config",
@@ -432,16 +301,20 @@ def execute(
     jobs: int,
     threads: int,
     on_done: Callable[[Run, dict[str, Any], bool], None] | None = None,
-    starter: Callable[..., dict[str, Any]] = start,
+    starter: Callable[..., dict[str, Any]] | None = None,
     selected: set[int] | None = None,
+    supervisor: Supervisor | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Run what is not finished yet, ``jobs`` at a time; returns each run's results by index.
 
     Finished runs are reported through ``on_done(run, record, reused=True)`` without running; runs
     not in ``selected`` (when given) are only reported if finished. With several GPUs visible, each
     concurrent job gets its own (``CUDA_VISIBLE_DEVICES``). A failure stops the scheduling of new
-    runs; the running ones end, then :class:`RunsFailed` lists every failure.
+    runs; the running ones end, then :class:`RunsFailed` lists every failure. An interrupt stops
+    every child of ``supervisor``. ``starter(run, threads, env)`` runs one run (default :func:`start`).
     """
+    supervisor = supervisor or Supervisor()
+    starter = starter or functools.partial(start, supervisor=supervisor)
     results: dict[int, dict[str, Any]] = {}
     todo = []
     for i, run in enumerate(runs):
@@ -484,7 +357,7 @@ def execute(
                         on_done(runs[i], results[i], False)
         except BaseException:
             queue.clear()
-            stop_children()
+            supervisor.stop()
             raise
     if failures:
         raise RunsFailed(failures)

@@ -23,8 +23,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from elmo_pipeline.metrics.span_f1 import SpanF1
+from elmo_pipeline.modules.elmo_mix import ElmoMix
 from elmo_pipeline.modules.heads import Head, HeadOutput
-from elmo_pipeline.modules.scalar_mix import ScalarMix
 from elmo_pipeline.modules.token_embedder import TokenEmbedder
 from elmo_pipeline.tasks import load_task
 
@@ -32,13 +32,6 @@ log = logging.getLogger(__name__)
 
 Place = Literal["input", "output"]
 HeadFactory = Callable[[int, list[str], int], nn.Module]
-
-
-def arm_of(elmo: str | None) -> str:
-    """``baseline`` (no biLM), ``random_bilm`` (the control) or ``elmo``."""
-    if not elmo:
-        return "baseline"
-    return "random_bilm" if elmo.startswith("random:") else "elmo"
 
 
 class FinetuneSystem(L.LightningModule):
@@ -102,13 +95,17 @@ class FinetuneSystem(L.LightningModule):
             )
         self.places: list[str] = places if elmo else []
         self.embedder = TokenEmbedder(num_words, num_chars, word_dim, char_dim, char_filters, char_width)
-        self.mixes = nn.ModuleDict(
-            {
-                place: ScalarMix(elmo_num_layers, layer_norm=elmo_layer_norm, l2_coefficient=elmo_l2)
-                for place in self.places
-            }
+        self.mixes = (
+            ElmoMix(
+                elmo_num_layers,
+                names=self.places,
+                dropout=elmo_dropout,
+                layer_norm=elmo_layer_norm,
+                l2_coefficient=elmo_l2,
+            )
+            if self.places
+            else None
         )
-        self.elmo_dropout = nn.Dropout(elmo_dropout)
         input_dim = self.embedder.output_dim + (elmo_dim if "input" in self.places else 0)
         output_dim = elmo_dim if "output" in self.places else 0
         self.head = head(input_dim, self.labels, output_dim)
@@ -140,28 +137,23 @@ class FinetuneSystem(L.LightningModule):
         inputs, outputs = [], []
         for i, (words, chars, mask) in enumerate(zip(batch["words"], batch["chars"], batch["masks"], strict=True)):
             x = self.embedder(words, chars)  # (B, T, W + F)
-            if self.places:
-                layers = batch["elmo"][i]  # L x (B, T, 2P)
-                keep = mask.unsqueeze(-1)  # (B, T, 1)
-                if "input" in self.places:
-                    x = torch.cat([x, self.elmo_dropout(self.mixes["input"](layers, mask)) * keep], dim=-1)  # (B, T, D)
-                if "output" in self.places:
-                    outputs.append(self.elmo_dropout(self.mixes["output"](layers, mask)) * keep)  # (B, T, 2P)
+            if self.mixes is not None:
+                elmo = self.mixes(batch["elmo"][i], mask)  # place -> (B, T, 2P)
+                if "input" in elmo:
+                    x = torch.cat([x, elmo["input"]], dim=-1)  # (B, T, W + F + 2P)
+                if "output" in elmo:
+                    outputs.append(elmo["output"])  # (B, T, 2P)
             inputs.append(x)
         labels = batch["labels"] if with_labels else None
         return self.head(inputs, batch["masks"], labels, outputs or None)
 
     def penalty(self) -> torch.Tensor:
-        """The L2 penalty of every mix's weights."""
-        return sum((mix.penalty() for mix in self.mixes.values()), start=torch.zeros((), device=self.device))
+        """The L2 penalty of every mix's weights (0 without ELMo)."""
+        return self.mixes.penalty() if self.mixes is not None else torch.zeros((), device=self.device)
 
-    @torch.no_grad()
     def mix_weights(self) -> dict[str, dict[str, Any]]:
         """softmax(w) (token layer first) and gamma of each mix, for plots of what each task uses."""
-        return {
-            place: {"softmax_w": mix.normalized_weights().tolist(), "gamma": mix.gamma.item()}
-            for place, mix in self.mixes.items()
-        }
+        return self.mixes.weights() if self.mixes is not None else {}
 
     # ---- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -197,10 +189,10 @@ class FinetuneSystem(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric(self.val_metric, "val")
-        for place, mix in self.mixes.items():  # the mix weights over training, for plots
-            for j, weight in enumerate(mix.normalized_weights().tolist()):
+        for place, mix in self.mix_weights().items():  # the mix weights over training, for plots
+            for j, weight in enumerate(mix["softmax_w"]):
                 self.log(f"mix/{place}_w{j}", weight)
-            self.log(f"mix/{place}_gamma", mix.gamma.detach())
+            self.log(f"mix/{place}_gamma", mix["gamma"])
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metric, "test")
@@ -209,7 +201,7 @@ class FinetuneSystem(L.LightningModule):
         self._log_metric(self.test_metric, "test")
 
     def on_fit_end(self) -> None:
-        if self.mixes:
+        if self.mixes is not None:
             final = {
                 f"final_mix/{place}_w{j}": w
                 for place, mix in self.mix_weights().items()

@@ -21,8 +21,9 @@ import torch
 
 from elmo_pipeline.data.task_datamodule import TaskDataModule
 from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.models.source import arm_of
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
-from elmo_pipeline.systems.finetune import FinetuneSystem, arm_of
+from elmo_pipeline.systems.finetune import FinetuneSystem
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
 from elmo_pipeline.tasks import find_resource
 

@@ -9,80 +9,24 @@ why). Malformed input raises :class:`ReaderError`, which names the file, the lin
 
 from __future__ import annotations
 
-import gzip
-import logging
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.errors import CannotProceed, InputError, MissingFileError
+from elmo_pipeline.data.readers import conll, snli, sst
+from elmo_pipeline.data.readers.base import (
+    Example,
+    Format,
+    LabelledPair,
+    LabelledText,
+    ReaderError,
+    ReadOptions,
+    TaggedSentence,
+    open_lines,
+)
+from elmo_pipeline.errors import CannotProceed, InputError
 from elmo_pipeline.tasks import SPLITS, TaskSpec
 
-log = logging.getLogger(__name__)
-
-
-class ReaderError(InputError):
-    """Malformed input: ``<file>:<line>: <problem>``."""
-
-    def __init__(self, path: str | Path, line: int, problem: str) -> None:
-        super().__init__(f"{path}:{line}: {problem}")
-        self.path, self.line, self.problem = str(path), line, problem
-
-
-@dataclass
-class TaggedSentence:
-    """A sentence with one tag per token (BIOUL after reading)."""
-
-    tokens: list[str]
-    tags: list[str]
-
-
-@dataclass
-class LabelledText:
-    """A text (a sentence or, for SST training, a phrase) with one label."""
-
-    tokens: list[str]
-    label: str
-
-
-@dataclass
-class LabelledPair:
-    """A premise/hypothesis pair with one label."""
-
-    premise: list[str]
-    hypothesis: list[str]
-    label: str
-
-
-Example = TaggedSentence | LabelledText | LabelledPair
-
-
-def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """``(line number from 1, line without its newline)`` of a plain or gzipped UTF-8 file.
-
-    Each line is decoded on its own, so a byte that is not UTF-8 is reported on its own line; a
-    truncated or corrupt gzip file is reported after the last line that could be read.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path}: no such file (check --data.data_root and --data.split_files)")
-    line_no = 0
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise ReaderError(
-                        path, line_no, f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
-                    ) from None
-                yield line_no, line.rstrip("\r\n")
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise ReaderError(
-            path, line_no + 1, f"the gzip file is truncated or corrupt ({error}); download or copy it again"
-        ) from None
+FORMATS: dict[str, Format] = {f.name: f for f in (conll.FORMAT, sst.FORMAT, snli.FORMAT)}
 
 
 def _hub_rows(spec: TaskSpec, split: str) -> tuple[str, list[dict[str, Any]]]:
@@ -123,25 +67,17 @@ def read_split(
         The examples and a dict of counts.
     """
     if split not in SPLITS:
-        raise ValueError(f"{spec.name}: unknown split {split!r}; splits are {list(SPLITS)}")
-    from elmo_pipeline.data.readers import conll, snli, sst
-
+        raise InputError(f"{spec.name}: unknown split {split!r}; splits are {list(SPLITS)}")
+    if spec.format not in FORMATS:
+        raise InputError(f"{spec.name}: unknown format {spec.format!r} in its task.yaml; formats are {sorted(FORMATS)}")
+    reader, options = FORMATS[spec.format], ReadOptions(tag_scheme=tag_scheme, subtrees=subtrees)
     if data_root is None and path is None:
         name, rows = _hub_rows(spec, split)
-        if spec.format == "conll":
-            return conll.from_hub_rows(rows, spec, name)
-        if spec.format == "sst_ptb":
-            return sst.from_hub_rows(rows, spec, name, subtrees=subtrees)
-        return snli.from_hub_rows(rows, spec, name)
+        return reader.read_hub_rows(rows, spec, name, options)
     file = Path(path if path is not None else spec.local.files[split])
     if data_root is not None and not file.is_absolute():
         file = Path(data_root) / file
-    if spec.format == "conll":
-        examples, counts = conll.read_conll(file, spec.labels, tag_scheme or spec.local.tag_scheme or "IOB2")
-    elif spec.format == "sst_ptb":
-        examples, counts = sst.read_sst(file, spec.labels, subtrees=subtrees)
-    else:
-        examples, counts = snli.read_snli(file, spec.labels)
+    examples, counts = reader.read_file(file, spec, options)
     if not examples:
         raise InputError(
             f"{file}: the {split} split of {spec.name} has no examples ({counts}); check the file, or "
@@ -151,9 +87,12 @@ def read_split(
 
 
 __all__ = [
+    "FORMATS",
     "Example",
+    "Format",
     "LabelledPair",
     "LabelledText",
+    "ReadOptions",
     "ReaderError",
     "TaggedSentence",
     "open_lines",

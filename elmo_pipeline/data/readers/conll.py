@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.data.readers import ReaderError, TaggedSentence, open_lines
+from elmo_pipeline.data.readers.base import Format, ReaderError, TaggedSentence, open_lines
 from elmo_pipeline.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -177,3 +177,12 @@ def from_hub_rows(rows: list[dict[str, Any]], spec: TaskSpec, name: str) -> tupl
     counts["sentences"] = len(sentences)
     counts["tokens"] = sum(len(s.tokens) for s in sentences)
     return sentences, counts
+
+
+FORMAT = Format(
+    name="conll",
+    read_file=lambda path, spec, options: read_conll(
+        path, spec.labels, options.tag_scheme or spec.local.tag_scheme or "IOB2"
+    ),
+    read_hub_rows=lambda rows, spec, name, options: from_hub_rows(rows, spec, name),
+)

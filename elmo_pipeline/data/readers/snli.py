@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.data.readers import LabelledPair, ReaderError, open_lines
+from elmo_pipeline.data.readers.base import Format, LabelledPair, ReaderError, open_lines
 from elmo_pipeline.tasks import TaskSpec
 from elmo_pipeline.text.tokenize import tokenize
 
@@ -95,3 +95,10 @@ def from_hub_rows(rows: list[dict[str, Any]], spec: TaskSpec, name: str) -> tupl
             continue
         pairs.append(_pair(row[fields["premise"]], row[fields["hypothesis"]], label, spec.labels, (name, row_no)))
     return pairs, {"pairs": len(pairs), "dropped_no_gold_label": dropped}
+
+
+FORMAT = Format(
+    name="snli_jsonl",
+    read_file=lambda path, spec, options: read_snli(path, spec.labels),
+    read_hub_rows=lambda rows, spec, name, options: from_hub_rows(rows, spec, name),
+)

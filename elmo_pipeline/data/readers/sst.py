@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.data.readers import LabelledText, ReaderError, open_lines
+from elmo_pipeline.data.readers.base import Format, LabelledText, ReaderError, open_lines
 from elmo_pipeline.tasks import TaskSpec
 
 _TOKEN = re.compile(r"\(|\)|[^ \t\r\n()]+")  # words hold no ASCII space; SST has one "8\xa01\\/2"
@@ -139,3 +139,10 @@ def from_hub_rows(
             raise ReaderError(name, row_no, f"missing field {key!r}")
         examples.extend(_examples(parse_tree(row[key], spec.labels, name, row_no), subtrees))
     return examples, {"sentences": len(rows), "examples": len(examples)}
+
+
+FORMAT = Format(
+    name="sst_ptb",
+    read_file=lambda path, spec, options: read_sst(path, spec.labels, subtrees=options.subtrees),
+    read_hub_rows=lambda rows, spec, name, options: from_hub_rows(rows, spec, name, subtrees=options.subtrees),
+)

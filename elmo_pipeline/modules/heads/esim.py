@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elmo_pipeline.modules.heads import HeadOutput
+from elmo_pipeline.modules.heads.base import HeadOutput
 from elmo_pipeline.modules.heads.encoders import BiLSTMEncoder, masked_max, masked_mean, masked_softmax
 
 

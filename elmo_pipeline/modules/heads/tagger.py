@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from elmo_pipeline.modules.crf import ConditionalRandomField, bioul_allowed_transitions
-from elmo_pipeline.modules.heads import HeadOutput
+from elmo_pipeline.modules.heads.base import HeadOutput
 from elmo_pipeline.modules.heads.encoders import BiLSTMEncoder
 
 IGNORE_INDEX = -100

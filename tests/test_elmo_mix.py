@@ -1,0 +1,106 @@
+"""One mix: ElmoMix against a hand computation, and the finetuning system feeds its head exactly that."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from elmo_pipeline.modules.elmo_mix import ElmoMix
+from elmo_pipeline.modules.heads import HeadOutput
+from elmo_pipeline.systems.finetune import FinetuneSystem
+
+
+def _hand_mix(layers: list[np.ndarray], w: np.ndarray, gamma: float, mask: np.ndarray) -> np.ndarray:
+    """gamma * sum_j softmax(w)_j h_j, zero at padding, written out in numpy."""
+    s = np.exp(w - w.max()) / np.exp(w - w.max()).sum()
+    out = np.zeros_like(layers[0])
+    for j, layer in enumerate(layers):
+        out += s[j] * layer
+    return gamma * out * mask[..., None]
+
+
+def _layers_and_mask(seed: int = 0, B: int = 2, T: int = 4, D: int = 6, L: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    layers = [torch.randn(B, T, D, generator=g) for _ in range(L)]
+    mask = torch.tensor([[True] * T, [True] * (T - 2) + [False] * 2])
+    return layers, mask
+
+
+def test_elmo_mix_equals_the_hand_computation():
+    layers, mask = _layers_and_mask()
+    mix = ElmoMix(3, names=["input", "output"], dropout=0.0, l2_coefficient=0.01)
+    weights = {"input": ([0.3, -1.0, 2.0], 0.7), "output": ([1.0, 0.0, -0.5], 1.9)}
+    with torch.no_grad():
+        for name, (w, gamma) in weights.items():
+            mix[name].weights.copy_(torch.tensor(w))
+            mix[name].gamma.fill_(gamma)
+    out = mix(layers, mask)
+    for name, (w, gamma) in weights.items():
+        expected = _hand_mix([x.numpy() for x in layers], np.array(w), gamma, mask.numpy())
+        np.testing.assert_allclose(out[name].detach().numpy(), expected, rtol=1e-6, atol=1e-6)
+    hand_penalty = 0.01 * sum(np.sum(np.square(w)) for w, _ in weights.values())
+    assert abs(float(mix.penalty().detach()) - hand_penalty) < 1e-6
+    assert mix.weights()["output"]["gamma"] == np.float32(1.9).item()
+
+
+class RecordingHead(nn.Module):
+    """A head that keeps what the system gives it."""
+
+    num_inputs = 1
+
+    def __init__(self, input_dim: int, labels: list[str], output_elmo_dim: int) -> None:
+        super().__init__()
+        self.input_dim, self.output_elmo_dim = input_dim, output_elmo_dim
+        self.scale = nn.Parameter(torch.ones(()))
+        self.seen: dict[str, list[torch.Tensor] | None] = {}
+
+    def forward(self, inputs, masks, labels=None, output_elmo=None) -> HeadOutput:
+        self.seen = {"inputs": inputs, "output_elmo": output_elmo}
+        logits = self.scale * inputs[0].mean(dim=1)[:, :5]  # (B, 5)
+        return HeadOutput(logits, None)
+
+    def decode(self, output: HeadOutput, masks) -> torch.Tensor:
+        return output.logits.argmax(-1)
+
+
+def test_finetune_feeds_its_head_the_mix_of_the_hand_computation():
+    """The code that makes the results table: FinetuneSystem's ELMo input and output, by hand."""
+    layers, mask = _layers_and_mask(seed=1)
+    system = FinetuneSystem(
+        head=RecordingHead,
+        task="sentiment_sst5",
+        elmo="runs/some/export",  # only its arm matters here: the layers come with the batch
+        labels=["0", "1", "2", "3", "4"],
+        num_words=10,
+        num_chars=10,
+        elmo_num_layers=3,
+        elmo_dim=6,
+        elmo_places=["input", "output"],
+        elmo_dropout=0.5,  # off in eval mode
+        word_dim=4,
+        char_filters=0,
+    ).eval()
+    weights = {"input": ([0.5, 0.1, -2.0], 0.25), "output": ([-1.0, 3.0, 0.0], 1.5)}
+    with torch.no_grad():
+        for place, (w, gamma) in weights.items():
+            system.mixes[place].weights.copy_(torch.tensor(w))
+            system.mixes[place].gamma.fill_(gamma)
+    words = torch.randint(2, 10, mask.shape) * mask  # (B, T)
+    batch = {
+        "words": [words],
+        "chars": [torch.zeros(*mask.shape, 3, dtype=torch.long)],
+        "masks": [mask],
+        "elmo": [layers],
+        "labels": torch.tensor([1, 3]),
+    }
+    with torch.no_grad():
+        system(batch)
+    seen = system.head.seen
+    numpy_layers = [x.numpy() for x in layers]
+    expected_input = _hand_mix(numpy_layers, np.array(weights["input"][0]), 0.25, mask.numpy())
+    expected_output = _hand_mix(numpy_layers, np.array(weights["output"][0]), 1.5, mask.numpy())
+    assert seen["inputs"][0].shape[-1] == 4 + 6  # word vectors, then ELMo
+    np.testing.assert_allclose(seen["inputs"][0][..., 4:].numpy(), expected_input, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(seen["output_elmo"][0].numpy(), expected_output, rtol=1e-6, atol=1e-6)
+    assert system.mix_weights()["input"]["gamma"] == 0.25
