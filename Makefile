@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/elmo-pipeline reproduce --preset demo
 
 reproduce-small: install
-	$(BIN)/elmo-pipeline reproduce --preset small --data-root ../shared/data
+	$(BIN)/elmo-pipeline reproduce --preset cpu_1h --data-root ../shared/data
 
 test: install
 	$(BIN)/python -m pytest

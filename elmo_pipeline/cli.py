@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
     "export": ("elmo_pipeline.export_cli:main", "write a biLM as the published options.json + weights.hdf5, or back"),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
-    "cells": ("elmo_pipeline.analysis.cells:main", "find and plot interpretable units of a biLM over a text"),
+    "units": ("elmo_pipeline.analysis.units:main", "find and plot interpretable units of a biLM over a text"),
+    "cells": ("elmo_pipeline.analysis.units:main", "the same as `units` (its former name)"),
     "sentiment-neuron": ("elmo_pipeline.analysis.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),
     "ablation": ("elmo_pipeline.analysis.ablation:main", "train one biLM per recurrent cell, compare ppl/speed"),
 }

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.text.batching import length_sorted_batches
 from elmo_pipeline.text.chars import is_truncated
 
 log = logging.getLogger(__name__)
@@ -131,19 +132,10 @@ def _buffers(items: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list
 def length_batches(
     buffer: list[tuple[int, list[str]]], batch_size: int, max_batch_tokens: int
 ) -> Iterator[list[tuple[int, list[str]]]]:
-    """Cut a buffer sorted by length into batches of <= ``batch_size`` sentences and <= ``max_batch_tokens``
-    padded tokens (boundaries included); a sentence longer than the budget gets a batch of its own."""
-    batch: list[tuple[int, list[str]]] = []
-    longest = 0
-    for item in buffer:
-        size = len(item[1]) + 2  # <S> and </S>
-        if batch and (len(batch) == batch_size or max(longest, size) * (len(batch) + 1) > max_batch_tokens):
-            yield batch
-            batch, longest = [], 0
-        batch.append(item)
-        longest = max(longest, size)
-    if batch:
-        yield batch
+    """The buffer's ``(index, sentence)`` items in batches of similar length (:func:`length_sorted_batches`):
+    <= ``batch_size`` sentences and <= ``max_batch_tokens`` padded tokens, boundaries included."""
+    for batch in length_sorted_batches([len(sentence) for _, sentence in buffer], batch_size, max_batch_tokens):
+        yield [buffer[i] for i in batch]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -211,7 +203,6 @@ def embed_file(
             tqdm(total=total, unit="sent", desc="embed", disable=not progress, mininterval=1.0) as bar,
         ):
             for buffer in _buffers(read_sentences(input_path), buffer_size):
-                buffer.sort(key=lambda item: len(item[1]))  # similar lengths share a batch: little padding
                 for batch in length_batches(buffer, batch_size, max_batch_tokens):
                     activations, _ = bilm_layers(bilm, [sentence for _, sentence in batch])  # (L+1) x (B, T, 2P)
                     stacked = torch.stack(activations, dim=1)  # (B, L+1, T, 2P)

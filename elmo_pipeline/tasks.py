@@ -66,11 +66,6 @@ def tasks_dir() -> Path:
     return find_resource("tasks")
 
 
-def configs_dir() -> Path:
-    """The ``configs/`` folder of the checkout or of the installed package."""
-    return find_resource("configs")
-
-
 @dataclass(frozen=True)
 class HubSource:
     """Where the task lives on the Hugging Face hub.

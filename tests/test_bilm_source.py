@@ -64,7 +64,8 @@ def test_config_needs_no_weights_and_the_control_is_seeded(forms, monkeypatch):
 def test_identity_follows_the_weights(forms, tmp_path):
     export = BiLMSource.parse(forms["export"])
     assert export.identity() == BiLMSource.parse(forms["random"]).identity()
-    assert BiLMSource.parse(forms["published folder"]).identity() == BiLMSource.parse(forms["OPTIONS,WEIGHTS"]).identity()
+    published = BiLMSource.parse(forms["published folder"])
+    assert published.identity() == BiLMSource.parse(forms["OPTIONS,WEIGHTS"]).identity()
     before = export.identity()
     (Path(forms["export"]) / "weights.pt").write_bytes(b"retrained")
     assert export.identity() != before
@@ -93,7 +94,7 @@ def test_embed_and_export_take_every_form(forms, form, tmp_path):
 def test_analysis_commands_take_every_form(forms, form, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text('He said " the cat sat " and left .\nThe dog ran .\n')
-    assert cli_main(["cells", "--bilm", forms[form], "--text", str(text), "--out", str(tmp_path / "cells")]) == 0
+    assert cli_main(["units", "--bilm", forms[form], "--text", str(text), "--out", str(tmp_path / "cells")]) == 0
     sst = tmp_path / "trees"
     sst.mkdir(exist_ok=True)
     lines = ["(4 (3 great) (2 film))", "(0 (1 awful) (2 film))", "(3 (3 good) (2 fun))", "(1 (1 dull) (2 plot))"]

@@ -232,3 +232,12 @@ def test_sst_examples_unescape_ptb_tokens_for_the_bilm(tmp_path):
     assert example.tokens == ["(", "8\xa01/2", ")", '"', "a*b", '"']  # the words read like raw text
     (raw,), _ = read_sst(path, SST.labels, unescape=False)
     assert raw.tokens == tree.leaves()
+
+
+def test_every_task_format_has_a_reader():
+    from elmo_pipeline.data.readers import FORMATS
+    from elmo_pipeline.tasks import FORMATS as SPEC_FORMATS
+
+    assert set(FORMATS) == set(SPEC_FORMATS)  # the names a task.yaml may give, and the registry of readers
+    for name, reader in FORMATS.items():
+        assert reader.name == name and callable(reader.read_file) and callable(reader.read_hub_rows)

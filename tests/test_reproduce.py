@@ -50,8 +50,10 @@ def test_original_preset_is_paper_scale(tmp_path):
 
 
 def test_preset_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="presets are demo, small, original"):
+    with pytest.raises(FileNotFoundError, match="presets are demo, cpu_1h, original"):
         Preset.load("nonesuch")
+    with pytest.raises(ValueError, match="the preset 'small' is now called 'cpu_1h'"):
+        Preset.load("small")  # renamed: `small` is also a biLM size
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nbilm: some/dir\nsedes: 3\n")
     with pytest.raises(ValueError, match=r"unknown preset fields \['sedes'\]"):
@@ -74,6 +76,24 @@ def test_set_dotted_creates_levels_and_indexes_lists():
     }
     with pytest.raises(ValueError, match=r"trainer.callbacks has 1 items, no \[4\]"):
         set_dotted(config, "trainer.callbacks.4.init_args.patience", 3)
+
+
+def test_set_dotted_finds_a_list_item_by_its_class():
+    config = {
+        "trainer": {
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {}},
+                {"class_path": "lightning.pytorch.callbacks.EarlyStopping", "init_args": {"patience": 10}},
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {}},
+            ]
+        }
+    }
+    set_dotted(config, "trainer.callbacks.EarlyStopping.init_args.patience", 3)
+    assert config["trainer"]["callbacks"][1]["init_args"] == {"patience": 3}
+    with pytest.raises(ValueError, match="2 items \\(use the index\\) of class ModelCheckpoint"):
+        set_dotted(config, "trainer.callbacks.ModelCheckpoint.init_args.dirpath", "x")
+    with pytest.raises(ValueError, match="no item of class Timer"):
+        set_dotted(config, "trainer.callbacks.Timer.init_args.duration", "x")
 
 
 def test_run_configs_per_arm_and_seed(tmp_path):
@@ -418,7 +438,7 @@ def test_hub_data_with_local_split_files_is_refused_before_anything_runs():
     from elmo_pipeline.reproduce import main
 
     with pytest.raises(SystemExit, match="nli_snli read local files"):
-        main(["--preset", "small", "--data-root", "hub", "--dry-run"])
+        main(["--preset", "cpu_1h", "--data-root", "hub", "--dry-run"])
 
 
 def test_bilm_identity_reads_every_published_form(tmp_path):

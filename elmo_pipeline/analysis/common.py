@@ -11,6 +11,7 @@ from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM, BiLMOutput
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids
+from elmo_pipeline.text.batching import length_sorted_batches
 
 
 def load_for_inference(spec: str | Path, need_softmax: bool = False) -> tuple[BiLM, Vocabulary | None]:
@@ -39,8 +40,6 @@ def batched_outputs(
         (the indices into ``sentences`` of the batch's rows, the biLM's output for them). With
         boundaries, row b's tokens sit at positions 1 .. len(sentence) and ``<S>``/``</S>`` around them.
     """
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
+    for index in length_sorted_batches([len(s) for s in sentences], batch_size):
         chars = batch_to_char_ids([sentences[i] for i in index], add_boundaries=add_boundaries)  # (B, T, C)
         yield index, bilm(chars)

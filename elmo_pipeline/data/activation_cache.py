@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.text.batching import length_sorted_batches
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +238,10 @@ def _write(
         np.save(path, np.zeros((0, num_layers, dim), dtype=np.float16))
     was_training = bilm.training
     bilm.to(device).eval()
-    order = sorted(range(len(sentences)), key=lambda i: lengths[i])  # similar lengths share a batch
+    batches = list(length_sorted_batches(lengths.tolist(), batch_size)) if total else []
     try:
         with torch.inference_mode():
-            for first in tqdm(range(0, len(order) if total else 0, batch_size), desc="cache", disable=not progress):
-                chunk = order[first : first + batch_size]
+            for chunk in tqdm(batches, desc="cache", disable=not progress):
                 layers, _ = bilm_layers(bilm, [list(sentences[i]) for i in chunk], keep_sentence_boundaries)
                 stacked = torch.stack(layers, dim=2).float()  # (B, T, L+1, 2P)
                 half = stacked.half()

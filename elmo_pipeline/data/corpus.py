@@ -19,24 +19,11 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from elmo_pipeline.errors import InputError, MissingFileError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CorpusStats:
-    """What reading a corpus skipped, replaced or truncated, so that nothing is dropped silently."""
-
-    lines: int = 0
-    blank_lines: int = 0
-    lines_with_replaced_bytes: int = 0
-    truncated_tokens: int = 0
-    split_sentences: int = 0
-    per_source: dict[str, int] = field(default_factory=dict)
 
 
 def _open_text(path: Path):

@@ -1,8 +1,8 @@
 """`elmo-pipeline reproduce`: the ELMo results table (Peters et al. 2018, Table 1) from one command.
 
     elmo-pipeline reproduce --preset demo                                  # bundled samples, minutes on CPU
-    elmo-pipeline reproduce --preset small --data-root ../shared/data      # real data, ~90 min on 2 cores
-    elmo-pipeline reproduce --preset small --bilm path/to/options.json,path/to/weights.hdf5   # published biLM
+    elmo-pipeline reproduce --preset cpu_1h --data-root ../shared/data      # real data, ~90 min on 2 cores
+    elmo-pipeline reproduce --preset cpu_1h --bilm path/to/options.json,path/to/weights.hdf5   # published biLM
     elmo-pipeline reproduce --preset original --dry-run                    # parse every config, build every model
 
 Pretrains the biLM (unless ``--bilm`` names one), then trains every task in three arms (baseline,

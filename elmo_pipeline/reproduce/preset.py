@@ -21,7 +21,8 @@ import yaml
 from elmo_pipeline.tasks import find_resource
 
 ARMS = ("baseline", "random_bilm", "elmo")
-PRESETS = ("demo", "small", "original")
+PRESETS = ("demo", "cpu_1h", "original")
+RENAMED = {"small": "cpu_1h"}  # old preset name -> new (``small`` is also a biLM size, BiLMConfig.preset)
 
 
 @dataclass
@@ -87,6 +88,11 @@ class Preset:
     @classmethod
     def load(cls, preset: str) -> Preset:
         """A preset by name (``configs/reproduce/<name>.yaml``) or by the path of a YAML file."""
+        if preset in RENAMED:
+            raise ValueError(
+                f"reproduce: the preset {preset!r} is now called {RENAMED[preset]!r} (it pretrains the one-hour biLM "
+                f"of configs/pretrain/cpu_1h.yaml, not BiLMConfig.preset('small')): --preset {RENAMED[preset]}"
+            )
         path = Path(preset)
         if not path.suffix:
             path = Path("configs/reproduce") / f"{preset}.yaml"
@@ -122,24 +128,45 @@ class Preset:
 
 
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """``config["a"]["b"] = value`` for ``key="a.b"`` (creating missing levels); ``a.1.b`` indexes a list."""
+    """``config["a"]["b"] = value`` for ``key="a.b"`` (creating missing levels).
+
+    In a list, a part is an index (``trainer.callbacks.1``) or the class name of the one item whose
+    ``class_path`` ends with it (``trainer.callbacks.EarlyStopping.init_args.patience``): a name
+    that stays right when the config's list changes order.
+    """
     node: Any = config
     parts = key.split(".")
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ValueError(f"reproduce: `{key}`: {'.'.join(parts[:depth])} has {len(node)} items, no [{part}]")
+            index = _list_index(node, part, key, ".".join(parts[:depth]))
             if last:
-                node[int(part)] = value
+                node[index] = value
             else:
-                node = node[int(part)]
+                node = node[index]
         elif last:
             node[part] = value
         else:
             if not isinstance(node.get(part), dict | list):
                 node[part] = {}
             node = node[part]
+
+
+def _list_index(items: list[Any], part: str, key: str, where: str) -> int:
+    if part.isdigit():
+        if int(part) >= len(items):
+            raise ValueError(f"reproduce: `{key}`: {where} has {len(items)} items, no [{part}]")
+        return int(part)
+    matches = [
+        i
+        for i, item in enumerate(items)
+        if isinstance(item, dict) and str(item.get("class_path", "")).rsplit(".", 1)[-1] == part
+    ]
+    if len(matches) != 1:
+        names = [str(item.get("class_path", "?")).rsplit(".", 1)[-1] for item in items if isinstance(item, dict)]
+        how = "no item" if not matches else f"{len(matches)} items (use the index)"
+        raise ValueError(f"reproduce: `{key}`: {where} has {how} of class {part}; its items are {names}")
+    return matches[0]
 
 
 def load_config(stage: StageSpec) -> dict[str, Any]:
@@ -188,10 +215,26 @@ def loggers(run_dir: Path, name: str, version: str, wandb: dict[str, Any] | None
     return out
 
 
-def _move_checkpoints(config: dict[str, Any], run_dir: Path) -> None:
-    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+def place_outputs(
+    config: dict[str, Any], run_dir: Path, name: str, version: str, wandb: dict[str, Any] | None, export: bool = False
+) -> dict[str, Any]:
+    """Put every output of a run under ``run_dir``: the one place that knows a run's output keys.
+
+    ``run_dir/`` is the trainer's root, ``run_dir/logs/<version>/`` its CSV log (and W&B, when
+    given, under ``name``), ``run_dir/checkpoints/`` every ModelCheckpoint's folder and, for a
+    pretraining run (``export``), ``run_dir/export/`` the export folder. The progress bar is off:
+    the reproduction prints its own progress.
+    """
+    trainer = config.setdefault("trainer", {})
+    trainer["default_root_dir"] = str(run_dir)
+    trainer["enable_progress_bar"] = False
+    trainer["logger"] = loggers(run_dir, name, version, wandb)
+    for callback in trainer.get("callbacks") or []:
         if isinstance(callback, dict) and callback.get("class_path", "").endswith("ModelCheckpoint"):
             callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
+    if export:
+        config.setdefault("model", {})["export_dir"] = str(run_dir / "export")
+    return config
 
 
 def _located(path: str) -> str:
@@ -207,13 +250,9 @@ def _located(path: str) -> str:
 def pretrain_config(preset: Preset, run_dir: Path, wandb: dict[str, Any] | None, version: str) -> dict[str, Any]:
     """The pretraining run's config: the preset's, with every output under ``run_dir``."""
     assert preset.pretrain is not None
-    config = load_config(preset.pretrain)
-    trainer = config.setdefault("trainer", {})
-    trainer["default_root_dir"] = str(run_dir)
-    trainer["enable_progress_bar"] = False
-    trainer["logger"] = loggers(run_dir, f"{preset.name}-pretrain-{version}", version, wandb)
-    _move_checkpoints(config, run_dir)
-    config.setdefault("model", {})["export_dir"] = str(run_dir / "export")
+    config = place_outputs(
+        load_config(preset.pretrain), run_dir, f"{preset.name}-pretrain-{version}", version, wandb, export=True
+    )
     data = config.setdefault("data", {})
     for key in ("sources", "val_sources", "test_sources"):  # bundled samples also from an installed wheel
         data[key] = [_located(path) for path in data.get(key) or []] or data.get(key)
@@ -244,10 +283,5 @@ def finetune_config(
     data["data_root"] = preset.data_root
     data["seed"] = seed
     data["random_bilm_seed"] = seed
-    data["cache_dir"] = str(Path(preset.work_dir) / "cache")
-    trainer = config.setdefault("trainer", {})
-    trainer["default_root_dir"] = str(run_dir)
-    trainer["enable_progress_bar"] = False
-    trainer["logger"] = loggers(run_dir, f"{task.name}-{arm}-seed{seed}", "", wandb)
-    _move_checkpoints(config, run_dir)
-    return config
+    data["cache_dir"] = str(Path(preset.work_dir) / "cache")  # shared by every run: one cache per biLM and dataset
+    return place_outputs(config, run_dir, f"{task.name}-{arm}-seed{seed}", "", wandb)

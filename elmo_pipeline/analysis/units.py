@@ -1,4 +1,4 @@
-"""`elmo-pipeline cells`: interpretable units of the biLM (after Karpathy, Johnson & Fei-Fei 2015).
+"""`elmo-pipeline units`: interpretable units of the biLM (after Karpathy, Johnson & Fei-Fei 2015).
 
 Runs the biLM over a text and records every LSTM layer's output units: ``L{layer}.{fwd|bwd}.{unit}``,
 P units per direction and layer. These are the layer outputs h (for the default LSTMP, the projection
@@ -17,7 +17,7 @@ Outputs in ``--out``: ``cells.html`` (the text coloured by each chosen unit, and
 ``cell_<unit>.png`` (the same colouring as a picture), ``cells_heatmap.png`` (chosen units x the
 first tokens), ``ranking.md`` and ``ranking.json``.
 
-    elmo-pipeline cells --bilm runs/pretrain/tiny_shared_lm/export --text my.txt --out runs/cells
+    elmo-pipeline units --bilm runs/pretrain/tiny_shared_lm/export --text my.txt --out runs/cells
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ td{{padding:2px 8px}} img{{max-width:100%}}</style></head><body>
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="elmo-pipeline cells", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="elmo-pipeline units", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--bilm",
