@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,9 +151,11 @@ def test_ablation_writes_table_and_plot(tmp_path, capsys) -> None:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(TEXT * 10) + "\n")
     out = tmp_path / "ablation"
-    args = ["--cells", "lstm,gru", "--sources", str(corpus), "--val", str(corpus), "--max-steps", "3"]
-    args += ["--projection-dim", "8", "--cell-dim", "16", "--num-samples", "10", "--batch-size", "4"]
-    args += ["--shuffle-buffer", "0", "--val-max-sentences", "8", "--out", str(out)]
+    config = str(Path(__file__).parents[1] / "configs" / "pretrain" / "ablation_lm.yaml")
+    args = ["--config", config, "--cells", "lstm,gru", "--max-steps", "3", "--out", str(out)]
+    args += [f"--data.sources=[{corpus}]", f"--data.val_sources=[{corpus}]", f"--data.vocab_path={out / 'vocab.txt'}"]
+    args += ["--model.bilm.projection_dim=8", "--model.bilm.cell_dim=16", "--model.bilm.num_samples=10"]
+    args += ["--data.batch_size=4", "--data.shuffle_buffer=0", "--data.val_max_sentences=8"]
     assert ablation.main(args) == 0
     table = (out / "ablation.md").read_text()
     assert "| lstm |" in table and "| gru |" in table and "--max-steps 3" in table
@@ -161,7 +164,7 @@ def test_ablation_writes_table_and_plot(tmp_path, capsys) -> None:
     assert results[0]["recurrent_parameters"] == 2 * 2 * (4 * 8 * (8 + 8) + 4 * 8)  # 2 directions x 2 layers
     assert (out / "ablation.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="--cells"):
-        ablation.main([*args[:1], "lstm,rnn", *args[2:]])
+        ablation.main([*args[:3], "lstm,rnn", *args[4:]])
 
 
 def test_final_states_are_the_whole_sentence_ends(tiny_config: BiLMConfig) -> None:

@@ -1,18 +1,20 @@
 """`elmo-pipeline ablation`: one biLM per recurrent cell, same data and budget; perplexity, speed, size.
 
 In the spirit of Greff et al. 2017 ("LSTM: A Search Space Odyssey"), on a laptop scale: every cell
-of elmo_pipeline/modules/cells.py trains the same biLM (same preset, seed, data order, optimizer)
-for the same budget, ``--max-steps`` optimizer steps or ``--max-minutes`` of training, and is then
-evaluated with the full softmax on held-out text. Tokens/s is the steady-state training rate (whole
-steps: data, forward, backward, update), measured after the first 10 steps.
+of elmo_pipeline/modules/cells.py trains the biLM of one pretraining YAML (the same sizes, seed,
+data order and optimizer; only ``model.bilm.cell`` changes) for the same budget, ``--max-steps``
+optimizer steps or ``--max-minutes`` of training, and is then evaluated with the full softmax on the
+config's validation text. Tokens/s is the steady-state training rate (whole steps: data, forward,
+backward, update), measured after the first 10 steps.
 
-    elmo-pipeline ablation --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm \\
-        --sources ../shared/data/lm/bbc_news/bbc_news.txt.gz \\
-                  ../shared/data/lm/nltk_brown/brown_500docs_tags_stripped.txt.gz \\
-        --val ../shared/data/wikitext2/valid.txt --val-tokenizer wikitext --max-steps 600 --out runs/ablation
+    elmo-pipeline ablation --config configs/pretrain/ablation_lm.yaml \
+        --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm --max-steps 500 --out runs/ablation_lm
 
-Writes ``--out``/ablation.md (the table, the command and the machine), ablation.png (training loss
-curves, held-out perplexity, tokens/s) and results.json (everything, including the loss curves).
+Any other option is an ``elmo-pipeline pretrain`` option applied to every cell, e.g.
+``--model.bilm.projection_dim 8 --data.batch_size 4``. The config's loggers, checkpoints and export
+are not used: each cell trains in memory. Writes ``--out``/ablation.md (the table, the command and
+the machine), ablation.png (training loss curves, held-out perplexity, tokens/s) and results.json
+(everything, including the loss curves).
 """
 
 from __future__ import annotations
@@ -23,22 +25,20 @@ import logging
 import shlex
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 
-from elmo_pipeline.data.lm import load_or_build_vocabulary
-from elmo_pipeline.data.lm_datamodule import LMDataModule
 from elmo_pipeline.errors import TrainingDiverged
 from elmo_pipeline.machine import describe_machine
-from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import CELLS
-from elmo_pipeline.systems.pretrain import PretrainSystem
+from elmo_pipeline.systems.pretrain_cli import build_cli
 
 log = logging.getLogger(__name__)
+
+PRETRAIN_GROUPS = ("model.", "data.", "trainer.", "seed_everything")  # what a cell's pretrain options may set
 
 
 class _Recorder(L.Callback):
@@ -61,49 +61,39 @@ class _Recorder(L.Callback):
         return (n1 - n0) / max(t1 - t0, 1e-9)
 
 
-def train_cell(cell: str, args: argparse.Namespace, vocab_path: Path, out_dir: Path) -> dict[str, Any]:
-    """Train and evaluate the biLM with ``cell``; return its row of the table."""
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    sizes = {k: v for k, v in (("projection_dim", args.projection_dim), ("cell_dim", args.cell_dim)) if v}
-    config = BiLMConfig.preset(args.preset, cell=cell, num_samples=args.num_samples, dropout=args.dropout, **sizes)
-    system = PretrainSystem(config, vocab_size=args.vocab_size, optimizer=args.optimizer, lr=args.lr)
-    data = LMDataModule(
-        sources=args.sources,
-        vocab_path=str(vocab_path),
-        weights=args.weights,
-        val_sources=args.val,
-        tokenizer=args.tokenizer,
-        eval_tokenizer=args.val_tokenizer,
-        max_tokens=args.max_tokens,
-        batch_size=args.batch_size,
-        eval_batch_size=64,
-        shuffle_buffer=args.shuffle_buffer,
-        val_max_sentences=args.val_max_sentences,
-        seed=args.seed,
-    )
+def cell_cli_args(cell: str, args: argparse.Namespace, overrides: list[str], out_dir: Path) -> list[str]:
+    """The ``elmo-pipeline pretrain`` arguments of one cell: the config, the user's overrides, this cell and budget."""
+    if args.max_minutes:
+        seconds = int(round(args.max_minutes * 60))
+        max_time = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    else:
+        max_time = "null"
+    cli_args = ["--config", args.config, *overrides, f"--model.bilm.cell={cell}", "--model.export_dir=null"]
+    cli_args += ["--trainer.logger=false", "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"]
+    cli_args += ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    cli_args += ["--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.max_epochs=-1"]
+    cli_args += [f"--trainer.max_steps={args.max_steps or -1}", f"--trainer.max_time={max_time}"]
+    cli_args += [f"--trainer.default_root_dir={out_dir / cell}"]
+    if args.seed is not None:
+        cli_args += [f"--seed_everything={args.seed}", f"--data.seed={args.seed}"]
+    return cli_args
+
+
+def train_cell(cell: str, args: argparse.Namespace, overrides: list[str], out_dir: Path) -> dict[str, Any]:
+    """Train and evaluate the config's biLM with ``cell``; return its row of the table."""
+    cli = build_cli(cell_cli_args(cell, args, overrides, out_dir), run=False)  # the pretrain command's wiring
+    system, data, trainer = cli.model, cli.datamodule, cli.trainer
     recorder = _Recorder()
-    common: dict[str, Any] = dict(
-        accelerator="auto", devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False
-    )
-    trainer = L.Trainer(
-        **common,
-        max_steps=args.max_steps or -1,
-        max_epochs=-1,
-        max_time=timedelta(minutes=args.max_minutes) if args.max_minutes else None,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=10.0,
-        callbacks=[recorder],
-        enable_progress_bar=False,
-        default_root_dir=out_dir,
-    )
+    trainer.callbacks.append(recorder)
     start = time.perf_counter()
     try:
         trainer.fit(system, datamodule=data)
     except TrainingDiverged:  # recorded (stopped_early) and plotted; the other cells still run
         log.warning("ablation: %s diverged: %s", cell, system.health_stop)
     train_seconds = time.perf_counter() - start
-    metrics = L.Trainer(**common, enable_progress_bar=False).validate(system, datamodule=data, verbose=False)[0]
+    common: dict[str, Any] = dict(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    evaluator = L.Trainer(accelerator="auto", devices=1, enable_progress_bar=False, **common)
+    metrics = evaluator.validate(system, datamodule=data, verbose=False)[0]
     bilm = system.bilm
     recurrent = [*bilm.forward_layers, *bilm.backward_layers]
     return {
@@ -121,7 +111,8 @@ def train_cell(cell: str, args: argparse.Namespace, vocab_path: Path, out_dir: P
         "val_ppl_backward": float(metrics["val/ppl_backward"]),
         "stopped_early": system.health_stop,
         "losses": recorder.losses,
-        "config": config.to_dict(),
+        "config": bilm.config.to_dict(),
+        "vocab_size": data.vocab_size,
     }
 
 
@@ -175,32 +166,22 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="elmo-pipeline ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="a pretraining YAML (configs/pretrain/*.yaml): the biLM, data and optimizer that every cell shares",
+    )
     parser.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, from {', '.join(CELLS)}")
-    parser.add_argument("--sources", nargs="+", required=True, help="training corpora (files, globs or hf:<id>)")
-    parser.add_argument("--weights", type=float, nargs="+", default=None, help="sampling weight per source")
-    parser.add_argument("--val", nargs="+", required=True, help="held-out text for the perplexity")
-    parser.add_argument("--tokenizer", default="regex", choices=["regex", "whitespace", "wikitext"])
-    parser.add_argument("--val-tokenizer", default="regex", choices=["regex", "whitespace", "wikitext"])
-    parser.add_argument("--val-max-sentences", type=int, default=2000)
-    parser.add_argument("--vocab", default=None, help="vocabulary file (default: <out>/vocab.txt, built if missing)")
-    parser.add_argument("--vocab-max-size", type=int, default=20_000)
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--max-steps", type=int, default=None, help="the budget in optimizer steps, per cell")
     budget.add_argument("--max-minutes", type=float, default=None, help="the budget in minutes of training, per cell")
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "original"])
-    parser.add_argument("--projection-dim", type=int, default=None, help="P (default: the preset's)")
-    parser.add_argument("--cell-dim", type=int, default=None, help="H of lstmp (default: the preset's)")
-    parser.add_argument("--num-samples", type=int, default=512, help="negatives of the sampled softmax")
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=40, help="tokens per training sentence piece")
-    parser.add_argument("--shuffle-buffer", type=int, default=5000)
-    parser.add_argument("--optimizer", default="adagrad", choices=["adagrad", "adam", "sgd"])
-    parser.add_argument("--lr", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="seed_everything and data.seed (default: the config's)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--resume", action="store_true", help="keep the cells already in <out>/results.json")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if o.startswith("--") and not o.split("=")[0][2:].startswith(PRETRAIN_GROUPS)]
+    if bad:
+        parser.error(f"unknown options {bad}: the others must be `elmo-pipeline pretrain` options (--model.*, ...)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in CELLS]
@@ -208,9 +189,6 @@ def main(argv: list[str]) -> int:
         raise ValueError(f"ablation: unknown cells {unknown}; choose from {list(CELLS)} (--cells)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    vocab_path = Path(args.vocab) if args.vocab else out / "vocab.txt"
-    vocab = load_or_build_vocabulary(vocab_path, args.sources, tokenizer=args.tokenizer, max_size=args.vocab_max_size)
-    args.vocab_size = len(vocab)
 
     results_path = out / "results.json"
     done = {}
@@ -225,18 +203,19 @@ def main(argv: list[str]) -> int:
             results.append(done[cell])
             continue
         log.info("ablation: training %s for %s", cell, budget_text)
-        results.append(train_cell(cell, args, vocab_path, out))
+        results.append(train_cell(cell, args, overrides, out))
         record = {"command": command, "machine": describe_machine(), "results": results}
         results_path.write_text(json.dumps(record, indent=1) + "\n")
         row = results[-1]
         sys.stdout.write(f"{cell}: held-out ppl {row['val_ppl']:.1f}, {row['tokens_per_s']:.0f} tokens/s\n")
 
     header = (
-        f"Cell ablation: preset {args.preset}, budget {budget_text} per cell, batch {args.batch_size}, "
-        f"vocabulary {len(vocab)}, seed {args.seed}.\n\n"
+        f"Cell ablation: {args.config}, budget {budget_text} per cell, "
+        f"vocabulary {results[-1].get('vocab_size', '?')}, "
+        f"seed {args.seed if args.seed is not None else 'of the config'}.\n\n"
         f"Command: `{command}`\n\nMachine: {describe_machine()}"
     )
     write_table(results, header, out / "ablation.md")
-    plot(results, f"biLM cell ablation ({budget_text} per cell, preset {args.preset})", out / "ablation.png")
+    plot(results, f"biLM cell ablation ({budget_text} per cell, {Path(args.config).stem})", out / "ablation.png")
     print((out / "ablation.md").read_text())
     return 0
