@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
 
-.PHONY: install demo reproduce-small test test-slow lint bench clean
+.PHONY: install demo reproduce-cpu-1h test test-slow lint bench clean
 
 $(BIN)/elmo-pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ install: $(BIN)/elmo-pipeline
 demo: install
 	$(BIN)/elmo-pipeline reproduce --preset demo
 
-reproduce-small: install
+reproduce-cpu-1h: install
 	$(BIN)/elmo-pipeline reproduce --preset cpu_1h --data-root ../shared/data
 
 test: install
