@@ -17,13 +17,55 @@ from lightning.pytorch.utilities import grad_norm, rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
-from elmo_pipeline.errors import TrainingDiverged, WouldOverwriteError
+from elmo_pipeline.errors import InputError, TrainingDiverged, WouldOverwriteError
+from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+# what the run chooses when it starts from another biLM; the rest of the architecture is the source's
+RUN_CHOICES = ("vocab_size", "softmax", "num_samples", "adaptive_cutoffs", "adaptive_div_value", "dropout", "fast")
+
+
+def adapted_config(source: BiLMConfig, run: BiLMConfig) -> BiLMConfig:
+    """The source's architecture with this run's softmax, vocabulary, dropout and training path."""
+    differs = [
+        f"{name} {getattr(run, name)} -> {getattr(source, name)}"
+        for name in dataclasses.asdict(source)
+        if name not in RUN_CHOICES and getattr(run, name) != getattr(source, name)
+    ]
+    if differs:
+        log.info("pretrain: init_from sets the architecture of the source biLM: %s", ", ".join(differs))
+    return dataclasses.replace(source, **{name: getattr(run, name) for name in RUN_CHOICES})
+
+
+def load_encoder(bilm: BiLM, source: BiLMSource, init_softmax: bool = False) -> None:
+    """Copy the source biLM's character CNN and LSTM layers (and, with ``init_softmax``, its softmax) into ``bilm``."""
+    weights = source.load().state_dict()
+    own = bilm.state_dict()
+    encoder = {k: v for k, v in weights.items() if not k.startswith("softmax.")}
+    missing = [k for k in own if not k.startswith("softmax.") and k not in encoder]
+    if missing:
+        raise InputError(
+            f"--model.init_from {source}: the source biLM has no {missing[:3]}; is it a biLM of this project?"
+        )
+    if init_softmax:
+        softmax = {k: v for k, v in weights.items() if k.startswith("softmax.")}
+        expected = {k: tuple(v.shape) for k, v in own.items() if k.startswith("softmax.")}
+        found = {k: tuple(v.shape) for k, v in softmax.items()}
+        if found != expected:
+            raise InputError(
+                f"--model.init_from {source}: its softmax {found or '(none: the published files have none)'} is "
+                f"not this run's {expected}; pass the source's vocab.txt as --data.vocab_path and the same "
+                "softmax settings, or drop --model.init_softmax to train a new softmax"
+            )
+        encoder.update(softmax)
+    bilm.load_state_dict(encoder, strict=False)
 
 
 class PretrainSystem(L.LightningModule):
@@ -54,6 +96,15 @@ class PretrainSystem(L.LightningModule):
             perplexity always stops it. A stopped run raises :class:`TrainingDiverged` (the command
             exits non-zero, naming the step) and exports nothing.
         spike_window: steps in that running mean; the spike check starts once it is full.
+        init_from: start from this biLM (any :class:`BiLMSource` form: an export folder, the published
+            ``OPTIONS,WEIGHTS``, ...) and continue on this run's corpus: domain-adaptive pretraining.
+            Its character CNN and LSTM layers (and their sizes, which replace ``bilm``'s) are loaded;
+            the softmax is new, over this run's vocabulary, of ``bilm``'s kind, unless
+            ``init_softmax``.
+        init_softmax: also keep the source's softmax (an export folder whose softmax has the kind,
+            sizes and vocabulary of this run: pass its ``vocab.txt`` as ``--data.vocab_path``).
+        softmax_only_steps: train only the softmax for the first this many steps, then everything
+            (a new softmax first learns the frozen features).
         overwrite: let a new run (one not resumed with ``--ckpt_path``) replace a finished export in
             ``export_dir`` and the checkpoints of an earlier run in the checkpoint folders. Without it
             such a run stops before its first step and says so.
@@ -75,6 +126,9 @@ class PretrainSystem(L.LightningModule):
         export_dir: str | None = None,
         spike_factor: float = 0.0,
         spike_window: int = 100,
+        init_from: str | None = None,
+        init_softmax: bool = False,
+        softmax_only_steps: int = 0,
         overwrite: bool = False,
     ) -> None:
         super().__init__()
@@ -82,6 +136,9 @@ class PretrainSystem(L.LightningModule):
             bilm = BiLMConfig.from_dict(bilm)
         if vocab_size:
             bilm = dataclasses.replace(bilm, vocab_size=vocab_size)
+        source = BiLMSource.parse(init_from) if init_from else None
+        if source is not None:
+            bilm = adapted_config(source.config(), bilm)
         if bilm.vocab_size < 4:
             raise ValueError(
                 "pretrain: the biLM needs a vocabulary (--model.vocab_size, linked from --data.vocab_path)"
@@ -101,10 +158,15 @@ class PretrainSystem(L.LightningModule):
                 "export_dir": export_dir,
                 "spike_factor": spike_factor,
                 "spike_window": spike_window,
+                "init_from": init_from,
+                "init_softmax": init_softmax,
+                "softmax_only_steps": softmax_only_steps,
                 "overwrite": overwrite,
             }
         )
         self.bilm = BiLM(bilm)
+        if source is not None:
+            load_encoder(self.bilm, source, init_softmax)
         self.val_forward, self.val_backward = MeanMetric(), MeanMetric()
         self.test_forward, self.test_backward = MeanMetric(), MeanMetric()
         self.test_unigram = MeanMetric()  # the unigram baseline's -log p over the same test targets
@@ -358,7 +420,16 @@ class PretrainSystem(L.LightningModule):
         self.horizon = checkpoint.get("lr_horizon", self.horizon)
         self._train_rng = checkpoint.get("rng_states")  # put back at the first training step
 
+    def _train_softmax_only(self, only: bool) -> None:
+        """Freeze (or free) everything but the softmax: the first ``softmax_only_steps`` steps."""
+        softmax = {id(p) for p in self.bilm.softmax.parameters()} if self.bilm.softmax is not None else set()
+        for parameter in self.bilm.parameters():
+            if id(parameter) not in softmax:
+                parameter.requires_grad_(not only)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.softmax_only_steps > 0:  # decided at every step, so a resumed run decides the same
+            self._train_softmax_only(self.trainer.global_step < self.hparams.softmax_only_steps)
         if self._attempt_start is None and self.trainer.global_step >= self._attempt_first_step + 10:
             self._attempt_start = (time.monotonic(), self.trainer.global_step)  # the step rate is measured from here
         if (
@@ -401,4 +472,6 @@ class PretrainSystem(L.LightningModule):
             run_config = (Path(trainer.log_dir) / "config.yaml").read_text()
         vocab = getattr(trainer.datamodule, "vocab", None) if trainer.datamodule is not None else None
         save_export(directory, bilm, vocab, run_config=run_config, metrics=metrics)
+        if self.hparams.init_from:  # adapted from a biLM: also in the format the tools of the official files read
+            save_bilm_tf(bilm, directory)
         log.info("exported the biLM to %s", directory)

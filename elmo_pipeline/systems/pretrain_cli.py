@@ -12,6 +12,7 @@ from pathlib import Path
 
 from elmo_pipeline.data.lm_datamodule import LMDataModule
 from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI, load_checkpoint
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
@@ -56,6 +57,15 @@ class PretrainCLI(SafeCheckpointCLI):
 
     def before_fit(self) -> None:
         self.check_checkpoint("fit")
+        hp = self.model.hparams
+        if hp.get("init_from") and hp.get("init_softmax"):  # the kept softmax's rows must mean the same words
+            _, vocab = BiLMSource.parse(hp["init_from"]).load_with_vocab()
+            words = getattr(self.datamodule, "vocab", None)
+            if vocab is None or words is None or list(vocab.words) != list(words.words):
+                raise InputError(
+                    f"--model.init_softmax: the vocabulary of this run ({self.datamodule.hparams.vocab_path}) is not "
+                    f"the one of {hp['init_from']}; pass its vocab.txt as --data.vocab_path"
+                )
 
     def before_test(self) -> None:
         self._resolve_best("test")
