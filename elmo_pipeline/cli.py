@@ -56,6 +56,8 @@ def die_with_parent() -> None:
         return
     if os.getppid() != int(parent):  # it died before the request: follow it now
         os.kill(os.getpid(), signal.SIGKILL)
+    # this process's own children (e.g. the DDP ranks Lightning starts with this environment) follow it
+    os.environ["ELMO_PIPELINE_PARENT_PID"] = str(os.getpid())
 
 
 def main(argv: list[str] | None = None) -> int:

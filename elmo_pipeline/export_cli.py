@@ -42,7 +42,7 @@ def export(bilm: str, output: str | Path, format: str, overwrite: bool = False) 
     if output.exists() and not output.is_dir():
         raise WouldOverwriteError(f"--output {output} is a file; give a folder")
     replaced = {  # what each format writes into the folder (an export folder replaces the whole folder)
-        "bilm-tf": [output / "options.json", output / "weights.hdf5", output / "vocab.txt"],
+        "bilm-tf": [output / "options.json", output / "weights.hdf5"],
         "torchscript": [output / "embedder.pt"],
         "onnx": [output / "embedder.onnx"],
         "export": [output] if output.is_dir() and any(output.iterdir()) else [],

@@ -104,3 +104,16 @@ def test_finetune_feeds_its_head_the_mix_of_the_hand_computation():
     np.testing.assert_allclose(seen["inputs"][0][..., 4:].numpy(), expected_input, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(seen["output_elmo"][0].numpy(), expected_output, rtol=1e-6, atol=1e-6)
     assert system.mix_weights()["input"]["gamma"] == 0.25
+
+
+def test_checkpoints_keyed_by_place_name_still_load():
+    """Before ElmoMix, the finetuning system's mixes were a ModuleDict: ``mixes.input.weights``."""
+    mix = ElmoMix(3, names=["input", "output"], dropout=0.0)
+    old = {
+        "input.weights": torch.tensor([1.0, 2.0, 3.0]),
+        "input.gamma": torch.tensor(0.5),
+        "output.weights": torch.tensor([-1.0, 0.0, 1.0]),
+        "output.gamma": torch.tensor(2.0),
+    }
+    mix.load_state_dict(old)
+    assert torch.equal(mix["input"].weights, old["input.weights"]) and float(mix["output"].gamma) == 2.0

@@ -97,3 +97,41 @@ def test_an_unfinished_runs_logs_are_kept_before_it_restarts(tmp_path):
         assert (kept / "log.txt").read_text() == f"attempt {attempt}\n"
         assert (kept / "logs" / "csv" / "metrics.csv").read_text().endswith(f"{attempt},0.5\n")
         assert not (run_dir / "log.txt").exists()
+
+
+def test_a_pretraining_killed_before_its_first_last_ckpt_starts_again(tmp_path):
+    """Checkpoints but no last.ckpt (killed between two saves): the rerun starts over in its own folder."""
+    import yaml
+
+    from elmo_pipeline.reproduce.preset import Preset
+    from elmo_pipeline.reproduce.runner import pretrain
+    from elmo_pipeline.reproduce.supervisor import RunFailed
+
+    preset_file = tmp_path / "p.yaml"
+    preset_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "work_dir": str(tmp_path / "work"),
+                "pretrain": {"config": "configs/pretrain/tiny.yaml", "set": {}},
+                "tasks": [],
+            }
+        )
+    )
+    preset = Preset.load(str(preset_file))
+    calls = []
+
+    class Recording(Supervisor):
+        def run(self, args, log_path, threads, heartbeat=None, every=60.0, env_extra=None):
+            calls.append(args)
+            raise RunFailed("stopped by the test")
+
+    with pytest.raises(RunFailed):
+        pretrain(preset, None, Recording())  # the first attempt: a fresh start
+    checkpoints = tmp_path / "work" / "pretrain" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "best-step000100.ckpt").write_bytes(b"a best checkpoint, but no last.ckpt yet")
+    with pytest.raises(RunFailed):
+        pretrain(preset, None, Recording())
+    assert "--model.overwrite" not in calls[0] and "--ckpt_path" not in calls[0]
+    assert calls[1][-2:] == ["--model.overwrite", "true"]

@@ -64,7 +64,7 @@ def read_export_config(directory: str | Path) -> BiLMConfig:
     if not config_path.is_file():
         raise FileNotFoundError(
             f"{directory}: not a biLM export folder (no config.json); pass the folder written by "
-            "`elmo-pipeline pretrain` (its export_dir) or use --options/--weights for published ELMo files"
+            "`elmo-pipeline pretrain` (its export_dir); for the published ELMo files pass OPTIONS,WEIGHTS"
         )
     data = json.loads(config_path.read_text())
     version = data.pop("format_version", None)

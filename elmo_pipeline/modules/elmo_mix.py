@@ -66,6 +66,13 @@ class ElmoMix(nn.ModuleList):
     def names(self) -> list[str]:
         return list(self._names)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # checkpoints written before ElmoMix keyed the mixes by name (``mixes.input.weights``)
+        for index, name in enumerate(self._names):
+            for key in [k for k in state_dict if k.startswith(f"{prefix}{name}.")]:
+                state_dict[f"{prefix}{index}." + key[len(f"{prefix}{name}.") :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def extra_repr(self) -> str:
         return f"names={self._names}, dropout={self.dropout}"
 

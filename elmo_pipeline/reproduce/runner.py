@@ -127,6 +127,9 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None, supervisor: Superviso
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             log.info("reproduce: resuming pretraining from %s", run_dir / "checkpoints" / "last.ckpt")
             args += ["--ckpt_path", "last"]
+        elif any((run_dir / "checkpoints").glob("*.ckpt")):  # killed before its first last.ckpt: this run's own
+            log.info("reproduce: %s holds no last.ckpt; pretraining starts again", run_dir / "checkpoints")
+            args += ["--model.overwrite", "true"]
         log.info("reproduce: pretraining the biLM (%s; log %s)", preset.pretrain.config, run_dir / "log.txt")
         started = time.perf_counter()
         budget = (fit.get("trainer") or {}).get("max_time")

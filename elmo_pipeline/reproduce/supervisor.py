@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 PARENT_ENV = "ELMO_PIPELINE_PARENT_PID"  # a child with this set dies with that parent (elmo_pipeline.cli)
 
@@ -133,7 +136,10 @@ class Supervisor:
                         break
                     except subprocess.TimeoutExpired:
                         if heartbeat is not None:
-                            heartbeat(time.perf_counter() - started)
+                            try:
+                                heartbeat(time.perf_counter() - started)
+                            except Exception as error:  # a progress line must never stop the run
+                                log.debug("reproduce: progress line failed: %s", error)
             except BaseException:
                 self.stop()
                 raise

@@ -68,6 +68,14 @@ def load_encoder(bilm: BiLM, source: BiLMSource, init_softmax: bool = False) -> 
     bilm.load_state_dict(encoder, strict=False)
 
 
+def _exists(source: BiLMSource) -> bool:
+    try:
+        source.files()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class PretrainSystem(L.LightningModule):
     """Trains a :class:`BiLM` with the LM loss; reports perplexity; writes the export folder.
 
@@ -137,6 +145,11 @@ class PretrainSystem(L.LightningModule):
         if vocab_size:
             bilm = dataclasses.replace(bilm, vocab_size=vocab_size)
         source = BiLMSource.parse(init_from) if init_from else None
+        if source is not None and not _exists(source):
+            # a run reloaded from its checkpoint (resumed, tested) needs no source: the checkpoint's
+            # hyper-parameters hold the adapted architecture, and its weights are restored over these
+            log.warning("pretrain: init_from %s is not there; using the checkpoint's biLM", init_from)
+            source = None
         if source is not None:
             bilm = adapted_config(source.config(), bilm)
         if bilm.vocab_size < 4:
@@ -420,16 +433,16 @@ class PretrainSystem(L.LightningModule):
         self.horizon = checkpoint.get("lr_horizon", self.horizon)
         self._train_rng = checkpoint.get("rng_states")  # put back at the first training step
 
-    def _train_softmax_only(self, only: bool) -> None:
-        """Freeze (or free) everything but the softmax: the first ``softmax_only_steps`` steps."""
-        softmax = {id(p) for p in self.bilm.softmax.parameters()} if self.bilm.softmax is not None else set()
-        for parameter in self.bilm.parameters():
-            if id(parameter) not in softmax:
-                parameter.requires_grad_(not only)
+    def on_after_backward(self) -> None:
+        # the first softmax_only_steps steps train only the softmax: the other gradients are dropped
+        # after the backward pass (and after DDP's all-reduce), so no parameter goes unused in DDP
+        if self.trainer.global_step < self.hparams.softmax_only_steps:
+            softmax = {id(p) for p in self.bilm.softmax.parameters()} if self.bilm.softmax is not None else set()
+            for parameter in self.bilm.parameters():
+                if id(parameter) not in softmax:
+                    parameter.grad = None
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.hparams.softmax_only_steps > 0:  # decided at every step, so a resumed run decides the same
-            self._train_softmax_only(self.trainer.global_step < self.hparams.softmax_only_steps)
         if self._attempt_start is None and self.trainer.global_step >= self._attempt_first_step + 10:
             self._attempt_start = (time.monotonic(), self.trainer.global_step)  # the step rate is measured from here
         if (
@@ -472,6 +485,6 @@ class PretrainSystem(L.LightningModule):
             run_config = (Path(trainer.log_dir) / "config.yaml").read_text()
         vocab = getattr(trainer.datamodule, "vocab", None) if trainer.datamodule is not None else None
         save_export(directory, bilm, vocab, run_config=run_config, metrics=metrics)
-        if self.hparams.init_from:  # adapted from a biLM: also in the format the tools of the official files read
+        if self.hparams.init_from and bilm.config.cell == "lstmp":  # also as the official files (lstmp only)
             save_bilm_tf(bilm, directory)
         log.info("exported the biLM to %s", directory)
