@@ -232,21 +232,24 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
         preexec_fn=_ctrl_c_works,
     )
     deadline = time.monotonic() + 600
-    while len(_finished(work, "ner_conll2003")) < 3 and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    # interrupt once the first run has finished: five more runs are left, so the interrupt lands mid-way
+    while not _finished(work, "ner_conll2003") and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    running = first.poll() is None
     os.killpg(first.pid, signal.SIGINT)  # Ctrl-C, as a user would: the whole process group
     output = first.communicate(timeout=120)[0].decode()
-    assert first.returncode == 130, output
+    assert first.returncode == 130, f"running when interrupted: {running}\n{output}"
     assert "Run the same command again to resume" in output
     done_first = _finished(work, "ner_conll2003")
-    assert len(done_first) == 3
+    assert 1 <= len(done_first) <= 3
     assert len(_finished(work, "sentiment_sst5")) < 3, "the interrupt came too late to test resuming"
+    done_sst = _finished(work, "sentiment_sst5")
     kept = {p: (p / "results.json").stat().st_mtime_ns for p in done_first}
     pretrain_results = (work / "pretrain" / "results.json").stat().st_mtime_ns
 
     second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stdout.count("finished before, kept") == 3
+    assert second.stdout.count("finished before, kept") == len(done_first) + len(done_sst)
     assert "pretraining already done" in second.stderr
     assert {p: (p / "results.json").stat().st_mtime_ns for p in done_first} == kept  # not redone
     assert (work / "pretrain" / "results.json").stat().st_mtime_ns == pretrain_results
