@@ -37,6 +37,7 @@ from tqdm import tqdm
 from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.models.source import BILM_HELP, BiLMSource
 from elmo_pipeline.text.batching import length_sorted_batches
 from elmo_pipeline.text.chars import is_truncated
 
@@ -239,8 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, type=Path, help="HDF5 file to write")
     parser.add_argument(
         "--bilm",
-        help="the biLM: an export folder of `elmo-pipeline pretrain`, a folder holding the published "
-        "options.json + weights.hdf5, OPTIONS,WEIGHTS, or random: before any of these (the random control)",
+        help=BILM_HELP,
     )
     parser.add_argument("--options", type=Path, help="published ELMo options.json (with --weights)")
     parser.add_argument("--weights", type=Path, help="published ELMo weights.hdf5 (with --options)")
@@ -278,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("pass --bilm EXPORT_DIR, or both --options options.json and --weights weights.hdf5")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from elmo_pipeline.models.source import BiLMSource
 
     try:
         check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast

@@ -27,7 +27,7 @@ from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.export import save_export
 from elmo_pipeline.models.portable import PortableEmbedder
-from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.models.source import BILM_HELP, BiLMSource
 from elmo_pipeline.text.chars import batch_to_char_ids
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bilm",
         required=True,
-        help="the biLM: an export folder, a folder with the published options.json + weights.hdf5, OPTIONS,WEIGHTS, "
-        "or random: before any of these",
+        help=BILM_HELP,
     )
     parser.add_argument(
         "--format",

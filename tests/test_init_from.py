@@ -31,6 +31,20 @@ def source(tmp_path):
     return bilm, {"export": str(export), "published": f"{options},{weights}"}
 
 
+def _fit(system: PretrainSystem, batch: dict, steps: int, root) -> None:
+    """``steps`` steps on the same batch with a fresh, quiet CPU trainer (no logs, no checkpoints)."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(system, train_dataloaders=DataLoader([batch] * steps, batch_size=None))
+
+
 def _run_config(vocab_size: int) -> BiLMConfig:
     # a different architecture in the run's YAML: init_from replaces it with the source's
     return BiLMConfig.preset(
@@ -68,16 +82,7 @@ def test_softmax_only_steps_then_everything(source, tmp_path):
     batch = make_batch(SENTENCES, vocab)
 
     def fit(steps: int) -> None:
-        trainer = L.Trainer(
-            accelerator="cpu",
-            max_steps=steps,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            default_root_dir=tmp_path,
-        )
-        trainer.fit(system, train_dataloaders=DataLoader([batch] * steps, batch_size=None))
+        _fit(system, batch, steps, tmp_path)
 
     fit(3)
     state = system.bilm.state_dict()
@@ -109,18 +114,32 @@ def test_the_export_is_also_written_in_the_published_format(source, tmp_path):
         optimizer="adam",
         lr=0.01,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(system, train_dataloaders=DataLoader([make_batch(SENTENCES, vocab)] * 2, batch_size=None))
+    _fit(system, make_batch(SENTENCES, vocab), 2, tmp_path)
     assert (out / "options.json").is_file() and (out / "weights.hdf5").is_file() and (out / "weights.pt").is_file()
     published = BiLMSource.parse(f"{out / 'options.json'},{out / 'weights.hdf5'}").load()
     with torch.no_grad():
         for a, b in zip(bilm_layers(system.bilm.eval(), SENTENCES)[0], bilm_layers(published, SENTENCES)[0]):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_init_softmax_needs_the_source_vocabulary_in_the_cli(tmp_path, monkeypatch, capsys):
+    from test_pretrain_cli import TINY, _overrides
+
+    import elmo_pipeline.systems.pretrain_cli  # noqa: F401  (Lightning's log handler binds the real stderr)
+    from elmo_pipeline.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert cli_main(["pretrain", "--config", TINY, *_overrides(2)]) == 0
+    source = tmp_path / "runs" / "pretrain" / "tiny" / "export"
+    vocab = source / "vocab.txt"
+    adapt = [*_overrides(2), f"--model.init_from={source}", "--model.init_softmax=true"]
+    adapt += ["--model.export_dir=adapted", "--trainer.default_root_dir=adapt", f"--data.vocab_path={vocab}"]
+    adapt += ["--trainer.callbacks=[]", "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
+    assert cli_main(["pretrain", "--config", TINY, *adapt]) == 0  # the source's own vocabulary: kept
+    words = vocab.read_text().splitlines()
+    shuffled = tmp_path / "shuffled.txt"
+    shuffled.write_text("\n".join(words[:3] + words[3:][::-1]) + "\n")  # same size, other words per row
+    capsys.readouterr()
+    assert cli_main(["pretrain", "--config", TINY, *adapt, f"--data.vocab_path={shuffled}"]) == 1
+    assert "is not the one of" in capsys.readouterr().err

@@ -213,6 +213,19 @@ def _ctrl_c_works() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A reproduction in its own process group (Ctrl-C reaches it and its children), output captured."""
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ctrl_c_works,
+    )
+
+
 def _finished(work: Path, task: str) -> list[Path]:
     return sorted(p.parent for p in (work / task).glob("*/seed*/fingerprint"))
 
@@ -222,15 +235,7 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
     work, results = tmp_path / "work", tmp_path / "results"
     command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(preset), "--no-wandb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    first = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_ctrl_c_works,
-    )
+    first = _start(command, env)
     deadline = time.monotonic() + 600
     # interrupt once the first run has finished: five more runs are left, so the interrupt lands mid-way
     while not _finished(work, "ner_conll2003") and first.poll() is None and time.monotonic() < deadline:
@@ -311,15 +316,7 @@ def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill
     work = tmp_path / "work" / "pretrain"
     command = [sys.executable, "-m", "elmo_pipeline.cli", "reproduce", "--preset", str(path), "--no-wandb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    first = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_ctrl_c_works,
-    )
+    first = _start(command, env)
     deadline = time.monotonic() + 300
     while not (work / "checkpoints" / "last.ckpt").is_file() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

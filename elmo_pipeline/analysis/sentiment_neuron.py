@@ -32,6 +32,7 @@ import torch
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
 from elmo_pipeline.data.readers import sst as sst_reader
 from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.source import BILM_HELP
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--bilm",
         required=True,
-        help="the biLM: an export folder, a folder with the published options.json + weights.hdf5, OPTIONS,WEIGHTS, "
-        "or random: before any of these (the random control)",
+        help=BILM_HELP,
     )
     parser.add_argument("--data-root", default="../shared/data", help="folder holding sst5/trees/")
     parser.add_argument("--sst-dir", default=None, help="folder of train.txt, dev.txt, test.txt (SST PTB trees)")

@@ -32,6 +32,7 @@ import numpy as np
 
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
 from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.source import BILM_HELP
 from elmo_pipeline.text import tokenize, tokenize_wikitext
 
 log = logging.getLogger(__name__)
@@ -303,8 +304,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--bilm",
         required=True,
-        help="the biLM: an export folder, a folder with the published options.json + weights.hdf5, OPTIONS,WEIGHTS, "
-        "or random: before any of these (the random control)",
+        help=BILM_HELP,
     )
     parser.add_argument("--text", required=True, help="a UTF-8 text file, one paragraph or sentence per line")
     parser.add_argument("--out", default="runs/cells", help="folder for cells.html, the PNGs and the ranking")

@@ -19,6 +19,7 @@ from torch import nn
 
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.modules.lstm import lstmp_recurrence
 
 
 class _HighwayLayer(nn.Module):
@@ -34,7 +35,7 @@ class _HighwayLayer(nn.Module):
 
 
 class _LSTMP(nn.Module):
-    """The clipped LSTMP recurrence from a zero state, step by step (clip <= 0: none)."""
+    """One LSTMP layer's weights (copied) and clips, run by :func:`lstmp_recurrence`."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -42,29 +43,13 @@ class _LSTMP(nn.Module):
         self.weight_hh = nn.Parameter(layer.weight_hh.detach().clone())  # (4H, P)
         self.bias = nn.Parameter(layer.bias.detach().clone())  # (4H,)
         self.weight_hr = nn.Parameter(layer.weight_hr.detach().clone())  # (P, H)
-        self.cell_clip = float(layer.cell_clip) if layer.cell_clip is not None else 0.0
-        self.proj_clip = float(layer.proj_clip) if layer.proj_clip is not None else 0.0
+        self.cell_clip = float(layer.cell_clip or 0.0)  # 0: none (a plain float exports to ONNX)
+        self.proj_clip = float(layer.proj_clip or 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T = x.shape[0], x.shape[1]
-        H, P = self.weight_hr.shape[1], self.weight_hr.shape[0]
-        xw = torch.nn.functional.linear(x, self.weight_ih, self.bias)  # (B, T, 4H), all steps at once
-        h = x.new_zeros(B, P)  # (B, P)
-        c = x.new_zeros(B, H)  # (B, H)
-        outputs = []
-        for t in range(T):
-            gates = xw[:, t] + torch.nn.functional.linear(h, self.weight_hh)  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-            if self.cell_clip > 0:
-                c = c.clamp(-self.cell_clip, self.cell_clip)
-            h = torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), self.weight_hr)  # (B, P)
-            if self.proj_clip > 0:
-                h = h.clamp(-self.proj_clip, self.proj_clip)
-            outputs.append(h)
-        if len(outputs) == 0:
-            return x.new_zeros(B, 0, P)
-        return torch.stack(outputs, dim=1)  # (B, T, P)
+        return lstmp_recurrence(
+            x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, self.cell_clip, self.proj_clip
+        )  # (B, T, P)
 
 
 def _reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,12 @@ FORMS = (
 )
 
 
+BILM_HELP = (  # the --bilm help of every command that takes one
+    "the biLM: an export folder of `elmo-pipeline pretrain`, a folder with the published options.json + "
+    "weights.hdf5, OPTIONS,WEIGHTS, or random: before any of these (the random control)"
+)
+
+
 @dataclass(frozen=True)
 class BiLMSource:
     """A parsed biLM name. :meth:`config`, :meth:`load` and :meth:`identity` read its files; parsing does not.
@@ -123,6 +129,13 @@ class BiLMSource:
         options, _ = self._published()  # type: ignore[misc]
         return read_options(options)
 
+    def vocabulary(self) -> Vocabulary | None:
+        """The softmax vocabulary (an export folder's ``vocab.txt``), without loading weights; None if there is none."""
+        self.files()
+        export = self._export_dir()
+        path = export / "vocab.txt" if export is not None else None
+        return Vocabulary.load(path) if path is not None and path.is_file() else None
+
     def load(self, seed: int = 0, frozen: bool = False, map_location: str | torch.device = "cpu") -> BiLM:
         """The biLM in eval mode (``frozen``: without gradients). The random control draws its weights from ``seed``."""
         if self.random:
@@ -142,12 +155,10 @@ class BiLMSource:
 
         The random control has random weights (softmax included) over its template's vocabulary.
         """
+        if self.random:
+            return self.load(seed=seed, map_location=map_location), self.vocabulary()
         self.files()
         export = self._export_dir()
-        if self.random:
-            vocab_path = export / "vocab.txt" if export is not None else None
-            vocab = Vocabulary.load(vocab_path) if vocab_path is not None and vocab_path.is_file() else None
-            return self.load(seed=seed, map_location=map_location), vocab
         if export is not None:
             return load_export(export, map_location=map_location)
         options, weights = self._published()  # type: ignore[misc]

@@ -113,23 +113,46 @@ class LSTMPLayer(nn.Module):
         return out  # (B, T, P)
 
     def _recurrence(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        H = self.hidden_size
-        xw = torch.nn.functional.linear(x, self.weight_ih, self.bias)  # (B, T, 4H), all steps at once
-        h = x.new_zeros(B, self.proj_size)  # (B, P)
-        c = x.new_zeros(B, H)  # (B, H)
-        outputs = []
-        for t in range(T):
-            gates = xw[:, t] + torch.nn.functional.linear(h, self.weight_hh)  # (B, 4H)
-            i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-            if self.cell_clip is not None:
-                c = c.clamp(-self.cell_clip, self.cell_clip)
-            h = torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), self.weight_hr)  # (B, P)
-            if self.proj_clip is not None:
-                h = h.clamp(-self.proj_clip, self.proj_clip)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)  # (B, T, P)
+        cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
+        return lstmp_recurrence(x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip)
+
+
+def lstmp_recurrence(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    bias: torch.Tensor,
+    weight_hh: torch.Tensor,
+    weight_hr: torch.Tensor,
+    cell_clip: float,
+    proj_clip: float,
+) -> torch.Tensor:
+    """The clipped LSTMP recurrence from a zero state, step by step: the plain path, and the one exported.
+
+    Written for TorchScript and the ONNX exporter too (the portable embedder), hence float clips
+    with 0 for none rather than optional ones.
+
+    Args: x (B, T, X); weights in ``torch.nn.LSTM(proj_size=...)``'s layout; clips (0: none).
+    Returns: (B, T, P).
+    """
+    B, T = x.shape[0], x.shape[1]
+    H, P = weight_hr.shape[1], weight_hr.shape[0]
+    xw = torch.nn.functional.linear(x, weight_ih, bias)  # (B, T, 4H), all steps at once
+    h = x.new_zeros(B, P)  # (B, P)
+    c = x.new_zeros(B, H)  # (B, H)
+    outputs: list[torch.Tensor] = []
+    for t in range(T):
+        gates = xw[:, t] + torch.nn.functional.linear(h, weight_hh)  # (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
+        if cell_clip > 0:
+            c = c.clamp(-cell_clip, cell_clip)
+        h = torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), weight_hr)  # (B, P)
+        if proj_clip > 0:
+            h = h.clamp(-proj_clip, proj_clip)
+        outputs.append(h)
+    if len(outputs) == 0:
+        return x.new_zeros(B, 0, P)
+    return torch.stack(outputs, dim=1)  # (B, T, P)
 
 
 class ClippedLSTMPFunction(torch.autograd.Function):

@@ -86,23 +86,29 @@ class SafeCheckpointCLI(LightningCLI):
     Subclasses call :meth:`check_checkpoint` from their ``before_<subcommand>`` hooks.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        self._checked: set[str] = set()  # checkpoint paths already loaded weights-only (set before parsing)
+        super().__init__(*args, **kwargs)
+
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads a checkpoint file's hyper-parameters while it parses the arguments: check the
         # file first, so that a crafted, truncated or missing one gets our message, not a library traceback
         subcommand = self.config.get("subcommand")
         if subcommand:
-            ckpt_path = self.config[subcommand].get("ckpt_path")
-            trusted = self.config[subcommand].get("weights_only") is False
-            if ckpt_path and ckpt_path not in _KEYWORDS and not trusted:
-                load_checkpoint(ckpt_path, mmap=True)
+            self._check(self.config[subcommand].get("ckpt_path"), self.config[subcommand].get("weights_only"))
         super()._parse_ckpt_path()
 
     def check_checkpoint(self, subcommand: str) -> None:
+        """Resolve ``last`` (or fail), load weights-only, and check a path resolved since parsing."""
         config = self.config_init[subcommand]
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            config["ckpt_path"] = ckpt_path = str(find_last(self.trainer))
+        if config.get("ckpt_path") == "last":
+            config["ckpt_path"] = str(find_last(self.trainer))
         if config.get("weights_only") is None:
             config["weights_only"] = True  # Lightning then loads it the same way
-        if ckpt_path and ckpt_path not in _KEYWORDS and config["weights_only"]:
-            load_checkpoint(ckpt_path, mmap=True)  # refuse it here, with a message, rather than deep inside Lightning
+        self._check(config.get("ckpt_path"), config["weights_only"])
+
+    def _check(self, ckpt_path: str | None, weights_only: bool | None) -> None:
+        """Refuse a bad checkpoint here, with a message, rather than deep inside Lightning; each path once."""
+        if ckpt_path and ckpt_path not in _KEYWORDS and weights_only is not False and ckpt_path not in self._checked:
+            load_checkpoint(ckpt_path, mmap=True)
+            self._checked.add(ckpt_path)

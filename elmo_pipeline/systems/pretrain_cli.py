@@ -59,7 +59,7 @@ class PretrainCLI(SafeCheckpointCLI):
         self.check_checkpoint("fit")
         hp = self.model.hparams
         if hp.get("init_from") and hp.get("init_softmax"):  # the kept softmax's rows must mean the same words
-            _, vocab = BiLMSource.parse(hp["init_from"]).load_with_vocab()
+            vocab = BiLMSource.parse(hp["init_from"]).vocabulary()
             words = getattr(self.datamodule, "vocab", None)
             if vocab is None or words is None or list(vocab.words) != list(words.words):
                 raise InputError(
