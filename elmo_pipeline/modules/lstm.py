@@ -155,6 +155,35 @@ def lstmp_recurrence(
     return torch.stack(outputs, dim=1)  # (B, T, P)
 
 
+def lstmp_cell_step(
+    a: torch.Tensor,
+    c_prev: torch.Tensor,
+    c: torch.Tensor,
+    tanh_c: torch.Tensor,
+    m: torch.Tensor,
+    cell_clip: float | None,
+) -> None:
+    """One step of the LSTMP cell after the gate pre-activations, in place (the fast paths' kernel).
+
+    ``a`` (B, 4H) holds ``W_ih x_t + b + W_hh h_{t-1}`` and is overwritten with the gates
+    ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)``; ``c`` (B, H) receives
+    ``f * c_prev + i * g`` (clipped), ``tanh_c`` (B, H) its tanh and ``m`` (B, H, any float dtype)
+    ``o * tanh(c)``, the input of the projection. ``c`` may be ``c_prev`` itself (a state updated
+    in place). ``tanh(x)`` is ``2 sigmoid(2x) - 1`` (see :class:`ClippedLSTMPFunction`).
+    """
+    H = c.shape[-1]
+    g = a[:, 2 * H : 3 * H]
+    g.mul_(2.0)
+    a.sigmoid_()  # i, f, o; and sigmoid(2 g)
+    g.mul_(2.0).sub_(1.0)  # tanh(g) = 2 sigmoid(2 g) - 1
+    torch.mul(a[:, H : 2 * H], c_prev, out=c)  # c = f * c_prev + i * g
+    c.addcmul_(a[:, :H], g)
+    if cell_clip is not None:
+        c.clamp_(-cell_clip, cell_clip)
+    torch.mul(c, 2.0, out=tanh_c).sigmoid_().mul_(2.0).sub_(1.0)  # tanh(c)
+    torch.mul(tanh_c, a[:, 3 * H :], out=m)  # m = o * tanh(c)
+
+
 class ClippedLSTMPFunction(torch.autograd.Function):
     """The clipped LSTMP recurrence from a zero state, with a hand-written backward.
 
@@ -194,18 +223,7 @@ class ClippedLSTMPFunction(torch.autograd.Function):
                 torch.addmm(a, hs[t], whh_t, out=a)  # gates = W_ih x_t + b + W_hh h_{t-1}, in place
             else:
                 a.add_(torch.mm(hs[t], whh_t, out=recurrent))
-            g = a[:, 2 * H : 3 * H]
-            g.mul_(2.0)
-            a.sigmoid_()  # i, f, o; and sigmoid(2 g)
-            g.mul_(2.0).sub_(1.0)  # tanh(g) = 2 sigmoid(2 g) - 1
-            c = cells[t + 1]  # (B, H)
-            torch.mul(a[:, H : 2 * H], cells[t], out=c)  # c = f * c_prev + i * g
-            c.addcmul_(a[:, :H], g)
-            if cell_clip is not None:
-                c.clamp_(-cell_clip, cell_clip)
-            tc = tanh_cells[t]  # (B, H)
-            torch.mul(c, 2.0, out=tc).sigmoid_().mul_(2.0).sub_(1.0)  # tanh(c)
-            torch.mul(tc, a[:, 3 * H :], out=ms[t])  # m = o * tanh(c)
+            lstmp_cell_step(a, cells[t], cells[t + 1], tanh_cells[t], ms[t], cell_clip)
             h = hs[t + 1]  # (B, P)
             torch.mm(ms[t], whr_t, out=h)  # h = W_hr m
             if proj_clip is not None:
