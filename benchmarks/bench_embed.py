@@ -15,6 +15,7 @@ which shows whether it stays flat. Random weights run exactly the computation tr
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import resource
@@ -83,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=200, help="how many sentences (0: the whole file)")
     parser.add_argument("--max-tokens", type=int, default=60, help="cut longer sentences (split_sentences)")
     parser.add_argument("--repeat", type=int, default=1, help="embed the sentences this many times (a longer input)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-batch-tokens", type=int, default=2048)
+    defaults = inspect.signature(embed_file).parameters  # the command's own defaults
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"].default)
+    parser.add_argument("--max-batch-tokens", type=int, default=defaults["max_batch_tokens"].default)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument(
         "--buffer-size", type=int, default=None, help="sentences sorted at a time (default: 32 batches)"
     )
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             layers="all",
             batch_size=args.batch_size,
             max_batch_tokens=args.max_batch_tokens,
+            precision=args.precision,
             buffer_size=args.buffer_size,
             device="cpu",
             progress=False,
@@ -143,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         "output_mib": round(output_mib, 1),
         "batch_size": args.batch_size,
         "max_batch_tokens": args.max_batch_tokens,
+        "precision": args.precision,
         "buffer_size": args.buffer_size or 32 * args.batch_size,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from elmo_pipeline import cli
+from elmo_pipeline import embed as embed_module
 from elmo_pipeline.embed import InputFileError, embed_file, length_batches, main
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
@@ -88,6 +89,33 @@ def test_published_files_through_the_cli_entry_point(bilm, tmp_path, sentences_f
     assert code == 0
     with h5py.File(out, "r") as f:
         np.testing.assert_allclose(f["2"][...], expected_layers(bilm, LINES[2])[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_precision_and_chunk_options_through_the_cli(bilm, tmp_path, sentences_file, monkeypatch):
+    """--chunk-tokens changes how the recurrence is cut, not the result; --precision reaches the runner."""
+    export = save_export(tmp_path / "export", bilm)
+    out = tmp_path / "chunked.hdf5"
+    args = f"embed --input {sentences_file} --output {out} --bilm {export} --chunk-tokens 3 --device cpu --no-progress"
+    assert cli.main(args.split()) == 0
+    with h5py.File(out, "r") as f:
+        for i, line in enumerate(LINES):
+            np.testing.assert_allclose(f[str(i)][...], expected_layers(bilm, line), rtol=1e-5, atol=1e-6)
+    seen = []
+    monkeypatch.setattr("elmo_pipeline.embed.bf16_supported", lambda device: True)
+    original = embed_module.StreamingBiLM.__init__
+
+    def spy(self, bilm, precision="fp32", chunk_tokens=1024, **kwargs):
+        seen.append((precision, chunk_tokens))
+        original(self, bilm, precision, chunk_tokens, **kwargs)
+
+    monkeypatch.setattr(embed_module.StreamingBiLM, "__init__", spy)
+    bf16 = tmp_path / "bf16.hdf5"
+    args = f"embed --input {sentences_file} --output {bf16} --bilm {export} --precision bf16 --device cpu --no-progress"
+    assert cli.main(args.split()) == 0
+    assert seen == [("bf16", 1024)]
+    with pytest.raises(SystemExit) as refused:  # argparse refuses other values
+        cli.main([*args.split(), "--precision", "fp16"])
+    assert refused.value.code == 2
 
 
 @pytest.mark.parametrize(

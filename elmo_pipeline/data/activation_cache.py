@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
+from elmo_pipeline.models.streaming import StreamingBiLM
 from elmo_pipeline.text.batching import length_sorted_batches
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,21 @@ def build_activation_cache(
     return ActivationCache(directory)
 
 
+def _layers(
+    bilm: BiLM, runner: StreamingBiLM | None, batch: list[list[str]], keep_sentence_boundaries: bool
+) -> list[np.ndarray]:
+    """Each sentence's layers, float32 (n, L+1, 2P): on the streaming runner, or BiLM.forward for other cells."""
+    if runner is not None:
+        extra = 2 if keep_sentence_boundaries else 0
+        shape = (bilm.config.num_layers + 1, bilm.config.output_dim)
+        values = [np.empty((shape[0], len(s) + extra, shape[1]), dtype=np.float32) for s in batch]  # (L+1, n, 2P)
+        runner.run(batch, values, "all", keep_sentence_boundaries)
+        return [value.transpose(1, 0, 2) for value in values]
+    layers, mask = bilm_layers(bilm, batch, keep_sentence_boundaries)
+    stacked = torch.stack(layers, dim=2).float().cpu().numpy()  # (B, T, L+1, 2P)
+    return [value[:n] for value, n in zip(stacked, mask.sum(dim=1).tolist(), strict=True)]
+
+
 def _write(
     bilm: BiLM,
     sentences: Sequence[Sequence[str]],
@@ -239,17 +255,16 @@ def _write(
     was_training = bilm.training
     bilm.to(device).eval()
     batches = list(length_sorted_batches(lengths.tolist(), batch_size)) if total else []
+    runner = StreamingBiLM(bilm) if StreamingBiLM.supports(bilm) else None  # the fast path of `embed`
     try:
         with torch.inference_mode():
             for chunk in tqdm(batches, desc="cache", disable=not progress):
-                layers, _ = bilm_layers(bilm, [list(sentences[i]) for i in chunk], keep_sentence_boundaries)
-                stacked = torch.stack(layers, dim=2).float()  # (B, T, L+1, 2P)
-                half = stacked.half()
-                if not torch.isfinite(half).all():
-                    raise ValueError("activation cache: a biLM activation does not fit in float16 (|x| > 65504)")
-                half = half.cpu().numpy()
-                for b, i in enumerate(chunk):
-                    store[offsets[i] : offsets[i] + lengths[i]] = half[b, : lengths[i]]
+                batch = [list(sentences[i]) for i in chunk]
+                for i, value in zip(chunk, _layers(bilm, runner, batch, keep_sentence_boundaries), strict=True):
+                    half = value.astype(np.float16)  # (n, L+1, 2P)
+                    if not np.isfinite(half).all():
+                        raise ValueError("activation cache: a biLM activation does not fit in float16 (|x| > 65504)")
+                    store[offsets[i] : offsets[i] + lengths[i]] = half
         if total:
             store.flush()
             del store
