@@ -76,7 +76,7 @@ def test_equals_bilm_forward_for_any_chunk(chunk_tokens, mode):
 
 def test_sentence_boundaries_kept():
     bilm = tiny_bilm()
-    sentences = random_sentences(5, 8, seed=1)
+    sentences = [*random_sentences(5, 8, seed=1), []]  # an empty sentence is <S> </S> (the activation cache)
     got = streamed(StreamingBiLM(bilm, chunk_tokens=4), sentences, keep=True)
     for g, w in zip(got, reference(bilm, sentences, keep=True), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -163,7 +163,7 @@ class StreamingBiLM:
         Shapes: L layers, P projection, n the sentence's tokens (n + 2 with kept boundaries).
 
         Args:
-            sentences: lists of tokens, without ``<S>``/``</S>`` (added here); none empty.
+            sentences: lists of tokens, without ``<S>``/``</S>`` (added here); an empty one is ``<S> </S>``.
             sinks: one per sentence, shaped (L + 1, n, 2P) for ``all`` and (n, 2P) for ``average``
                 and ``top``; anything NumPy-style slice assignment works on (an HDF5 dataset too).
             layers: ``all``, ``average`` of the layers, or the ``top`` layer.
@@ -173,8 +173,6 @@ class StreamingBiLM:
             raise ValueError(f"--layers must be one of {LAYER_MODES}, got {layers!r}")
         if len(sinks) != len(sentences):
             raise ValueError(f"StreamingBiLM: {len(sentences)} sentences but {len(sinks)} sinks")
-        if any(len(sentence) == 0 for sentence in sentences):
-            raise ValueError("StreamingBiLM: got an empty sentence; every sentence needs at least one token")
         order = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))  # longest first
         rows = [[BOS_TOKEN, *sentences[i], EOS_TOKEN] for i in order]
         row_sinks = [sinks[i] for i in order]
