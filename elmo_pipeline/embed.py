@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         default="fp32",
         help="bf16: matrix multiplies in bfloat16, about 2x faster on CPUs with AVX-512 BF16, "
-        "layers within about 1e-2 of fp32 (docs/embeddings.md) (default: fp32)",
+        "layers within about 0.5%% of fp32 on average (docs/embeddings.md) (default: fp32)",
     )
     parser.add_argument(
         "--chunk-tokens",
