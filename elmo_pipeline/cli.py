@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cells": ("elmo_pipeline.analysis.units:main", "the same as `units` (its former name)"),
     "sentiment-neuron": ("elmo_pipeline.analysis.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),
     "ablation": ("elmo_pipeline.analysis.ablation:main", "train one biLM per recurrent cell, compare ppl/speed"),
+    "seq2seq": ("elmo_pipeline.systems.seq2seq_cli:main", "train a translation model, with or without LM fusion"),
+    "translate": ("elmo_pipeline.translate:main", "translate a file with a model trained by `seq2seq`"),
 }
 
 

@@ -13,16 +13,12 @@ texts this is for, and it needs no second, stateful code path through the model)
 from __future__ import annotations
 
 import argparse
-import re
 
 import torch
 
 from elmo_pipeline.analysis.common import load_for_inference
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.text import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, Vocabulary, batch_to_char_ids, tokenize
-
-_NO_SPACE_BEFORE = re.compile(r" (?=[.,!?;:%)\]}]|n't\b|'(?:s|re|ve|ll|d|m)\b)")
-_NO_SPACE_AFTER = re.compile(r"(?<=[(\[{$]) ")
+from elmo_pipeline.text import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, Vocabulary, batch_to_char_ids, detokenize, tokenize
 
 
 @torch.no_grad()
@@ -86,12 +82,6 @@ def generate(
         prefix.append(word)
         out.append(word)
     return out
-
-
-def detokenize(tokens: list[str]) -> str:
-    """Tokens to readable text: no space before punctuation and clitics, none after opening brackets."""
-    text = _NO_SPACE_BEFORE.sub("", " ".join(tokens))
-    return _NO_SPACE_AFTER.sub("", text)
 
 
 def main(argv: list[str]) -> int:

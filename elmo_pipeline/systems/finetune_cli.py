@@ -112,7 +112,7 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     }
 
 
-def _find_configs(argv: list[str]) -> list[str]:
+def find_configs(argv: list[str]) -> list[str]:
     """``--config configs/finetune/x.yaml`` from any directory: look the path up in the resource roots too."""
     out = list(argv)
     for i, arg in enumerate(out):
@@ -129,7 +129,7 @@ def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
     return FinetuneCLI(
         FinetuneSystem,
         TaskDataModule,
-        args=_find_configs(argv),
+        args=find_configs(argv),
         run=run,
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},

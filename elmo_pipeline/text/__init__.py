@@ -10,7 +10,7 @@ from elmo_pipeline.text.chars import (
     is_truncated,
     word_char_ids,
 )
-from elmo_pipeline.text.tokenize import split_sentences, tokenize, tokenize_wikitext
+from elmo_pipeline.text.tokenize import detokenize, split_sentences, tokenize, tokenize_wikitext
 from elmo_pipeline.text.vocab import Vocabulary
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "UNK_TOKEN",
     "Vocabulary",
     "batch_to_char_ids",
+    "detokenize",
     "is_truncated",
     "split_sentences",
     "tokenize",

@@ -23,6 +23,8 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
+_NO_SPACE_BEFORE = re.compile(r" (?=[.,!?;:%)\]}]|n't\b|'(?:s|re|ve|ll|d|m)\b)")
+_NO_SPACE_AFTER = re.compile(r"(?<=[(\[{$]) ")
 _WIKITEXT = {"@-@": "-", "@,@": ",", "@.@": "."}
 _SENTENCE_END = frozenset({".", "!", "?"})
 
@@ -30,6 +32,12 @@ _SENTENCE_END = frozenset({".", "!", "?"})
 def tokenize(text: str) -> list[str]:
     """Split one line of raw text into tokens."""
     return _TOKEN.findall(_CLITIC.sub(r"\1 \2", text))
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Tokens to readable text: no space before punctuation and clitics, none after opening brackets."""
+    text = _NO_SPACE_BEFORE.sub("", " ".join(tokens))
+    return _NO_SPACE_AFTER.sub("", text)
 
 
 def tokenize_wikitext(text: str) -> list[str]:

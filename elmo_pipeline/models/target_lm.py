@@ -1,0 +1,112 @@
+"""The forward language model of a pretrained biLM, predicting over a decoder's target vocabulary (for fusion).
+
+A translation decoder predicts over its own target words; the biLM's softmax covers the LM's
+vocabulary. :class:`TargetLM` lines the two up: the LM's log-probabilities of the target words
+(a target word outside the LM's vocabulary takes the LM's ``<UNK>`` score), renormalised over the
+target vocabulary, so ``log p_LM`` is a distribution over the same words as ``log p_s2s``:
+
+    p_LM(y_t = w | y_<t) = p(w) / sum_{w' in target} p(w'),   p from softmax(W h^fwd_L,t + b)
+
+The LM reads characters, so its input is every target word as it is spelled; the token vectors of
+the whole target vocabulary are computed once (the LM is frozen). It runs either over whole
+prefixes (training, cold fusion) or one step at a time with its LSTM state carried (beam search);
+the two agree, which a test checks. LSTMP biLMs only (every published ELMo and every preset).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_cell_step
+from elmo_pipeline.text.chars import word_char_ids
+from elmo_pipeline.text.vocab import Vocabulary
+
+LMState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: h (B, P), c (B, H)
+
+
+class TargetLM(nn.Module):
+    """A frozen forward LM over a target vocabulary.
+
+    Args:
+        bilm: the biLM, with its softmax (an export folder's biLM; published files have no softmax).
+        lm_vocab: the biLM's softmax vocabulary.
+        target_words: the decoder's words, in id order.
+    """
+
+    def __init__(self, bilm: BiLM, lm_vocab: Vocabulary, target_words: list[str]) -> None:
+        super().__init__()
+        if bilm.softmax is None:
+            raise ValueError(
+                "fusion: this biLM has no softmax, so it cannot predict words; published options.json + weights.hdf5 "
+                "carry none. Use an export folder, or continue pretraining with --model.init_from to add one"
+            )
+        if not all(type(layer) is LSTMPLayer for layer in bilm.forward_layers):
+            raise ValueError(f"fusion: the LM must have lstmp cells, got {bilm.config.cell!r}")
+        self.bilm = bilm.eval().requires_grad_(False)
+        self.config = bilm.config
+        self.register_buffer("lm_ids", torch.tensor(lm_vocab.ids(target_words)), persistent=False)  # (V,)
+        with torch.no_grad():
+            chars = torch.tensor([word_char_ids(w) for w in target_words])  # (V, C)
+            table = bilm.token_encoder.encode(chars)  # (V, P)
+        self.register_buffer("token_vectors", table, persistent=False)
+        self.oov = sum(1 for w in target_words if w not in lm_vocab.index)
+
+    def train(self, mode: bool = True) -> TargetLM:
+        """The LM stays in eval mode (no dropout): it is frozen."""
+        super().train(mode)
+        self.bilm.eval()
+        return self
+
+    def _log_probs(self, top: torch.Tensor) -> torch.Tensor:
+        """Args: top (..., P) top-layer states. Returns: (..., V) log-probabilities over the target words."""
+        scores = self.bilm.softmax.log_probs(top)[..., self.lm_ids]  # (..., V)
+        return scores - torch.logsumexp(scores, dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Whole prefixes.
+
+        Args:
+            ids: (B, T) target ids of the decoder inputs ``<S> y_1 .. y_{T-1}``.
+
+        Returns:
+            (B, T, V): at position t, log p_LM of the next word given ids[:, :t+1].
+        """
+        x = self.token_vectors[ids]  # (B, T, P)
+        for index, layer in enumerate(self.bilm.forward_layers):
+            h = layer(x)  # (B, T, P), from a zero state
+            x = h + x if index > 0 and self.config.use_skip_connections else h
+        return self._log_probs(x)
+
+    def initial_state(self, batch: int) -> LMState:
+        """The zero state of every layer, for :meth:`step`."""
+        P, H = self.config.projection_dim, self.config.cell_dim
+        device = self.token_vectors.device
+        return [
+            (torch.zeros(batch, P, device=device), torch.zeros(batch, H, device=device))
+            for _ in range(len(self.bilm.forward_layers))
+        ]
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, state: LMState) -> tuple[torch.Tensor, LMState]:
+        """One step: the next-word log-probabilities (B, V) after reading ids (B,), and the new state."""
+        x = self.token_vectors[ids]  # (B, P)
+        new_state: LMState = []
+        for index, (layer, (h, c)) in enumerate(zip(self.bilm.forward_layers, state, strict=True)):
+            gates = F.linear(x, layer.weight_ih, layer.bias) + F.linear(h, layer.weight_hh)  # (B, 4H)
+            c_new, tanh_c, m = torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
+            lstmp_cell_step(gates, c, c_new, tanh_c, m, layer.cell_clip)
+            h_new = F.linear(m, layer.weight_hr)  # (B, P)
+            if layer.proj_clip is not None:
+                h_new = h_new.clamp(-layer.proj_clip, layer.proj_clip)
+            new_state.append((h_new, c_new))
+            x = h_new + x if index > 0 and self.config.use_skip_connections else h_new
+        return self._log_probs(x), new_state
+
+    @staticmethod
+    def reorder(state: LMState, index: torch.Tensor) -> LMState:
+        """The state of the rows ``index`` (beam search keeps and copies hypotheses)."""
+        return [(h[index], c[index]) for h, c in state]

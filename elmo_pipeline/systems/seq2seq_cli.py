@@ -1,0 +1,141 @@
+"""`elmo-pipeline seq2seq`: LightningCLI over :class:`Seq2SeqSystem` and :class:`TranslationDataModule`.
+
+    elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml                          # no fusion
+    elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml --model.fusion shallow
+    elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml --model.fusion cold
+
+``fit`` trains with early stopping on val BLEU (greedy decoding), then, from the best checkpoint:
+chooses shallow fusion's lambda on val (beam search with each of ``--model.lm_weights``), decodes
+test once with beam search, and writes into the run's log folder ``results.json`` (BLEU with
+sacrebleu's signature, lambda, the LM and its val perplexity, epochs, times), the translations
+(``translations.val.txt``, ``translations.test.txt``) and ``seq2seq.pt``, which
+``elmo-pipeline translate --model`` reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elmo_pipeline.data.translation import TranslationDataModule
+from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
+from elmo_pipeline.systems.finetune_cli import find_configs
+from elmo_pipeline.systems.seq2seq import Seq2SeqSystem, corpus_bleu
+from elmo_pipeline.systems.tracking import SaveAndLogConfig
+
+log = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("fit", "validate", "test")
+
+
+class Seq2SeqCLI(SafeCheckpointCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="choose lambda on val, then test once")
+        parser.link_arguments("model.lm", "data.lm")
+        for name in ("source_vocab_size", "target_vocab_size", "target_vocabulary"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        self.check_checkpoint("fit")
+        self._started = time.perf_counter()
+
+    def after_fit(self) -> None:
+        trainer, model, data = self.trainer, self.model, self.datamodule
+        if trainer.interrupted:
+            log.warning("seq2seq: training was interrupted; no test evaluation and no results.json")
+            return
+        if not self.config_init["fit"].get("test_after_fit", True) or trainer.fast_dev_run:
+            return
+        fit_seconds = time.perf_counter() - self._started
+        callback = trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        score = getattr(callback, "best_model_score", None)
+        if best:
+            checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+            model.load_state_dict(checkpoint["state_dict"])
+        out = Path(trainer.log_dir or ".")
+        started = time.perf_counter()
+        hp = model.hparams
+        record: dict[str, Any] = {
+            "fusion": hp.fusion,
+            "lm": hp.lm,
+            "seed": self.config["fit"].get("seed_everything"),
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "fit_seconds": round(fit_seconds, 1),
+            "best_checkpoint": best or None,
+            "best_val_greedy_bleu": None if not best or score is None else float(score),
+            "beam": hp.beam,
+            "length_penalty": hp.length_penalty,
+            "source_vocabulary": data.source_vocab_size,
+            "target_vocabulary": data.target_vocab_size,
+        }
+        if model.model.lm is not None:
+            record["lm_val_perplexity"] = lm_perplexity(model, data)
+        val_sources = data.source_ids("val")
+        weights = list(hp.lm_weights) if hp.fusion == "shallow" else [0.0]
+        val_bleu: dict[str, float] = {}
+        val_outputs: dict[float, list[str]] = {}
+        for weight in weights:
+            val_outputs[weight] = model.translate(val_sources, hp.beam, weight, progress=True)
+            val_bleu[str(weight)] = corpus_bleu(val_outputs[weight], data.references["val"])[0]
+            log.info("seq2seq: val BLEU %.2f with beam %d, lambda %g", val_bleu[str(weight)], hp.beam, weight)
+        chosen = max(weights, key=lambda w: (val_bleu[str(w)], -w))  # ties: the smaller lambda
+        record["val_bleu_by_lambda"] = val_bleu
+        record["lm_weight"] = chosen
+        record["val_bleu"] = val_bleu[str(chosen)]
+        test_outputs = model.translate(data.source_ids("test"), hp.beam, chosen, progress=True)
+        record["test_bleu"], record["test_bleu_report"], record["bleu_signature"] = corpus_bleu(
+            test_outputs, data.references["test"]
+        )
+        record["eval_seconds"] = round(time.perf_counter() - started, 1)
+        log.info("seq2seq: test BLEU %.2f (%s)", record["test_bleu"], record["bleu_signature"])
+        if trainer.is_global_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "translations.val.txt").write_text("".join(t + "\n" for t in val_outputs[chosen]), encoding="utf-8")
+            (out / "translations.test.txt").write_text("".join(t + "\n" for t in test_outputs), encoding="utf-8")
+            model.export(out / "seq2seq.pt", list(data.source_vocabulary.words), chosen)
+            write_json_atomic(out / "results.json", record)
+            log.info("seq2seq: wrote %s", out / "results.json")
+
+
+def lm_perplexity(model: Seq2SeqSystem, data: TranslationDataModule) -> float:
+    """The fusion LM's perplexity on the val targets, over the target vocabulary (``</S>`` included)."""
+    lm = model.model.lm
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            log_probs = lm(batch["target_in"].to(model.device))  # (B, T, V)
+            targets = batch["target_out"].to(model.device)  # (B, T)
+            valid = targets >= 0
+            picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+            total -= float(picked[valid].sum())
+            count += int(valid.sum())
+    return round(math.exp(total / max(count, 1)), 2)
+
+
+def build_cli(argv: list[str], run: bool = True) -> Seq2SeqCLI:
+    if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["fit", *argv]
+    return Seq2SeqCLI(
+        Seq2SeqSystem,
+        TranslationDataModule,
+        args=find_configs(argv),
+        run=run,
+        save_config_callback=SaveAndLogConfig,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def main(argv: list[str]) -> int:
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    build_cli(argv)
+    return 0
