@@ -37,7 +37,7 @@ def load_translator(path: str | Path, lm: str | None = None) -> tuple[Seq2Seq, d
     config = Seq2SeqConfig(**saved["config"])
     target_lm = None
     lm = lm or saved["lm"]
-    if config.fusion != "none":
+    if lm is not None:  # cold fusion needs it; shallow fusion (--lm-weight) uses it
         bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
         target_lm = TargetLM(bilm, lm_vocabulary, saved["target_words"])
     model = Seq2Seq(config, target_lm)

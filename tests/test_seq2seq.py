@@ -193,7 +193,7 @@ def test_the_command_trains_tests_and_translates(tmp_path, capsys):
     root = tmp_path / "runs"
     args = [
         "seq2seq", "--config", "configs/seq2seq/multi30k_de_en.yaml", "--data.data_root", str(FIXTURE),
-        "--model.lm", str(export), "--model.fusion", "shallow", "--model.lm_weights", "[0.0, 0.5]",
+        "--model.lm", str(export), "--model.fusion", "none", "--model.lm_weights", "[0.0, 0.5]",
         "--model.embedding_dim", "8", "--model.encoder_dim", "8", "--model.decoder_dim", "16",
         "--model.attention_dim", "8", "--model.beam", "2", "--data.min_count", "1", "--trainer.max_epochs", "2",
         "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
@@ -202,15 +202,17 @@ def test_the_command_trains_tests_and_translates(tmp_path, capsys):
     assert cli.main(args) == 0
     run = next(root.glob("logs/version_*"))
     record = json.loads((run / "results.json").read_text())
-    assert record["fusion"] == "shallow" and record["lm_weight"] in (0.0, 0.5)
-    assert set(record["val_bleu_by_lambda"]) == {"0.0", "0.5"} and "tok:13a" in record["bleu_signature"]
-    assert record["lm_val_perplexity"] > 1 and 0 <= record["test_bleu"] <= 100
-    assert len((run / "translations.test.txt").read_text().splitlines()) == 40
+    assert record["fusion"] == "none" and set(record["decoding"]) == {"none", "shallow"}
+    shallow = record["decoding"]["shallow"]
+    assert set(shallow["val_bleu_by_lambda"]) == {"0.0", "0.5"} and shallow["lm_weight"] in (0.0, 0.5)
+    assert record["decoding"]["none"]["lm_weight"] == 0.0 and "tok:13a" in record["bleu_signature"]
+    assert record["lm_val_perplexity"] > 1 and 0 <= shallow["test_bleu"] <= 100
+    assert len((run / "translations.shallow.test.txt").read_text().splitlines()) == 40
     capsys.readouterr()
     source = tmp_path / "in.de"
     shutil.copy(FIXTURE / "val.de", source)
     assert cli.main(["translate", "--model", str(run), "--input", str(source)]) == 0
-    assert capsys.readouterr().out.splitlines() == (run / "translations.val.txt").read_text().splitlines()
+    assert capsys.readouterr().out.splitlines() == (run / "translations.none.val.txt").read_text().splitlines()
 
 
 def test_the_shipped_config_parses(capsys):

@@ -21,6 +21,7 @@ from torch import nn
 
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_cell_step
+from elmo_pipeline.modules.softmax import LMSoftmax
 from elmo_pipeline.text.chars import word_char_ids
 from elmo_pipeline.text.vocab import Vocabulary
 
@@ -62,8 +63,12 @@ class TargetLM(nn.Module):
 
     def _log_probs(self, top: torch.Tensor) -> torch.Tensor:
         """Args: top (..., P) top-layer states. Returns: (..., V) log-probabilities over the target words."""
-        scores = self.bilm.softmax.log_probs(top)[..., self.lm_ids]  # (..., V)
-        return scores - torch.logsumexp(scores, dim=-1, keepdim=True)
+        softmax = self.bilm.softmax
+        if isinstance(softmax, LMSoftmax):  # the LM's normaliser cancels: only the target words' logits are needed
+            scores = F.linear(top, softmax.weight[self.lm_ids], softmax.bias[self.lm_ids]).float()  # (..., V)
+        else:
+            scores = softmax.log_probs(top)[..., self.lm_ids]  # (..., V)
+        return torch.log_softmax(scores, dim=-1)
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,7 @@ class Seq2SeqSystem(L.LightningModule):
             cold_hidden_dim,
         )
         target_lm = None
-        if fusion != "none":
+        if lm is not None:  # cold fusion trains with it; the others decode with it (shallow fusion)
             bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
             target_lm = TargetLM(bilm, lm_vocabulary, self.target_words)
         self.model = Seq2Seq(self.config, target_lm)

@@ -4,12 +4,14 @@
     elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml --model.fusion shallow
     elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml --model.fusion cold
 
-``fit`` trains with early stopping on val BLEU (greedy decoding), then, from the best checkpoint:
-chooses shallow fusion's lambda on val (beam search with each of ``--model.lm_weights``), decodes
-test once with beam search, and writes into the run's log folder ``results.json`` (BLEU with
-sacrebleu's signature, lambda, the LM and its val perplexity, epochs, times), the translations
-(``translations.val.txt``, ``translations.test.txt``) and ``seq2seq.pt``, which
-``elmo-pipeline translate --model`` reads.
+``fit`` trains with early stopping on val BLEU (greedy decoding), then decodes from the best
+checkpoint with beam search. A model without cold fusion is decoded twice when an LM is given: without
+the LM (``none``) and with shallow fusion (``shallow``, lambda chosen on val among
+``--model.lm_weights``): shallow fusion changes only the search, so one trained model serves both rows
+of the table. A cold-fusion model is decoded as it is (``cold``). Each arm decodes test once. Into the
+run's log folder go ``results.json`` (per arm: lambda, val and test BLEU with sacrebleu's signature;
+the LM and its val perplexity; epochs, times), the translations (``translations.<arm>.{val,test}.txt``)
+and ``seq2seq.pt``, which ``elmo-pipeline translate --model`` reads.
 """
 
 from __future__ import annotations
@@ -78,29 +80,45 @@ class Seq2SeqCLI(SafeCheckpointCLI):
         }
         if model.model.lm is not None:
             record["lm_val_perplexity"] = lm_perplexity(model, data)
-        val_sources = data.source_ids("val")
-        weights = list(hp.lm_weights) if hp.fusion == "shallow" else [0.0]
-        val_bleu: dict[str, float] = {}
+        if hp.fusion == "cold":
+            arms = {"cold": [0.0]}
+        elif model.model.lm is not None:  # the same model decoded without and with the LM (shallow fusion)
+            arms = {"none": [0.0], "shallow": list(hp.lm_weights)}
+        else:
+            arms = {"none": [0.0]}
+        val_sources, test_sources = data.source_ids("val"), data.source_ids("test")
         val_outputs: dict[float, list[str]] = {}
-        for weight in weights:
-            val_outputs[weight] = model.translate(val_sources, hp.beam, weight, progress=True)
-            val_bleu[str(weight)] = corpus_bleu(val_outputs[weight], data.references["val"])[0]
-            log.info("seq2seq: val BLEU %.2f with beam %d, lambda %g", val_bleu[str(weight)], hp.beam, weight)
-        chosen = max(weights, key=lambda w: (val_bleu[str(w)], -w))  # ties: the smaller lambda
-        record["val_bleu_by_lambda"] = val_bleu
-        record["lm_weight"] = chosen
-        record["val_bleu"] = val_bleu[str(chosen)]
-        test_outputs = model.translate(data.source_ids("test"), hp.beam, chosen, progress=True)
-        record["test_bleu"], record["test_bleu_report"], record["bleu_signature"] = corpus_bleu(
-            test_outputs, data.references["test"]
-        )
+        record["decoding"] = {}
+        outputs: dict[str, tuple[list[str], list[str]]] = {}
+        for arm, weights in arms.items():
+            val_bleu = {}
+            for weight in weights:
+                if weight not in val_outputs:
+                    val_outputs[weight] = model.translate(val_sources, hp.beam, weight, progress=True)
+                val_bleu[str(weight)] = corpus_bleu(val_outputs[weight], data.references["val"])[0]
+                log.info("seq2seq: val BLEU %.2f (beam %d, lambda %g)", val_bleu[str(weight)], hp.beam, weight)
+            chosen = max(weights, key=lambda w: (val_bleu[str(w)], -w))  # ties: the smaller lambda
+            test_outputs = model.translate(test_sources, hp.beam, chosen, progress=True)  # test: once per arm
+            bleu, report, record["bleu_signature"] = corpus_bleu(test_outputs, data.references["test"])
+            record["decoding"][arm] = {
+                "lm_weight": chosen,
+                "val_bleu": val_bleu[str(chosen)],
+                "val_bleu_by_lambda": val_bleu,
+                "test_bleu": bleu,
+                "test_bleu_report": report,
+            }
+            outputs[arm] = (val_outputs[chosen], test_outputs)
+            log.info("seq2seq: %s: test BLEU %.2f (lambda %g; %s)", arm, bleu, chosen, record["bleu_signature"])
         record["eval_seconds"] = round(time.perf_counter() - started, 1)
-        log.info("seq2seq: test BLEU %.2f (%s)", record["test_bleu"], record["bleu_signature"])
         if trainer.is_global_zero:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "translations.val.txt").write_text("".join(t + "\n" for t in val_outputs[chosen]), encoding="utf-8")
-            (out / "translations.test.txt").write_text("".join(t + "\n" for t in test_outputs), encoding="utf-8")
-            model.export(out / "seq2seq.pt", list(data.source_vocabulary.words), chosen)
+            for arm, (val_lines, test_lines) in outputs.items():
+                (out / f"translations.{arm}.val.txt").write_text("".join(t + "\n" for t in val_lines), encoding="utf-8")
+                (out / f"translations.{arm}.test.txt").write_text(
+                    "".join(t + "\n" for t in test_lines), encoding="utf-8"
+                )
+            own = record["decoding"]["cold" if hp.fusion == "cold" else hp.fusion if hp.fusion in arms else "none"]
+            model.export(out / "seq2seq.pt", list(data.source_vocabulary.words), own["lm_weight"])
             write_json_atomic(out / "results.json", record)
             log.info("seq2seq: wrote %s", out / "results.json")
 
