@@ -9,7 +9,7 @@ arm=$1
 seed=$2
 root=runs/seq2seq_table/$arm/seed$seed
 rm -rf "$root"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} .venv/bin/elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml \
     --model.fusion "$arm" --seed_everything "$seed" --trainer.enable_progress_bar false \
     --trainer.default_root_dir "$root" --trainer.logger.init_args.save_dir "$root"
 run=$(ls -d "$root"/logs/version_* | tail -1)

@@ -1,0 +1,115 @@
+"""The Multi30k fusion table from the runs under results/seq2seq/<arm>/seed<k>/ (written by run.sh).
+
+    .venv/bin/python results/seq2seq/make_table.py            # writes results/seq2seq/table.md
+
+Rows: no fusion and shallow fusion (both from the `none` runs: one model, two decodings) and cold fusion
+(the `cold` runs). Test BLEU is mean ± sample std over the seeds present; each run decoded test once.
+Examples: test sentences of seed 0 where a fusion changed the no-fusion translation. The picture of val BLEU
+per epoch goes to docs/img/seq2seq_val_bleu.png.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1].parent / "shared" / "data" / "multi30k"
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+
+
+def main() -> None:
+    runs = {arm: sorted((HERE / arm).glob("seed*/results.json")) for arm in ("none", "cold")}
+    records = {arm: [json.loads(p.read_text()) for p in paths] for arm, paths in runs.items()}
+    rows = [("no fusion", "none", "none"), ("shallow fusion", "none", "shallow"), ("cold fusion", "cold", "cold")]
+    lines = [
+        "| decoder | seeds | val BLEU | test BLEU (mean ± std) | λ per seed | epochs | fit minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    signature = lm = ppl = None
+    for label, arm, decoding in rows:
+        found = [r for r in records[arm] if decoding in r.get("decoding", {})]
+        if not found:
+            lines.append(f"| {label} | 0 | — | — | — | — | — |")
+            continue
+        d = [r["decoding"][decoding] for r in found]
+        signature, lm, ppl = found[0]["bleu_signature"], found[0]["lm"], found[0].get("lm_val_perplexity")
+        seeds = ", ".join(str(r["seed"]) for r in found)
+        weights = ", ".join(format(x["lm_weight"], "g") for x in d)
+        epochs = ", ".join(str(r["epochs"]) for r in found)
+        minutes = ", ".join(format(r["fit_seconds"] / 60, ".0f") for r in found)
+        val, test = mean_std([x["val_bleu"] for x in d]), mean_std([x["test_bleu"] for x in d])
+        lines.append(f"| {label} | {seeds} | {val} | **{test}** | {weights} | {epochs} | {minutes} |")
+    out = ["# Multi30k de→en: no fusion, shallow fusion, cold fusion", "", *lines, ""]
+    out.append(f"LM: `{lm}`; its val perplexity over the target vocabulary: {ppl}. BLEU: sacrebleu `{signature}`.")
+    out += ["", "## Examples (test, seed 0) where fusion changed the translation", ""]
+    out += examples()
+    (HERE / "table.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+    print("\n".join(out))
+    plot_curves(HERE.parents[1] / "docs" / "img" / "seq2seq_val_bleu.png")
+
+
+def plot_curves(path: Path) -> None:
+    """Val BLEU (greedy) after every epoch, one line per run."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for arm, style in (("none", "-"), ("cold", "--")):
+        for metrics in sorted((HERE / arm).glob("seed*/metrics.csv")):
+            rows = [r for r in csv.DictReader(metrics.open()) if r.get("val/bleu")]
+            epochs = [int(r["epoch"]) + 1 for r in rows]
+            label = {"none": "no fusion", "cold": "cold fusion"}[arm] + f", {metrics.parent.name}"
+            ax.plot(epochs, [float(r["val/bleu"]) for r in rows], style, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val BLEU (greedy decoding)")
+    ax.set_title("Multi30k de→en: val BLEU while training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def examples(count: int = 4) -> list[str]:
+    base = HERE / "none" / "seed0"
+    if not (base / "translations.none.test.txt").is_file() or not (DATA / "test_2016_flickr.de.gz").is_file():
+        return ["(none yet)"]
+    sources = gzip.open(DATA / "test_2016_flickr.de.gz", "rt", encoding="utf-8").read().splitlines()
+    references = gzip.open(DATA / "test_2016_flickr.en.gz", "rt", encoding="utf-8").read().splitlines()
+    plain = (base / "translations.none.test.txt").read_text(encoding="utf-8").splitlines()
+    out = []
+    for name, path in (
+        ("shallow", base / "translations.shallow.test.txt"),
+        ("cold", HERE / "cold" / "seed0" / "translations.cold.test.txt"),
+    ):
+        if not path.is_file():
+            continue
+        fused = path.read_text(encoding="utf-8").splitlines()
+        changed = [i for i, (a, b) in enumerate(zip(plain, fused, strict=True)) if a != b]
+        out.append(f"**{name}**: {len(changed)} of {len(plain)} test translations differ from no fusion.")
+        out.append("")
+        for i in changed[:count]:
+            out += [
+                f"- source: {sources[i]}",
+                f"  - reference: {references[i]}",
+                f"  - no fusion: {plain[i]}",
+                f"  - {name}: {fused[i]}",
+            ]
+        out.append("")
+    return out or ["(none yet)"]
+
+
+if __name__ == "__main__":
+    main()
