@@ -22,8 +22,9 @@ DATA = HERE.parents[1].parent / "shared" / "data" / "multi30k"
 def mean_std(values: list[float]) -> str:
     if not values:
         return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (one seed)"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def main() -> None:
