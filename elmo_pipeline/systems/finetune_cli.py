@@ -123,17 +123,22 @@ def find_configs(argv: list[str]) -> list[str]:
     return out
 
 
-def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
-    if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+def build_lightning_cli(cli_class, model_class, data_class, argv: list[str], run: bool, subcommands: tuple[str, ...]):
+    """A LightningCLI of this project: ``fit`` when no subcommand is given, configs found in the resource roots."""
+    if run and (not argv or argv[0] not in subcommands and argv[0] not in ("-h", "--help")):
         argv = ["fit", *argv]
-    return FinetuneCLI(
-        FinetuneSystem,
-        TaskDataModule,
+    return cli_class(
+        model_class,
+        data_class,
         args=find_configs(argv),
         run=run,
         save_config_callback=SaveAndLogConfig,
         save_config_kwargs={"overwrite": True},
     )
+
+
+def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
+    return build_lightning_cli(FinetuneCLI, FinetuneSystem, TaskDataModule, argv, run, SUBCOMMANDS)
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ import lightning as L
 import sacrebleu
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from elmo_pipeline.data.translation import IGNORE_INDEX
 from elmo_pipeline.models.search import beam_search, greedy
@@ -158,8 +159,6 @@ class Seq2SeqSystem(L.LightningModule):
 
     def translate(self, sources: list[torch.Tensor], beam: int, lm_weight: float, progress: bool = False) -> list[str]:
         """Beam-search translations (detokenised) of source id tensors (S,), in eval mode."""
-        from tqdm import tqdm
-
         was_training = self.training
         self.eval()
         try:

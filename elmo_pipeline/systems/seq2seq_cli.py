@@ -27,9 +27,8 @@ import torch
 from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
-from elmo_pipeline.systems.finetune_cli import find_configs
+from elmo_pipeline.systems.finetune_cli import build_lightning_cli
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem, corpus_bleu
-from elmo_pipeline.systems.tracking import SaveAndLogConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +138,7 @@ def lm_perplexity(model: Seq2SeqSystem, data: TranslationDataModule) -> float:
 
 
 def build_cli(argv: list[str], run: bool = True) -> Seq2SeqCLI:
-    if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
-        argv = ["fit", *argv]
-    return Seq2SeqCLI(
-        Seq2SeqSystem,
-        TranslationDataModule,
-        args=find_configs(argv),
-        run=run,
-        save_config_callback=SaveAndLogConfig,
-        save_config_kwargs={"overwrite": True},
-    )
+    return build_lightning_cli(Seq2SeqCLI, Seq2SeqSystem, TranslationDataModule, argv, run, SUBCOMMANDS)
 
 
 def main(argv: list[str]) -> int:
