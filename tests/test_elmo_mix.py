@@ -117,3 +117,41 @@ def test_checkpoints_keyed_by_place_name_still_load():
     }
     mix.load_state_dict(old)
     assert torch.equal(mix["input"].weights, old["input.weights"]) and float(mix["output"].gamma) == 2.0
+
+
+def _system(**overrides) -> FinetuneSystem:
+    options = dict(
+        head=RecordingHead,
+        task="sentiment_sst5",
+        elmo="runs/some/export",
+        labels=["0", "1", "2", "3", "4"],
+        num_words=10,
+        num_chars=10,
+        elmo_num_layers=3,
+        elmo_dim=6,
+        elmo_places=["input", "output"],
+        word_dim=4,
+        char_filters=0,
+    )
+    return FinetuneSystem(**{**options, **overrides})
+
+
+def test_elmo_at_the_input_is_dropped_out_once_by_the_head_not_by_the_mix():
+    system = _system(elmo_dropout=0.5).train()
+    layers, mask = _layers_and_mask()
+    mixed = system.mixes(layers, mask)
+    with torch.no_grad():
+        expected = system.mixes.eval()(layers, mask)
+    torch.testing.assert_close(mixed["input"], expected["input"])  # no dropout at the input: the head has its own
+    assert (mixed["output"] == 0).sum() > (expected["output"] == 0).sum()  # dropout 0.5 at the output
+
+
+def test_initial_gamma_per_place_and_the_mix_learning_rate():
+    system = _system(elmo_gamma={"output": 0.25}, elmo_lr=0.05, lr=1e-3, weight_decay=0.01)
+    assert system.mix_weights()["input"]["gamma"] == 1.0 and system.mix_weights()["output"]["gamma"] == 0.25
+    assert system.initial_mix_weights["output"]["gamma"] == 0.25
+    optimizer = system.configure_optimizers()
+    rest, mix = optimizer.param_groups
+    assert mix["lr"] == 0.05 and mix["weight_decay"] == 0.0 and rest["lr"] == 1e-3 and rest["weight_decay"] == 0.01
+    assert {id(p) for p in mix["params"]} == {id(p) for p in system.mixes.parameters()}
+    assert len(rest["params"]) + len(mix["params"]) == len([p for p in system.parameters() if p.requires_grad])

@@ -49,6 +49,7 @@ def _run(task: str, *extra: str) -> dict:
         f"configs/finetune/{task}.yaml",
         *SMALL_HEAD[task],
         "--model.word_dim=8",
+        "--model.word_vectors=none",  # the shipped configs read GloVe; test_glove_* uses a tiny file
         "--model.char_filters=8",
         "--data.train_subtrees=false",
         "--trainer.max_epochs=2",
@@ -96,6 +97,59 @@ def test_snli_elmo_at_input_and_output_end_to_end(in_tmp, tiny_export):
     assert record["data"]["read"]["train"]["dropped_no_gold_label"] == 2
     assert record["data"]["examples"]["train"] == 32
     assert 0.0 <= record["test"]["acc"] <= 1.0
+
+
+def test_glove_vectors_predictions_and_conlleval(in_tmp):
+    from elmo_pipeline.data.task_datamodule import TaskDataModule
+    from elmo_pipeline.metrics.conlleval import conlleval
+
+    fixtures = "tests/fixtures/tasks"
+    words = sorted({w.lower() for s in TaskDataModule("ner_conll2003", fixtures).splits["train"].texts for w in s})[:5]
+    vectors = {w: [float(i + 1)] * 4 + [-0.5] * 4 for i, w in enumerate(words)}
+    Path("glove.txt").write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    record = _run(
+        "ner_conll2003",
+        "--model.word_vectors=glove.txt",
+        "--model.freeze_word_vectors=true",
+    )
+    assert record["data"]["word_vectors"]["train_words_found"] == 5 and record["data"]["lowercase_words"] is True
+    assert record["stopped_by"] in ("early_stopping", "max_epochs")
+    state = torch.load(record["best_checkpoint"], weights_only=True)["state_dict"]
+    embedding = state["embedder.word_embedding.weight"]  # frozen: still the GloVe rows after training
+    index = TaskDataModule("ner_conll2003", fixtures, lowercase_words=True, word_vectors="glove.txt").word_index
+    for word, vector in vectors.items():
+        assert embedding[index[word]].tolist() == vector
+    # the predictions file, scored by conlleval's rules, gives the F1 that the run logged
+    scores = conlleval(record["predictions"])
+    assert scores["f1"] == pytest.approx(100 * record["test"]["f1"], abs=1e-3)
+    assert scores["gold"] > 0 and Path(record["predictions"]).name == "test.conll"
+
+
+def test_early_stopping_keeps_the_best_dev_epoch_and_says_what_stopped(in_tmp):
+    callbacks = yaml.safe_load(Path(ROOT / "configs/finetune/sentiment_sst5.yaml").read_text())["trainer"]["callbacks"]
+    callbacks[1]["init_args"]["patience"] = 2
+    Path("patience.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    record = _run("sentiment_sst5", "--trainer.max_epochs=8", "--config=patience.yaml")
+    lines = (in_tmp / "runs/finetune/sentiment_sst5/logs/version_0/metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    per_epoch = [(int(r["epoch"]), float(r["val/acc"])) for r in rows if r.get("val/acc")]
+    per_epoch = per_epoch[: record["epochs"]]  # the training epochs; the last row is the re-validation of the best
+    best_epoch = max(per_epoch, key=lambda ev: (ev[1], -ev[0]))  # the first epoch with the best dev score
+    assert record["best_val"] == pytest.approx(best_epoch[1])
+    assert Path(record["best_checkpoint"]).name == f"best-epoch{best_epoch[0]:03d}.ckpt"
+    assert record["val"]["acc"] == pytest.approx(best_epoch[1])  # test used that checkpoint
+    if record["stopped_by"] == "early_stopping":
+        assert len(per_epoch) < 8 and per_epoch[-1][0] - best_epoch[0] == 2  # patience 2
+    else:
+        assert record["stopped_by"] == "max_epochs" and len(per_epoch) == 8
+    labels = Path(record["predictions"]).read_text().splitlines()
+    assert len(labels) == record["data"]["examples"]["test"] and set(labels) <= {"0", "1", "2", "3", "4"}
+
+
+def test_a_run_that_hits_its_time_limit_says_so(in_tmp):
+    record = _run("sentiment_sst5", "--trainer.max_epochs=1000", "--trainer.max_time=00:00:00:02")
+    assert record["stopped_by"] == "time_limit"
 
 
 def resolve_bilm(spec: str):

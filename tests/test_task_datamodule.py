@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from elmo_pipeline.data.task_datamodule import UNK, BucketBatchSampler, TaskDataModule
@@ -62,3 +63,60 @@ def test_batches_carry_the_biLM_layers_of_a_fresh_run(tmp_path):
     for cached, expected in zip(layers, fresh):
         torch.testing.assert_close(cached[b, : len(tokens)], expected[0], atol=2e-3, rtol=2e-3)  # float16 cache
         assert cached[b, len(tokens) :].abs().sum() == 0
+
+
+def _rms(data: TaskDataModule, split: str) -> list[float]:
+    """Layer RMS over the distinct texts of a split, as the batches deliver them."""
+    first = {}
+    for i, instance in enumerate(data.splits[split].instances):
+        first.setdefault(instance.texts[0], i)
+    items = [data.splits[split][i]["elmo"][0].float() for i in first.values()]
+    layers = torch.cat(items)  # (N, L+1, 2P)
+    return layers.pow(2).mean(dim=(0, 2)).sqrt().tolist()
+
+
+def test_random_control_is_scaled_to_the_pretrained_layer_rms(tmp_path):
+    torch.manual_seed(5)
+    export = save_export(
+        tmp_path / "export",
+        BiLM(BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, filters=[[1, 8], [2, 8]], num_samples=0)),
+    )
+    cache = str(tmp_path / "cache")
+    trained = TaskDataModule("sentiment_sst5", data_root=FIXTURES, elmo=str(export), cache_dir=cache)
+    control = TaskDataModule("sentiment_sst5", data_root=FIXTURES, elmo=f"random:{export}", cache_dir=cache)
+    unscaled = TaskDataModule(
+        "sentiment_sst5", data_root=FIXTURES, elmo=f"random:{export}", cache_dir=cache, match_scale=False
+    )
+    for data in (trained, control, unscaled):
+        data.setup("fit")
+    target, matched, raw = _rms(trained, "train"), _rms(control, "train"), _rms(unscaled, "train")
+    assert len(control.layer_scale) == 3 and unscaled.layer_scale is None
+    # the sample is every training text here (fewer than 2,000), so the match is exact up to float16
+    for t, m, r, s in zip(target, matched, raw, control.layer_scale):
+        assert m == pytest.approx(t, rel=2e-3) and m == pytest.approx(r * s, rel=2e-3)
+    assert any(abs(r - t) / t > 0.1 for r, t in zip(raw, target))  # the unscaled control really differs
+    assert control.summary()["random_control_layer_scale"] == control.layer_scale
+
+
+def test_word_vectors_lowercase_lookup_and_words_of_other_splits(tmp_path):
+    glove = tmp_path / "glove.txt"
+    plain = TaskDataModule("ner_conll2003", data_root=FIXTURES)
+    train_words = {w.lower() for s in plain.splits["train"].texts for w in s}
+    test_only = sorted({w.lower() for s in plain.splits["test"].texts for w in s} - train_words)
+    some_train = sorted(train_words)[:3]
+    glove.write_text("".join(f"{w} {i} 0.5 -1\n" for i, w in enumerate([*some_train, test_only[0]])))
+    data = TaskDataModule(
+        "ner_conll2003", data_root=FIXTURES, word_vectors=str(glove), lowercase_words=True, cache_dir=str(tmp_path)
+    )
+    assert data.num_words == len(train_words) + 1 + 2  # the training words, lowercased, + one test word with a vector
+    assert test_only[0] in data.word_index and test_only[1] not in data.word_index  # no vector: unknown
+    matrix = data.word_vector_matrix
+    assert matrix.shape == (data.num_words, 3)
+    torch.testing.assert_close(matrix[data.word_index[some_train[1]]], torch.tensor([1.0, 0.5, -1.0]))
+    assert data.summary()["word_vectors"]["train_words_found"] == 3
+    sentence = next(i for i, s in enumerate(data.splits["train"].texts) if any(w != w.lower() for w in s))
+    tokens = data.splits["train"].texts[sentence]
+    instance = next(i for i, inst in enumerate(data.splits["train"].instances) if inst.texts == (sentence,))
+    item = data.splits["train"][instance]
+    assert item["words"][0] == [data.word_index[w.lower()] for w in tokens]  # looked up in lowercase
+    assert item["chars"][0][0][0] == data.char_index[tokens[0][0]]  # the characters keep their case

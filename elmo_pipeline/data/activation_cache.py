@@ -75,6 +75,16 @@ def data_fingerprint(sentences: Sequence[Sequence[str]]) -> str:
     return digest.hexdigest()
 
 
+def layer_rms(cache: ActivationCache, chunk: int = 65536) -> list[float]:
+    """Root mean square of each layer over every token and feature of a cache: L + 1 values."""
+    total = np.zeros(cache.num_layers, dtype=np.float64)
+    for first in range(0, len(cache.activations), chunk):
+        block = np.asarray(cache.activations[first : first + chunk], dtype=np.float64)  # (n, L+1, 2P)
+        total += (block * block).sum(axis=(0, 2))
+    count = max(len(cache.activations) * cache.dim, 1)
+    return [float(x) for x in np.sqrt(total / count)]
+
+
 def pad_activations(
     items: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32
 ) -> tuple[list[torch.Tensor], torch.Tensor]:

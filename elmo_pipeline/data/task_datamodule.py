@@ -23,9 +23,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from elmo_pipeline.data.activation_cache import ActivationCache, build_activation_cache, pad_activations
+from elmo_pipeline.data.activation_cache import (
+    ActivationCache,
+    build_activation_cache,
+    layer_rms,
+    pad_activations,
+)
 from elmo_pipeline.data.readers import Example, LabelledPair, LabelledText, TaggedSentence, read_split
 from elmo_pipeline.data.readers.conll import bioul_tags
+from elmo_pipeline.data.word_vectors import embedding_matrix, is_none
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.tasks import SPLITS, TaskSpec, find_resource, load_task
@@ -60,6 +66,8 @@ class TaskSplit(Dataset):
         self.word_index: dict[str, int] = {}
         self.char_index: dict[str, int] = {}
         self.max_word_chars = 30
+        self.lowercase_words = False
+        self.layer_scale: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.instances)
@@ -72,11 +80,15 @@ class TaskSplit(Dataset):
         words, chars, elmo = [], [], []
         for t in instance.texts:
             tokens = self.texts[t]
-            words.append([self.word_index.get(w, UNK) for w in tokens])
+            keys = [w.lower() for w in tokens] if self.lowercase_words else tokens
+            words.append([self.word_index.get(w, UNK) for w in keys])
             chars.append([[self.char_index.get(c, UNK) for c in w[: self.max_word_chars]] for w in tokens])
             if self.cache is not None:
-                elmo.append(self.cache[t])  # (n, L+1, 2P) float16
-        return {"words": words, "chars": chars, "elmo": elmo, "label": instance.label}
+                layers = self.cache[t]  # (n, L+1, 2P) float16
+                if self.layer_scale is not None:  # the scale-matched random control
+                    layers = layers * torch.tensor(self.layer_scale, dtype=layers.dtype).unsqueeze(-1)  # (n, L+1, 2P)
+                elmo.append(layers)
+        return {"words": words, "chars": chars, "elmo": elmo, "label": instance.label, "index": i}
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -106,6 +118,7 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if not torch.equal(mask, batch["masks"][-1]):
                 raise ValueError("task data: cached ELMo layers do not match the tokens; delete the cache to rebuild")
             batch["elmo"].append(layers)
+    batch["index"] = torch.tensor([item.get("index", -1) for item in items], dtype=torch.long)  # (B,)
     labels = [item["label"] for item in items]
     if isinstance(labels[0], list):
         tags = torch.full((len(items), batch["words"][0].shape[1]), IGNORE_INDEX, dtype=torch.long)  # (B, T)
@@ -163,6 +176,13 @@ class TaskDataModule(L.LightningDataModule):
         elmo: the biLM, any form of :class:`~elmo_pipeline.models.source.BiLMSource`; linked from
             ``--model.elmo`` by the CLI.
         random_bilm_seed: seed of the weights of a ``random:`` biLM.
+        match_scale: rescale each layer of a ``random:`` biLM to the per-layer RMS of the pretrained biLM it
+            copies (measured on the same sample of training texts), so that the control differs from +ELMo in
+            its weights only, not in the size of its vectors.
+        word_vectors: pretrained word vectors for the word embedding (``glove-6b-50d``, ``none``, or the path of
+            a GloVe-format text file); linked from ``--model.word_vectors`` by the CLI.
+        lowercase_words: look words up in lowercase (the word embedding only; the character CNN and the biLM
+            keep the case). GloVe 6B is uncased.
         cache_dir: folder of the activation caches (one sub-folder per biLM and dataset).
         batch_size: training examples per batch.
         eval_batch_size: examples per validation/test batch.
@@ -181,6 +201,9 @@ class TaskDataModule(L.LightningDataModule):
         max_train_examples: int | None = None,
         elmo: str | None = None,
         random_bilm_seed: int = 0,
+        match_scale: bool = True,
+        word_vectors: str | None = None,
+        lowercase_words: bool = False,
         cache_dir: str = "runs/cache/activations",
         batch_size: int = 32,
         eval_batch_size: int = 64,
@@ -215,11 +238,19 @@ class TaskDataModule(L.LightningDataModule):
             self.counts["train"]["sampled"] = max_train_examples
         self.labels = bioul_tags(self.spec.labels) if self.spec.kind == "tagging" else list(self.spec.labels)
         self.splits = {split: self._build(examples[split]) for split in SPLITS}
+        self.lowercase_words = lowercase_words
+        self.word_vectors = None if is_none(word_vectors) else str(word_vectors)
+        self.word_vector_matrix: torch.Tensor | None = None
+        self.word_vector_summary: dict[str, Any] = {}
         self._build_vocabularies(self.splits["train"], min_word_count)
         for split in self.splits.values():
             split.word_index, split.char_index, split.max_word_chars = self.word_index, self.char_index, max_word_chars
+            split.lowercase_words = lowercase_words
         self.elmo = elmo
-        self.bilm = BiLMSource.parse(elmo).load(seed=random_bilm_seed, frozen=True) if elmo else None
+        self.source = BiLMSource.parse(elmo) if elmo else None
+        self.match_scale = match_scale
+        self.layer_scale: list[float] | None = None
+        self.bilm = self.source.load(seed=random_bilm_seed, frozen=True) if self.source is not None else None
         self.elmo_num_layers = self.bilm.config.num_layers + 1 if self.bilm is not None else 0
         self.elmo_dim = self.bilm.config.output_dim if self.bilm is not None else 0
         self._count_cut_words(max_word_chars)
@@ -278,12 +309,29 @@ class TaskDataModule(L.LightningDataModule):
                 instances.append(Instance((text_id(ex.premise), text_id(ex.hypothesis)), label_index[ex.label]))
         return TaskSplit([list(t) for t in table], instances)
 
+    def _word_key(self, word: str) -> str:
+        return word.lower() if self.lowercase_words else word
+
     def _build_vocabularies(self, train: TaskSplit, min_count: int) -> None:
         words: Counter[str] = Counter()
         for inst in train.instances:
             for t in inst.texts:
                 words.update(train.texts[t])
-        kept = sorted((w for w, c in words.items() if c >= min_count), key=lambda w: (-words[w], w))
+        keys: Counter[str] = Counter()
+        for word, count in words.items():
+            keys[self._word_key(word)] += count
+        kept = sorted((w for w, c in keys.items() if c >= min_count), key=lambda w: (-keys[w], w))
+        if self.word_vectors is not None:
+            others = {
+                self._word_key(w)
+                for name, split in self.splits.items()
+                if name != "train"
+                for text in split.texts
+                for w in text
+            }
+            kept, self.word_vector_matrix, self.word_vector_summary = embedding_matrix(
+                self.word_vectors, kept, others, self.cache_dir
+            )
         self.word_index = {w: i + 2 for i, w in enumerate(kept)}  # 0 padding, 1 unknown
         chars = sorted({c for w in words for c in w})
         self.char_index = {c: i + 2 for i, c in enumerate(chars)}
@@ -309,6 +357,35 @@ class TaskDataModule(L.LightningDataModule):
                 data.cache = build_activation_cache(self.bilm, data.texts, Path(self.cache_dir), batch_size=64)
                 if data.cache.num_layers != self.elmo_num_layers or data.cache.dim != self.elmo_dim:
                     raise ValueError(f"{data.cache.directory}: cached layers do not match the biLM")
+        if self.source is not None and self.source.random and self.match_scale and self.layer_scale is None:
+            self.layer_scale = self._matched_scale()
+            for data in self.splits.values():
+                data.layer_scale = self.layer_scale
+
+    def _matched_scale(self, sample_size: int = 2000) -> list[float]:
+        """Per-layer factors that give the random control the pretrained biLM's layer RMS.
+
+        Both biLMs run over the same seeded sample of distinct training texts (cached like any other
+        texts), and layer j of the control is multiplied by RMS_pretrained(j) / RMS_random(j).
+        """
+        assert self.source is not None and self.bilm is not None
+        texts = self.splits["train"].texts
+        order = list(range(len(texts)))
+        random.Random(0).shuffle(order)
+        sample = [texts[i] for i in sorted(order[:sample_size])]
+        pretrained = BiLMSource(self.source.paths).load(frozen=True)
+        root = Path(self.cache_dir)
+        target = layer_rms(build_activation_cache(pretrained, sample, root, batch_size=64))
+        current = layer_rms(build_activation_cache(self.bilm, sample, root, batch_size=64))
+        scale = [t / c if c > 0 else 1.0 for t, c in zip(target, current, strict=True)]
+        log.info(
+            "%s: random control scaled per layer by %s (layer RMS %s -> the pretrained biLM's %s)",
+            self.spec.name,
+            [round(x, 3) for x in scale],
+            [round(x, 3) for x in current],
+            [round(x, 3) for x in target],
+        )
+        return scale
 
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:
@@ -326,6 +403,17 @@ class TaskDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
+    def examples(self, split: str) -> tuple[list[list[list[str]]], list[list[str] | str]]:
+        """The texts and gold labels (tag or label names) of a split's examples, in file order."""
+        data = self.splits[split]
+        texts = [[data.texts[t] for t in inst.texts] for inst in data.instances]
+        gold = [self.label_names(inst.label) for inst in data.instances]
+        return texts, gold
+
+    def label_names(self, label: int | list[int]) -> list[str] | str:
+        """Label ids -> names: one label, or a tag sequence."""
+        return [self.labels[i] for i in label] if isinstance(label, list) else self.labels[label]
+
     def summary(self) -> dict[str, Any]:
         """Counts for the run record: examples per split, what was read and dropped, vocabulary sizes."""
         return {
@@ -335,4 +423,7 @@ class TaskDataModule(L.LightningDataModule):
             "read": self.counts,
             "num_words": self.num_words,
             "num_chars": self.num_chars,
+            "lowercase_words": self.lowercase_words,
+            "word_vectors": self.word_vector_summary or None,
+            "random_control_layer_scale": self.layer_scale,
         }

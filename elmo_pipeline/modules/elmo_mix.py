@@ -28,22 +28,29 @@ class ElmoMix(nn.ModuleList):
     Args:
         num_layers: L + 1, the biLM's layers (token layer included).
         names: one mix per name: the places of a task (``input``, ``output``) or ``0`` .. ``N-1``.
-        dropout: dropout on every mixed representation, while training.
+        dropout: dropout on the mixed representations while training: one value for every mix, or one per name
+            (0 where the consumer drops its input out itself: ELMo should be dropped out once, not twice).
         layer_norm: normalise each layer before mixing (one mean and variance over the unmasked elements).
         fixed_weights: fixed, non-trainable ``w`` (one per layer; gamma stays 1); default: trainable
             weights starting at 0 (an average).
         l2_coefficient: lambda of the L2 penalty on every mix's ``w`` (:meth:`penalty`; 0.001 in the paper).
+        initial_gamma: the initial ``gamma`` of every mix, or one per name.
     """
 
     def __init__(
         self,
         num_layers: int,
         names: Sequence[str],
-        dropout: float = 0.5,
+        dropout: float | Sequence[float] = 0.5,
         layer_norm: bool = False,
         fixed_weights: list[float] | None = None,
         l2_coefficient: float = 0.0,
+        initial_gamma: float | Sequence[float] = 1.0,
     ) -> None:
+        if not names:
+            raise ValueError("ElmoMix: needs at least one mix (names)")
+        dropouts = _per_name(dropout, names, "dropout")
+        gammas = _per_name(initial_gamma, names, "initial_gamma")
         super().__init__(
             ScalarMix(
                 num_layers,
@@ -51,16 +58,16 @@ class ElmoMix(nn.ModuleList):
                 initial_weights=fixed_weights,
                 trainable=fixed_weights is None,
                 l2_coefficient=l2_coefficient,
+                initial_gamma=gamma,
             )
-            for _ in names
+            for gamma in gammas
         )
-        if not names:
-            raise ValueError("ElmoMix: needs at least one mix (names)")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"ElmoMix: dropout must be in [0, 1), got {dropout}")
+        for p in dropouts:
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"ElmoMix: dropout must be in [0, 1), got {p}")
         self.num_layers = num_layers
         self._names = [str(name) for name in names]
-        self.dropout = dropout
+        self.dropouts = dropouts
 
     @property
     def names(self) -> list[str]:
@@ -74,7 +81,7 @@ class ElmoMix(nn.ModuleList):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"names={self._names}, dropout={self.dropout}"
+        return f"names={self._names}, dropout={self.dropouts}"
 
     def __getitem__(self, key: int | str | slice):  # also by name: mix["input"]
         if isinstance(key, str):
@@ -97,8 +104,8 @@ class ElmoMix(nn.ModuleList):
             raise ValueError(f"ElmoMix: got {len(layers)} layers but the biLM has {self.num_layers} (LSTM layers + 1)")
         keep = mask.unsqueeze(-1)  # (B, T, 1)
         return {
-            name: F.dropout(mix(layers, mask), self.dropout, self.training) * keep  # (B, T, 2P)
-            for name, mix in zip(self._names, self, strict=True)
+            name: F.dropout(mix(layers, mask), p, self.training) * keep  # (B, T, 2P)
+            for name, mix, p in zip(self._names, self, self.dropouts, strict=True)
         }
 
     def penalty(self) -> torch.Tensor:
@@ -112,3 +119,12 @@ class ElmoMix(nn.ModuleList):
             name: {"softmax_w": mix.normalized_weights().tolist(), "gamma": mix.gamma.item()}
             for name, mix in zip(self._names, self, strict=True)
         }
+
+
+def _per_name(value: float | Sequence[float], names: Sequence[str], what: str) -> list[float]:
+    if isinstance(value, int | float):
+        return [float(value)] * len(names)
+    values = [float(v) for v in value]
+    if len(values) != len(names):
+        raise ValueError(f"ElmoMix: {len(values)} values of {what} for {len(names)} mixes ({list(names)})")
+    return values

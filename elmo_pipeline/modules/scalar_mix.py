@@ -2,10 +2,11 @@
 
     ELMo_k = gamma * sum_j softmax(w)_j * h_{k,j}
 
-``w`` starts at 0 (an average of the layers) and ``gamma`` at 1. With ``layer_norm`` every layer is
-first normalised with ONE mean and ONE variance over all its unmasked elements (not per token), as
-in the paper and AllenNLP. The L2 penalty ``lambda * ||w||^2`` (lambda = 0.001 in the paper) pulls
-the weights towards an average; the task adds :meth:`ScalarMix.penalty` to its loss.
+``w`` starts at 0 (an average of the layers) and ``gamma`` at 1 (or ``initial_gamma``). With
+``layer_norm`` every layer is first normalised with ONE mean and ONE variance over all its unmasked
+elements (not per token), as in the paper and AllenNLP. The L2 penalty ``lambda * ||w||^2``
+(lambda = 0.001 in the paper) pulls the weights towards an average; the task adds
+:meth:`ScalarMix.penalty` to its loss.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class ScalarMix(nn.Module):
         trainable: learn ``w`` and ``gamma``; False keeps both fixed at their initial values (e.g. the
             plain average with the default weights).
         l2_coefficient: lambda of the L2 penalty on ``w`` returned by :meth:`penalty` (0: no penalty).
+        initial_gamma: the initial ``gamma`` (1 in the paper; smaller keeps a strong but untrained mix from
+            drowning what it is concatenated to).
         eps: added to the variance in the layer normalisation.
     """
 
@@ -36,6 +39,7 @@ class ScalarMix(nn.Module):
         initial_weights: list[float] | None = None,
         trainable: bool = True,
         l2_coefficient: float = 0.0,
+        initial_gamma: float = 1.0,
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
@@ -55,7 +59,7 @@ class ScalarMix(nn.Module):
         self.l2_coefficient = l2_coefficient
         self.eps = eps
         self.weights = nn.Parameter(torch.tensor(initial_weights, dtype=torch.float32), requires_grad=trainable)  # (L,)
-        self.gamma = nn.Parameter(torch.tensor(1.0), requires_grad=trainable)  # ()
+        self.gamma = nn.Parameter(torch.tensor(float(initial_gamma)), requires_grad=trainable)  # ()
 
     def extra_repr(self) -> str:
         return (

@@ -1,7 +1,9 @@
 """The task-finetuning system: ONE LightningModule for every downstream task (DESIGN.md).
 
-    v_k      = [word_k; charCNN_k]                              the baseline input (modules/token_embedder.py)
-    v_k     <- [v_k; dropout(ELMo_k^input)]                     ELMo at the input, if used
+    v_k      = [word_k; charCNN_k]                              the baseline input (modules/token_embedder.py;
+                                                                word_k from GloVe with --model.word_vectors)
+    v_k     <- [v_k; ELMo_k^input]                              ELMo at the input, if used (the head drops
+                                                                its input out: ELMo is dropped out once)
     o_k      = dropout(ELMo_k^output)                           ELMo at the head's output, if used
     ELMo_k^n = gamma^n sum_j softmax(w^n)_j h_k,j               one scalar mix per place n (Peters et al. 2018, Eq. 1)
     loss     = head loss + lambda sum_n ||w^n||^2               the L2 penalty on the mix weights
@@ -48,10 +50,16 @@ class FinetuneSystem(L.LightningModule):
         elmo_num_layers: biLM layers, token layer included (linked).
         elmo_dim: size of a biLM layer, 2P (linked).
         elmo_places: where ELMo goes: ``input`` and/or ``output`` (default ``[input]``).
-        elmo_dropout: dropout on each mix.
+        elmo_dropout: dropout on ELMo at the output place. ELMo at the input gets none here: every head drops
+            its input out, and ELMo is dropped out once (AllenNLP sets ELMo's own dropout to 0 for this reason).
         elmo_l2: lambda of the L2 penalty on each mix's weights (0.001 in the paper).
         elmo_layer_norm: normalise each layer before mixing.
-        word_dim: size of the randomly initialised word embedding (0: none).
+        elmo_gamma: the initial gamma of the mixes: one value, or one per place (``{input: 1.0, output: 0.25}``).
+        elmo_lr: learning rate of the mixes' w and gamma (null: ``lr``), so that the mix can move in a short run.
+        word_vectors: pretrained word vectors for the word embedding: ``glove-6b-50d`` (the ``[glove]`` extra),
+            ``none`` (random), or the path of a GloVe-format text file. ``word_dim`` must equal their size.
+        freeze_word_vectors: keep the pretrained word vectors fixed (AllenNLP's BCN and ESIM setups do).
+        word_dim: size of the word embedding (0: none).
         char_dim: character embedding size.
         char_filters: character CNN filters (0: no character CNN).
         char_width: character CNN width.
@@ -73,6 +81,10 @@ class FinetuneSystem(L.LightningModule):
         elmo_dropout: float = 0.5,
         elmo_l2: float = 0.001,
         elmo_layer_norm: bool = False,
+        elmo_gamma: float | dict[str, float] = 1.0,
+        elmo_lr: float | None = None,
+        word_vectors: str | None = None,
+        freeze_word_vectors: bool = False,
         word_dim: int = 50,
         char_dim: int = 16,
         char_filters: int = 128,
@@ -95,17 +107,23 @@ class FinetuneSystem(L.LightningModule):
             )
         self.places: list[str] = places if elmo else []
         self.embedder = TokenEmbedder(num_words, num_chars, word_dim, char_dim, char_filters, char_width)
+        if isinstance(elmo_gamma, dict) and not set(elmo_gamma) <= {"input", "output"}:
+            raise ValueError(f"finetune: --model.elmo_gamma keys are input and output, got {sorted(elmo_gamma)}")
         self.mixes = (
             ElmoMix(
                 elmo_num_layers,
                 names=self.places,
-                dropout=elmo_dropout,
+                dropout=[0.0 if place == "input" else elmo_dropout for place in self.places],
                 layer_norm=elmo_layer_norm,
                 l2_coefficient=elmo_l2,
+                initial_gamma=[
+                    elmo_gamma.get(place, 1.0) if isinstance(elmo_gamma, dict) else elmo_gamma for place in self.places
+                ],
             )
             if self.places
             else None
         )
+        self.initial_mix_weights = self.mix_weights()  # for the plot of what the mix learned
         input_dim = self.embedder.output_dim + (elmo_dim if "input" in self.places else 0)
         output_dim = elmo_dim if "output" in self.places else 0
         self.head = head(input_dim, self.labels, output_dim)
@@ -120,6 +138,29 @@ class FinetuneSystem(L.LightningModule):
             )
         self.val_metric = self._metric()
         self.test_metric = self._metric()
+        self.test_predictions: dict[int, int | list[int]] = {}  # example index -> label or tag ids
+
+    def setup(self, stage: str) -> None:
+        """Copy the pretrained word vectors into the word embedding before training starts.
+
+        Lightning restores a checkpoint after ``setup``, so a resumed run keeps its trained rows.
+        """
+        if stage != "fit" or not self.hparams.word_vectors or str(self.hparams.word_vectors).lower() == "none":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        matrix = getattr(datamodule, "word_vector_matrix", None)
+        if matrix is None:
+            raise ValueError("finetune: --model.word_vectors is set but the data module built no word vectors")
+        embedding = self.embedder.word_embedding
+        if embedding is None or embedding.weight.shape != matrix.shape:
+            have = tuple(embedding.weight.shape) if embedding is not None else "no word embedding"
+            raise ValueError(
+                f"finetune: the word vectors are {tuple(matrix.shape)} (words x dim) but the word embedding is "
+                f"{have}; set --model.word_dim {matrix.shape[1]}"
+            )
+        with torch.no_grad():
+            embedding.weight.copy_(matrix)
+        embedding.weight.requires_grad_(not self.hparams.freeze_word_vectors)
 
     def _metric(self) -> nn.Module:
         if self.spec.metric == "span_f1":
@@ -174,6 +215,11 @@ class FinetuneSystem(L.LightningModule):
         else:
             metric.update(predictions, batch["labels"])
         self.log(f"{stage}/loss", out.loss, batch_size=batch["labels"].shape[0])
+        if stage == "test" and "index" in batch:  # kept for the predictions file and the bootstrap
+            lengths = batch["masks"][0].sum(dim=1).tolist()
+            for b, index in enumerate(batch["index"].tolist()):
+                row = predictions[b]
+                self.test_predictions[index] = row[: lengths[b]].tolist() if row.dim() else int(row)
 
     def _log_metric(self, metric: nn.Module, stage: str) -> None:
         value = metric.compute()
@@ -194,6 +240,9 @@ class FinetuneSystem(L.LightningModule):
                 self.log(f"mix/{place}_w{j}", weight)
             self.log(f"mix/{place}_gamma", mix["gamma"])
 
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = {}
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metric, "test")
 
@@ -212,5 +261,12 @@ class FinetuneSystem(L.LightningModule):
             log.info("mix weights softmax(w) at the end of training: %s", self.mix_weights())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        mix = {id(p) for p in self.mixes.parameters()} if self.mixes is not None else set()
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in mix]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if self.mixes is not None and any(p.requires_grad for p in self.mixes.parameters()):
+            # the mix has its own regulariser (the L2 penalty on w): no weight decay on it
+            lr = self.hparams.elmo_lr if self.hparams.elmo_lr is not None else self.hparams.lr
+            mix_params = [p for p in self.mixes.parameters() if p.requires_grad]
+            groups.append({"params": mix_params, "lr": lr, "weight_decay": 0.0})
+        return torch.optim.Adam(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -6,7 +6,9 @@ elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --model.elmo
 
 ``fit`` (the default) trains with early stopping and model selection on dev, then evaluates the
 best checkpoint once on test (``trainer.test(ckpt_path="best")``) and writes ``results.json`` (scores,
-seed, wall times, the mixes' softmax(w)) beside the logs. ``--config`` paths such as
+seed, wall times, what stopped training, the mixes' softmax(w) before and after) and the test
+predictions in the task's own format (``predictions/test.conll`` or ``predictions/test.txt``) beside
+the logs. ``test --ckpt_path CKPT --predictions_dir DIR`` writes a checkpoint's predictions. ``--config`` paths such as
 ``configs/finetune/<task>.yaml`` are also looked up in the installed package's share folder.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from elmo_pipeline.data.predictions import write_predictions
 from elmo_pipeline.data.task_datamodule import TaskDataModule
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.models.source import arm_of
@@ -43,8 +46,15 @@ class FinetuneCLI(SafeCheckpointCLI):
             default=None,
             help="where fit writes results.json (default: <trainer.log_dir>/results.json)",
         )
+        parser.add_argument(
+            "--predictions_dir",
+            type=str | None,
+            default=None,
+            help="where the test predictions go (default: <trainer.log_dir>/predictions)",
+        )
         parser.link_arguments("data.task", "model.task")
         parser.link_arguments("model.elmo", "data.elmo")
+        parser.link_arguments("model.word_vectors", "data.word_vectors")
         for name in ("labels", "num_words", "num_chars", "elmo_num_layers", "elmo_dim"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
@@ -57,6 +67,9 @@ class FinetuneCLI(SafeCheckpointCLI):
 
     def before_test(self) -> None:
         self.check_checkpoint("test")
+
+    def after_test(self) -> None:
+        self._write_predictions(self.config_init["test"])
 
     def after_fit(self) -> None:
         trainer, config = self.trainer, self.config_init["fit"]
@@ -75,6 +88,7 @@ class FinetuneCLI(SafeCheckpointCLI):
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "fit_seconds": round(fit_seconds, 1),
+            "stopped_by": stopped_by(trainer, fit_seconds),
             "best_checkpoint": best or None,
             "monitor": getattr(callback, "monitor", None),
             "best_val": float(callback.best_model_score) if best and callback.best_model_score is not None else None,
@@ -96,12 +110,45 @@ class FinetuneCLI(SafeCheckpointCLI):
             )
             record["test"] = _scalars(trainer.callback_metrics, "test/")
             record["test_seconds"] = round(time.perf_counter() - started, 1)
+            written = self._write_predictions(config)
+            record["predictions"] = str(written) if written else None
         record["mix_weights"] = self.model.mix_weights()  # the best checkpoint's, once test has loaded it
+        record["initial_mix_weights"] = self.model.initial_mix_weights
         path = Path(config.get("results_path") or Path(trainer.log_dir or ".") / "results.json")
         if trainer.is_global_zero:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, record)  # a results.json that exists is complete
             log.info("finetune: wrote %s", path)
+
+    def _write_predictions(self, config: dict[str, Any]) -> Path | None:
+        trainer, model, data = self.trainer, self.model, self.datamodule
+        if not trainer.is_global_zero or not model.test_predictions:
+            return None
+        texts, gold = data.examples("test")
+        missing = len(gold) - len(model.test_predictions)
+        if missing:
+            log.warning("finetune: %d test examples have no prediction (a partial test run?); none written", missing)
+            return None
+        predicted = [data.label_names(model.test_predictions[i]) for i in range(len(gold))]
+        directory = Path(config.get("predictions_dir") or Path(trainer.log_dir or ".") / "predictions")
+        path = write_predictions(directory, "test", data.spec.kind, texts, gold, predicted)
+        log.info("finetune: wrote the test predictions to %s", path)
+        return path
+
+
+def stopped_by(trainer, fit_seconds: float) -> str:
+    """What ended training: ``early_stopping``, ``max_epochs``, ``max_steps`` or ``time_limit`` (the safety net)."""
+    for callback in trainer.callbacks:
+        if type(callback).__name__ == "EarlyStopping" and getattr(callback, "stopped_epoch", 0) > 0:
+            return "early_stopping"
+        if type(callback).__name__ == "Timer" and callback.time_remaining("train") is not None:
+            if callback.time_remaining("train") <= 0:
+                return "time_limit"
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return "max_steps"
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return "max_epochs"
+    return "other"
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:

@@ -1,0 +1,80 @@
+"""A task's predictions, written in the task's own format, and read back as per-example statistics.
+
+* NER: CoNLL columns ``token gold predicted``, one token per line and a blank line between sentences,
+  with the tags in IOBES (BIOUL's ``U-``/``L-`` written ``S-``/``E-``), which the official
+  ``conlleval`` script reads: ``perl conlleval < test.conll``. It is not IOB2, because a predicted
+  sequence written in IOB2 could merge two entities that BIOUL keeps apart.
+* SST-5 and SNLI: ``<split>.txt``, one predicted label per line in the order of the split's file,
+  and ``<split>.gold.txt`` beside it.
+
+The statistics feed the paired bootstrap (:mod:`elmo_pipeline.metrics.bootstrap`): chunk counts per
+sentence for NER, ``(correct, 1)`` per example otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from elmo_pipeline.metrics.conlleval import count_chunks, read_sentences
+
+
+def _iobes(tag: str) -> str:
+    return {"U": "S", "L": "E"}.get(tag[0], tag[0]) + tag[1:] if tag != "O" else tag
+
+
+def write_predictions(
+    directory: str | Path,
+    split: str,
+    kind: str,
+    texts: list[list[list[str]]],
+    gold: list[list[str] | str],
+    predicted: list[list[str] | str],
+) -> Path:
+    """Write one split's predictions; returns the file (``<split>.conll`` or ``<split>.txt``).
+
+    Args:
+        directory: the folder (created).
+        split: ``test``, ``validation``, ...
+        kind: the task's kind: ``tagging``, ``classification`` or ``pair_classification``.
+        texts: per example, its texts (each a token list).
+        gold: per example, the gold tags (tagging) or label.
+        predicted: per example, the predicted tags or label.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if len(gold) != len(predicted) or len(texts) != len(gold):
+        raise ValueError(f"predictions: {len(texts)} examples, {len(gold)} gold, {len(predicted)} predicted")
+    if kind == "tagging":
+        path = directory / f"{split}.conll"
+        lines = []
+        for (tokens,), tags, guesses in zip(texts, gold, predicted, strict=True):
+            for token, tag, guess in zip(tokens, tags, guesses, strict=True):
+                lines.append(f"{token} {_iobes(tag)} {_iobes(guess)}\n")
+            lines.append("\n")
+    else:
+        path = directory / f"{split}.txt"
+        lines = [f"{label}\n" for label in predicted]
+        _write(directory / f"{split}.gold.txt", [f"{label}\n" for label in gold])
+    _write(path, lines)
+    return path
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(path)
+
+
+def example_statistics(path: str | Path) -> np.ndarray:
+    """Per-example statistics of a predictions file: (N, 3) chunk counts for ``.conll``, (N, 2) otherwise."""
+    path = Path(path)
+    if path.suffix == ".conll":
+        counts = [count_chunks(gold, predicted) for gold, predicted in read_sentences(path)]
+        return np.array([(c.correct, c.predicted, c.gold) for c in counts], dtype=np.int64).reshape(-1, 3)
+    predicted = path.read_text(encoding="utf-8").splitlines()
+    gold = path.with_name(path.stem + ".gold.txt").read_text(encoding="utf-8").splitlines()
+    if len(gold) != len(predicted):
+        raise ValueError(f"{path}: {len(predicted)} predictions but {len(gold)} gold labels")
+    return np.array([(int(p == g), 1) for p, g in zip(predicted, gold, strict=True)], dtype=np.int64).reshape(-1, 2)
