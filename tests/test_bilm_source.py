@@ -117,6 +117,7 @@ def test_finetune_takes_every_form(forms, form, tmp_path, monkeypatch):
     config = str(ROOT / "configs" / "finetune" / "sentiment_sst5.yaml")
     results = tmp_path / "results.json"
     args = ["finetune", "--config", config, "--data.data_root", str(FIXTURES), "--model.elmo", forms[form]]
+    args += ["--model.word_vectors", "none"]
     args += ["--trainer.max_epochs", "1", "--data.train_subtrees", "false", "--results_path", str(results)]
     args += ["--trainer.enable_progress_bar", "false", "--data.cache_dir", str(tmp_path / "cache")]
     assert cli_main(args) == 0

@@ -148,6 +148,41 @@ def test_table_rows_mean_std_and_relative_error_reduction():
     assert "not meaningful" in text
 
 
+def test_table_bootstrap_goal_and_time_limited_runs(tmp_path):
+    from elmo_pipeline.data.predictions import write_predictions
+
+    gold = ["a"] * 50 + ["b"] * 50
+    texts = [[["w"]]] * 100
+
+    def run(arm, seed, right, stopped_by="early_stopping", offset=0):  # right on examples offset .. offset+right-1
+        correct = {(offset + i) % 100 for i in range(right)}
+        predicted = [g if i in correct else ("a" if g == "b" else "b") for i, g in enumerate(gold)]
+        folder = tmp_path / f"{arm}{seed}"
+        path = write_predictions(folder, "test", "classification", texts, gold, predicted)
+        record = _record("sentiment_sst5", arm, seed, right / 100)
+        return {**record, "predictions": str(path), "stopped_by": stopped_by}
+
+    runs = [run("baseline", s, r) for s, r in enumerate((60, 62, 61))]
+    runs += [run("random_bilm", s, r, "time_limit" if s == 0 else "max_epochs") for s, r in enumerate((59, 63, 61))]
+    runs += [run("elmo", s, r) for s, r in enumerate((80, 82, 81))]
+    (row,) = table_rows(runs, ["sentiment_sst5"])
+    test = row["significance"]["elmo_vs_baseline"]
+    assert test["delta"] == pytest.approx(20.0) and test["p_value"] < 0.01 and test["ci_low"] > 0
+    assert row["goal"]["met"] and row["goal"]["baseline"]["lead"] == pytest.approx(20.0)
+    assert row["goal"]["random_bilm"]["margin"] == pytest.approx(2.0)  # the larger std: the control's 59, 63, 61
+    assert row["random_bilm"]["time_limited"] == 1 and row["baseline"]["time_limited"] == 0
+    text = markdown_table([row], "t", "", meaningful=True, pretrain=None)
+    line = next(line for line in text.splitlines() if line.startswith("| sentiment_sst5 |"))
+    assert "61.00 ± 2.00 †" in line and line.rstrip(" |").endswith("0.000 | 0.000")
+    assert "- sentiment_sst5: met: +20.00 over baseline (std 1.00); +20.00 over random biLM (std 2.00)" in text
+
+    # a weak +ELMo: ahead on average, but within the seed noise, and the bootstrap says so
+    # (right on other examples than the baseline, so that the pairs disagree both ways)
+    weak = [r for r in runs if r["arm"] != "elmo"] + [run("elmo", s, r, offset=40) for s, r in enumerate((60, 64, 62))]
+    (row,) = table_rows(weak, ["sentiment_sst5"])
+    assert not row["goal"]["met"] and row["significance"]["elmo_vs_baseline"]["p_value"] > 0.2
+
+
 def test_run_score_needs_a_test_result():
     with pytest.raises(ValueError, match="ner_conll2003 elmo seed 0 has no test score"):
         run_score({"task": "ner_conll2003", "arm": "elmo", "seed": 0, "test": {}})
@@ -183,7 +218,12 @@ def _fixture_preset(tmp_path: Path) -> Path:
             {
                 "name": "ner_conll2003",
                 "config": "configs/finetune/ner_conll2003.yaml",
-                "set": {"trainer.max_epochs": 2, "model.head.init_args.hidden_size": 16, "model.char_filters": 8},
+                "set": {
+                    "trainer.max_epochs": 2,
+                    "model.head.init_args.hidden_size": 16,
+                    "model.char_filters": 8,
+                    "model.word_vectors": "none",  # the tests do not need the [glove] extra
+                },
             },
             {
                 "name": "sentiment_sst5",
@@ -192,6 +232,7 @@ def _fixture_preset(tmp_path: Path) -> Path:
                     "trainer.max_epochs": 2,
                     "data.train_subtrees": False,
                     "model.char_filters": 8,
+                    "model.word_vectors": "none",
                     "model.head.init_args": {
                         "pre_encode_dim": 8,
                         "hidden_size": 8,

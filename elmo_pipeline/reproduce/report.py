@@ -8,6 +8,11 @@ of +ELMo over the baseline, absolute and as relative error reduction::
 
 All scores are test scores of the checkpoint chosen on dev, in percent. ``results.json`` holds
 every run; the table is computed from it (:func:`table_rows`), so the two always agree.
+
+Each row also carries a paired bootstrap over the test examples (:mod:`elmo_pipeline.metrics.bootstrap`)
+of +ELMo against the baseline and against the random control, from the runs' prediction files, and
+the goal check: +ELMo ahead of both by more than the larger of the two arms' seed std. A run that
+stopped on its wall-clock safety net instead of converging is marked ``†``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from elmo_pipeline.analysis.curves import read_metrics
+from elmo_pipeline.data.predictions import example_statistics
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.machine import machine_info
+from elmo_pipeline.metrics.bootstrap import paired_bootstrap
 from elmo_pipeline.reproduce.preset import Preset
 from elmo_pipeline.reproduce.runner import Run
 from elmo_pipeline.tasks import load_task
@@ -71,12 +78,48 @@ def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
             base, elmo = row["baseline"]["mean"], row["elmo"]["mean"]
             row["increase"] = elmo - base
             row["relative_error_reduction"] = (elmo - base) / (100.0 - base) if base < 100 else None
+        for arm in ARM_TITLES:
+            if arm in row:
+                row[arm]["time_limited"] = sum(
+                    r.get("stopped_by") == "time_limit" for r in runs if r["task"] == task and r["arm"] == arm
+                )
+        row["significance"] = significance(runs, task, "span_f1" if spec.metric == "span_f1" else "accuracy")
+        if "elmo" in row and "baseline" in row and "random_bilm" in row:
+            goal = {}
+            for other in ("baseline", "random_bilm"):
+                lead = row["elmo"]["mean"] - row[other]["mean"]
+                margin = max(row["elmo"]["std"] or 0.0, row[other]["std"] or 0.0)  # the larger of the two arms' std
+                goal[other] = {"lead": lead, "margin": margin, "met": lead > margin}
+            row["goal"] = {**goal, "met": all(g["met"] for g in goal.values())}
         paper = spec.paper
         if "baseline" in paper and "elmo" in paper:
             row["paper_increase"] = paper["elmo"] - paper["baseline"]
             row["paper_relative_error_reduction"] = (paper["elmo"] - paper["baseline"]) / (100.0 - paper["baseline"])
         rows.append(row)
     return rows
+
+
+def significance(runs: list[dict[str, Any]], task: str, metric: str, samples: int = 10_000) -> dict[str, Any]:
+    """Paired bootstrap of +ELMo against the baseline and the random control, over the test examples.
+
+    Every run of an arm contributes (the score of a draw is the arm's mean over its seeds). Runs
+    without a predictions file (older records) leave the comparison out.
+    """
+    stats: dict[str, list[Any]] = {}
+    for record in runs:
+        path = record.get("predictions")
+        if record["task"] != task or not path or not Path(path).is_file():
+            continue
+        stats.setdefault(record["arm"], []).append(example_statistics(path))
+    out: dict[str, Any] = {}
+    for other in ("baseline", "random_bilm"):
+        if "elmo" in stats and other in stats:
+            shapes = {s.shape for s in stats["elmo"] + stats[other]}
+            if len(shapes) != 1:
+                log.warning("reproduce: %s runs were tested on different examples; no bootstrap", task)
+                continue
+            out[f"elmo_vs_{other}"] = paired_bootstrap(stats["elmo"], stats[other], metric, samples=samples)
+    return out
 
 
 COLUMNS = [
@@ -89,6 +132,8 @@ COLUMNS = [
     "Our random biLM",
     "Our +ELMo",
     "Our increase (abs / rel.)",
+    "p vs baseline",
+    "p vs random",
 ]
 
 
@@ -98,7 +143,13 @@ def row_cells(row: dict[str, Any]) -> list[str]:
 
     def arm(name: str) -> str:
         cell = row.get(name)
-        return _fmt(cell["mean"], cell["std"]) if cell else "—"
+        if not cell:
+            return "—"
+        return _fmt(cell["mean"], cell["std"]) + (" †" if cell.get("time_limited") else "")
+
+    def p_value(name: str) -> str:
+        test = (row.get("significance") or {}).get(f"elmo_vs_{name}")
+        return "—" if test is None else f"{test['p_value']:.3f}"
 
     def increase(abs_: float | None, rel: float | None) -> str:
         if abs_ is None or rel is None:
@@ -115,6 +166,8 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         arm("random_bilm"),
         arm("elmo"),
         increase(row.get("increase"), row.get("relative_error_reduction")),
+        p_value("baseline"),
+        p_value("random_bilm"),
     ]
 
 
@@ -135,12 +188,24 @@ def markdown_table(
         f"Test scores (%) of the checkpoint chosen on dev; ours are mean ± sample std over "
         f"{', '.join(map(str, seeds)) or 0} seed(s). Increase = +ELMo − baseline; relative = increase / "
         "(100 − baseline), the paper's relative error reduction. The random-biLM control is a frozen biLM of "
-        "the same size with random weights, mixed the same way.",
+        "the same size with random weights, each layer rescaled to the pretrained biLM's RMS, mixed the same way. "
+        "p: paired bootstrap over the test examples (10,000 draws; the share of draws in which +ELMo does not "
+        "lead). † a run stopped by its wall-clock safety net before converging.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
     ]
     lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
+    goals = [row for row in rows if "goal" in row]
+    if goals:
+        lines += ["", "Goal: +ELMo ahead of both the baseline and the random control by more than the larger seed std:"]
+        for row in goals:
+            goal = row["goal"]
+            parts = [
+                f"{goal[o]['lead']:+.2f} over {ARM_TITLES[o]} (std {goal[o]['margin']:.2f})"
+                for o in ("baseline", "random_bilm")
+            ]
+            lines.append(f"- {row['task']}: {'met' if goal['met'] else 'not met'}: {'; '.join(parts)}")
     if pretrain:
         test = pretrain.get("test") or {}
         parts = []
@@ -160,29 +225,56 @@ def markdown_table(
 
 # ---- pictures --------------------------------------------------------------------------------------
 def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
-    """softmax(w) per task and place, mean over seeds (the paper's Figure 2): where each task draws from."""
+    """What each task's mix learned, against where it started (the paper's Figure 2, plus gamma).
+
+    Left: softmax(w) per task and place, mean ± std over the +ELMo seeds, with each layer's initial
+    value as a black tick. Right: gamma, learned (bar) and initial (tick). A mix that did not move
+    sits on its ticks.
+    """
     plt.switch_backend("Agg")
-    groups: dict[str, list[list[float]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for record in runs:
         if record["arm"] != "elmo":
             continue
+        initial = record.get("initial_mix_weights") or {}
         for place, mix in (record.get("mix_weights") or {}).items():
-            groups.setdefault(f"{record['task']}\n({place})", []).append(mix["softmax_w"])
+            start = initial.get(place) or {
+                "softmax_w": [1.0 / len(mix["softmax_w"])] * len(mix["softmax_w"]),
+                "gamma": 1.0,
+            }
+            groups.setdefault(f"{record['task']}\n({place})", []).append({"end": mix, "start": start})
     if not groups:
         return None
-    layers = max(len(w[0]) for w in groups.values())
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(groups), 3.2))
+    layers = max(len(g[0]["end"]["softmax_w"]) for g in groups.values())
+    fig, (ax, ax_gamma) = plt.subplots(
+        1, 2, figsize=(2.6 + 2.2 * len(groups), 3.4), gridspec_kw={"width_ratios": [3, 1.2]}
+    )
     width = 0.8 / layers
     for j in range(layers):
-        means = [statistics.fmean(w[j] for w in weights) for weights in groups.values()]
-        errs = [statistics.stdev([w[j] for w in weights]) if len(weights) > 1 else 0.0 for weights in groups.values()]
+        ends = [[m["end"]["softmax_w"][j] for m in mixes] for mixes in groups.values()]
+        starts = [statistics.fmean(m["start"]["softmax_w"][j] for m in mixes) for mixes in groups.values()]
+        means = [statistics.fmean(v) for v in ends]
+        errs = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in ends]
         xs = [i + (j - (layers - 1) / 2) * width for i in range(len(groups))]
         ax.bar(xs, means, width, yerr=errs, capsize=2, label="token layer" if j == 0 else f"LSTM layer {j}")
-    ax.axhline(1.0 / layers, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+        ax.scatter(xs, starts, marker="_", s=120, color="black", zorder=3, label="initial" if j == 0 else None)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=7)
     ax.set_ylabel("softmax(w)")
-    ax.set_title("Learned ELMo layer weights (+ELMo arm, mean ± std over seeds)", fontsize=9)
+    ax.set_title("Layer weights: learned (bars) vs initial (ticks)", fontsize=9)
     ax.legend(fontsize=7)
+    gammas = [[m["end"]["gamma"] for m in mixes] for mixes in groups.values()]
+    ax_gamma.bar(
+        range(len(groups)),
+        [statistics.fmean(g) for g in gammas],
+        yerr=[statistics.stdev(g) if len(g) > 1 else 0.0 for g in gammas],
+        capsize=2,
+        color="tab:purple",
+    )
+    starts = [statistics.fmean(m["start"]["gamma"] for m in mixes) for mixes in groups.values()]
+    ax_gamma.scatter(range(len(groups)), starts, marker="_", s=200, color="black", zorder=3)
+    ax_gamma.set_xticks(range(len(groups)), list(groups), fontsize=6)
+    ax_gamma.set_title("gamma", fontsize=9)
+    fig.suptitle("What the ELMo mixes learned (+ELMo arm, mean ± std over seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
