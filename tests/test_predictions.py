@@ -94,3 +94,16 @@ def test_bootstrap_uses_the_mean_over_seeds_and_span_f1():
     assert result["p_value"] == 0.0  # one example: every draw is the full set
     with pytest.raises(ValueError, match="different examples"):
         paired_bootstrap(a, np.zeros((2, 3)), "span_f1")
+
+
+def test_archived_copies_give_the_same_statistics(tmp_path):
+    from elmo_pipeline.data.predictions import archive
+
+    conll = _write(tmp_path / "run")
+    labels = write_predictions(tmp_path / "run", "test", "classification", [[["a"]], [["b"]]], ["x", "y"], ["x", "x"])
+    for path, name in ((conll, "ner-elmo-seed0.conll"), (labels, "sst-elmo-seed0.txt")):
+        copy = archive(path, tmp_path / "kept" / name)
+        assert copy.name == name + ".gz" and copy.is_file()
+        assert example_statistics(copy).tolist() == example_statistics(path).tolist()
+        assert archive(path, tmp_path / "kept" / name).read_bytes() == copy.read_bytes()  # reproducible bytes
+    assert conlleval(tmp_path / "kept" / "ner-elmo-seed0.conll.gz")["correct"] == CORRECT

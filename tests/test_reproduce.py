@@ -316,8 +316,12 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
     for picture in ("layer_weights.png", "learning_curves.png"):
         assert (results / picture).stat().st_size > 1000
         assert f"({picture})" in table
-    for run in report["runs"]:  # every run recorded with the mixes of its arm
+    for run in report["runs"]:  # every run recorded with the mixes of its arm, its predictions kept with the table
         assert bool(run["mix_weights"]) == (run["arm"] != "baseline")
+        assert Path(run["predictions"]).parent == results / "predictions" and Path(run["predictions"]).is_file()
+        assert run["stopped_by"] in ("early_stopping", "max_epochs")
+    for row in report["table"]:
+        assert set(row["significance"]) == {"elmo_vs_baseline", "elmo_vs_random_bilm"}
 
 
 def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):

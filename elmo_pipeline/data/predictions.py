@@ -13,6 +13,8 @@ sentence for NER, ``(correct, 1)`` per example otherwise.
 
 from __future__ import annotations
 
+import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +69,46 @@ def _write(path: Path, lines: list[str]) -> None:
     tmp.replace(path)
 
 
+def gold_path(path: str | Path) -> Path:
+    """The gold labels beside a ``<split>.txt`` (or ``.txt.gz``) predictions file."""
+    path = Path(path)
+    gz = path.name.endswith(".gz")
+    stem = path.name.removesuffix(".gz").removesuffix(".txt")
+    return path.with_name(f"{stem}.gold.txt" + (".gz" if gz else ""))
+
+
+def _read_lines(path: Path) -> list[str]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def archive(path: str | Path, destination: str | Path) -> Path:
+    """Copy a predictions file (and its gold labels) gzipped to ``destination`` (a name ending in ``.conll`` or
+    ``.txt``; ``.gz`` is added). Returns the copied predictions file."""
+    path, destination = Path(path), Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    pairs = [(path, destination)]
+    if not path.name.endswith(".conll"):
+        pairs.append((gold_path(path), gold_path(destination)))
+    for source, target in pairs:
+        target = target.with_name(target.name.removesuffix(".gz") + ".gz")
+        tmp = target.with_name(target.name + ".tmp")
+        with open(source, "rb") as f, open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:  # the same bytes every time
+                shutil.copyfileobj(f, out)
+        tmp.replace(target)
+    return destination.with_name(destination.name.removesuffix(".gz") + ".gz")
+
+
 def example_statistics(path: str | Path) -> np.ndarray:
     """Per-example statistics of a predictions file: (N, 3) chunk counts for ``.conll``, (N, 2) otherwise."""
     path = Path(path)
-    if path.suffix == ".conll":
+    if path.name.removesuffix(".gz").endswith(".conll"):
         counts = [count_chunks(gold, predicted) for gold, predicted in read_sentences(path)]
         return np.array([(c.correct, c.predicted, c.gold) for c in counts], dtype=np.int64).reshape(-1, 3)
-    predicted = path.read_text(encoding="utf-8").splitlines()
-    gold = path.with_name(path.stem + ".gold.txt").read_text(encoding="utf-8").splitlines()
+    predicted = _read_lines(path)
+    gold = _read_lines(gold_path(path))
     if len(gold) != len(predicted):
         raise ValueError(f"{path}: {len(predicted)} predictions but {len(gold)} gold labels")
     return np.array([(int(p == g), 1) for p, g in zip(predicted, gold, strict=True)], dtype=np.int64).reshape(-1, 2)

@@ -3,7 +3,7 @@
 This follows the counting loop of ``conlleval.pl`` (CoNLL-2000 to 2003) line by line, independently
 of :mod:`~elmo_pipeline.metrics.span_f1` (which compares sets of spans), so that each checks the
 other. A file has one token per line, whitespace-separated columns whose last two are the gold and
-the predicted tag, and a blank line (or a ``-DOCSTART-`` line) between sentences. Tags may be
+the predicted tag, and a blank line (or a ``-DOCSTART-`` line) between sentences (``.gz`` is read too). Tags may be
 IOB1, IOB2 or IOBES (``E-``/``S-``; BIOUL's ``L-``/``U-`` are read as ``E-``/``S-``).
 
     precision = correct chunks / predicted chunks,  recall = correct / gold,  F1 = 2PR / (P + R)
@@ -11,6 +11,7 @@ IOB1, IOB2 or IOBES (``E-``/``S-``; BIOUL's ``L-``/``U-`` are read as ``E-``/``S
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def read_sentences(path: str | Path) -> list[tuple[list[str], list[str]]]:
     gold: list[str] = []
     predicted: list[str] = []
     width = None
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":

@@ -60,6 +60,7 @@ class ScalarMix(nn.Module):
         self.eps = eps
         self.weights = nn.Parameter(torch.tensor(initial_weights, dtype=torch.float32), requires_grad=trainable)  # (L,)
         self.gamma = nn.Parameter(torch.tensor(float(initial_gamma)), requires_grad=trainable)  # ()
+        self.gamma_init = float(initial_gamma)
 
     def extra_repr(self) -> str:
         return (

@@ -11,7 +11,8 @@ every run; the table is computed from it (:func:`table_rows`), so the two always
 
 Each row also carries a paired bootstrap over the test examples (:mod:`elmo_pipeline.metrics.bootstrap`)
 of +ELMo against the baseline and against the random control, from the runs' prediction files, and
-the goal check: +ELMo ahead of both by more than the larger of the two arms' seed std. A run that
+the goal check: +ELMo ahead of both by more than the larger of the two arms' seed std. The prediction
+files are copied, gzipped, to ``<output_dir>/predictions/``, and ``results.json`` points there. A run that
 stopped on its wall-clock safety net instead of converging is marked ``†``.
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from elmo_pipeline.analysis.curves import read_metrics
-from elmo_pipeline.data.predictions import example_statistics
+from elmo_pipeline.data.predictions import archive, example_statistics
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.machine import machine_info
 from elmo_pipeline.metrics.bootstrap import paired_bootstrap
@@ -382,6 +383,11 @@ def write_report(
     for i in done:
         record = dict(results[i])
         record["run_dir"] = str(runs[i].run_dir)
+        predictions = record.get("predictions")
+        if predictions and Path(predictions).is_file():  # kept with the table, so the bootstrap can be rerun
+            kind = ".conll" if predictions.endswith(".conll") else ".txt"
+            name = f"{record['task']}-{record['arm']}-seed{record['seed']}{kind}"
+            record["predictions"] = str(archive(predictions, out / "predictions" / name))
         records.append(record)
     tasks = [t.name for t in preset.tasks if any(r["task"] == t.name for r in records)]
     rows = table_rows(records, tasks)

@@ -123,7 +123,12 @@ class FinetuneSystem(L.LightningModule):
             if self.places
             else None
         )
-        self.initial_mix_weights = self.mix_weights()  # for the plot of what the mix learned
+        # where the mixes start (w = 0: the average), for the picture of what they learned; computed
+        # from the options, not the tensors, which a dry run builds on the meta device
+        self.initial_mix_weights = {
+            place: {"softmax_w": [1.0 / elmo_num_layers] * elmo_num_layers, "gamma": mix.gamma_init}
+            for place, mix in zip(self.places, self.mixes or [], strict=True)
+        }
         input_dim = self.embedder.output_dim + (elmo_dim if "input" in self.places else 0)
         output_dim = elmo_dim if "output" in self.places else 0
         self.head = head(input_dim, self.labels, output_dim)
