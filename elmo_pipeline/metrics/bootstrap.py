@@ -1,4 +1,4 @@
-"""The paired bootstrap test over test examples (Efron & Tibshirani 1993; Koehn 2004; Berg-Kirkpatrick et al. 2012).
+"""The paired bootstrap test over test examples (Efron & Tibshirani 1993; in NLP, Koehn 2004).
 
 Two systems A and B are scored on the same test examples. Each of ``samples`` rounds draws n
 examples with replacement and scores both systems on that draw; the p-value is the share of rounds
@@ -6,7 +6,9 @@ in which A does not beat B:
 
     p = #{ rounds r : metric(A, draw_r) - metric(B, draw_r) <= 0 } / samples
 
-A small p says that A's lead is not an accident of which examples the test set happens to hold.
+A small p says that A's lead is not an accident of which examples the test set happens to hold
+(this is Koehn's form; Berg-Kirkpatrick et al. 2012 count draws with a lead above twice the observed
+one instead). With ``samples`` draws, p = 0 means p < 1 / samples.
 With several seeds per system, each system's score on a draw is its mean over seeds, so the test
 asks about the mean of the runs the table reports.
 

@@ -1,10 +1,12 @@
 """conlleval, the CoNLL shared tasks' scorer, as a Python function over a predictions file.
 
-This follows the counting loop of ``conlleval.pl`` (CoNLL-2000 to 2003) line by line, independently
-of :mod:`~elmo_pipeline.metrics.span_f1` (which compares sets of spans), so that each checks the
+This follows ``conlleval.pl`` (CoNLL-2000 to 2003): its chunk rules (``startOfChunk``,
+``endOfChunk``) and its counting loop, line by line, independently of
+:mod:`~elmo_pipeline.metrics.span_f1` (which compares sets of spans), so that each checks the
 other. A file has one token per line, whitespace-separated columns whose last two are the gold and
-the predicted tag, and a blank line (or a ``-DOCSTART-`` line) between sentences (``.gz`` is read too). Tags may be
-IOB1, IOB2 or IOBES (``E-``/``S-``; BIOUL's ``L-``/``U-`` are read as ``E-``/``S-``).
+the predicted tag, and a blank line (or a ``-DOCSTART-`` line) between sentences (``.gz`` is read
+too). Like the Perl script it reads IOB1 and IOB2 (and its IOE rules); it has no ``S-`` tag, so
+files for it are written in IOB2.
 
     precision = correct chunks / predicted chunks,  recall = correct / gold,  F1 = 2PR / (P + R)
 """
@@ -41,21 +43,28 @@ def _split(tag: str) -> tuple[str, str]:
     if tag == "O":
         return "O", ""
     prefix, _, kind = tag.partition("-")
-    return {"L": "E", "U": "S"}.get(prefix, prefix), kind
+    return prefix, kind
 
 
 def _end_of_chunk(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
+    """conlleval.pl's endOfChunk: whether a chunk ended at the previous token."""
     return (
-        prev_tag in ("E", "S")
-        or (prev_tag == "B" and tag in ("B", "S", "O"))
-        or (prev_tag == "I" and tag in ("B", "S", "O"))
-        or (prev_tag != "O" and prev_type != kind)
+        (prev_tag in ("B", "I") and tag in ("B", "O"))
+        or (prev_tag == "E" and tag in ("E", "I", "O"))
+        or (prev_tag not in ("O", ".") and prev_type != kind)
+        or prev_tag in ("[", "]")
     )
 
 
 def _start_of_chunk(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
+    """conlleval.pl's startOfChunk: whether a chunk starts at this token."""
     return (
-        tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I")) or (tag != "O" and prev_type != kind)
+        (tag == "B" and prev_tag in ("B", "I", "O"))
+        or (tag == "I" and prev_tag == "O")
+        or (tag == "E" and prev_tag in ("E", "O"))
+        or (tag == "I" and prev_tag == "E")
+        or (tag not in ("O", ".") and prev_type != kind)
+        or tag in ("[", "]")
     )
 
 

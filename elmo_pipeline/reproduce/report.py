@@ -150,7 +150,9 @@ def row_cells(row: dict[str, Any]) -> list[str]:
 
     def p_value(name: str) -> str:
         test = (row.get("significance") or {}).get(f"elmo_vs_{name}")
-        return "—" if test is None else f"{test['p_value']:.3f}"
+        if test is None:
+            return "—"
+        return f"< {1 / test['samples']:.0e}" if test["p_value"] == 0 else f"{test['p_value']:.3f}"
 
     def increase(abs_: float | None, rel: float | None) -> str:
         if abs_ is None or rel is None:

@@ -267,8 +267,14 @@ class FinetuneSystem(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         mix = {id(p) for p in self.mixes.parameters()} if self.mixes is not None else set()
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in mix]
+        embedding = self.embedder.word_embedding
+        pretrained = embedding is not None and embedding.weight.requires_grad and bool(self.hparams.word_vectors)
+        pretrained = pretrained and str(self.hparams.word_vectors).lower() != "none"
+        skip = mix | ({id(embedding.weight)} if pretrained else set())
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
         groups: list[dict[str, Any]] = [{"params": rest}]
+        if pretrained:  # coupled L2 would shrink every pretrained row, even those of words training never sees
+            groups.append({"params": [embedding.weight], "weight_decay": 0.0})
         if self.mixes is not None and any(p.requires_grad for p in self.mixes.parameters()):
             # the mix has its own regulariser (the L2 penalty on w): no weight decay on it
             lr = self.hparams.elmo_lr if self.hparams.elmo_lr is not None else self.hparams.lr

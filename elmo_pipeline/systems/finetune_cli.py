@@ -139,7 +139,9 @@ class FinetuneCLI(SafeCheckpointCLI):
 def stopped_by(trainer, fit_seconds: float) -> str:
     """What ended training: ``early_stopping``, ``max_epochs``, ``max_steps`` or ``time_limit`` (the safety net)."""
     for callback in trainer.callbacks:
-        if type(callback).__name__ == "EarlyStopping" and getattr(callback, "stopped_epoch", 0) > 0:
+        if type(callback).__name__ == "EarlyStopping" and (
+            getattr(callback, "stopped_epoch", 0) > 0 or getattr(callback, "wait_count", 0) >= callback.patience
+        ):  # stopped_epoch stays 0 when it stops in the first epoch
             return "early_stopping"
         if type(callback).__name__ == "Timer" and callback.time_remaining("train") is not None:
             if callback.time_remaining("train") <= 0:
