@@ -225,3 +225,27 @@ def test_the_shipped_config_parses(capsys):
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "fusion: none" in printed and "monitor: val/bleu" in printed
+
+
+def test_an_interrupted_run_resumes_exactly(tmp_path):
+    """3 epochs straight == 1 epoch, stop, resume from last.ckpt for 2 more: same weights (dropout on)."""
+
+    def fit(root: Path, epochs: int, *extra: str) -> dict[str, torch.Tensor]:
+        args = [
+            "seq2seq", "--config", "configs/seq2seq/multi30k_de_en.yaml", "--data.data_root", str(FIXTURE),
+            "--model.lm", "null", "--model.fusion", "none", "--model.dropout", "0.3",
+            "--model.embedding_dim", "8", "--model.encoder_dim", "8", "--model.decoder_dim", "16",
+            "--model.attention_dim", "8", "--data.min_count", "1", "--data.batch_size", "8",
+            "--trainer.max_epochs", str(epochs), "--trainer.default_root_dir", str(root),
+            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(root), *extra,
+        ]  # fmt: skip
+        assert cli.main(args) == 0
+        versions = sorted(root.glob("logs/version_*"), key=lambda p: int(p.name.split("_")[1]))
+        return torch.load(versions[-1] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    straight = fit(tmp_path / "straight", 3)
+    fit(tmp_path / "resumed", 1)
+    resumed = fit(tmp_path / "resumed", 3, "--ckpt_path", "last")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name

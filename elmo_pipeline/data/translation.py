@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from elmo_pipeline.data.readers.base import ReaderError, open_lines
 from elmo_pipeline.errors import InputError, MissingFileError
@@ -94,6 +95,30 @@ def _lm_vocabulary(lm: str) -> Vocabulary:
             "give an export folder (elmo-pipeline pretrain writes one)"
         )
     return vocabulary
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``seed`` and the epoch alone.
+
+    The epoch is read from ``epoch_source`` (the trainer's current epoch) when the iteration starts,
+    else from :meth:`set_epoch`: a run resumed from a checkpoint creates its first iterator before
+    Lightning calls ``set_epoch``, and must still see the batch order the uninterrupted run saw.
+    """
+
+    def __init__(self, n: int, seed: int, epoch_source: Callable[[], int | None] | None = None) -> None:
+        self.n, self.seed, self.epoch, self.epoch_source = n, seed, 0, epoch_source
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch_source() if self.epoch_source is not None else None
+        epoch = self.epoch if epoch is None else epoch
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -205,10 +230,18 @@ class TranslationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         lengths = [len(s) for s, _ in self.pairs[split]]
         batches = list(length_sorted_batches(lengths, self.batch_size, boundaries=0))
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None  # a new batch order every epoch
-        return DataLoader(
-            batches, batch_size=None, shuffle=shuffle, generator=generator, collate_fn=partial(self.collate, split)
-        )
+        sampler = EpochShuffle(len(batches), self.seed, self._current_epoch) if shuffle else None  # new order per epoch
+        return DataLoader(batches, batch_size=None, sampler=sampler, collate_fn=partial(self.collate, split))
+
+    def _current_epoch(self) -> int | None:
+        """The epoch a new training iterator is for: the epochs already processed. Lightning's ``current_epoch``
+        counts *completed* epochs, and a checkpoint written at the end of epoch k's validation has not
+        completed it yet, so a run resumed from one would draw epoch k's order again for epoch k + 1."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        progress = getattr(getattr(trainer, "fit_loop", None), "epoch_progress", None)
+        return progress.current.processed if progress is not None else trainer.current_epoch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

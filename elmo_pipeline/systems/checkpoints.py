@@ -64,7 +64,19 @@ _KEYWORDS = ("best", "last", "hpc", "registry")  # --ckpt_path values that Light
 
 
 def _checkpoint_dirs(trainer) -> list[Path]:
-    return [Path(c.dirpath) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+    """Where the ModelCheckpoints write: their ``dirpath``, or, without one, the ``checkpoints`` folder of each
+    version of the first logger (Lightning's default; a resumed run logs to a new version)."""
+    dirs: list[Path] = []
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        if callback.dirpath:
+            dirs.append(Path(callback.dirpath))
+        elif trainer.loggers and getattr(trainer.loggers[0], "root_dir", None):
+            dirs += sorted(Path(trainer.loggers[0].root_dir).glob("version_*/checkpoints"))
+        else:
+            dirs.append(Path(trainer.default_root_dir) / "checkpoints")
+    return dirs
 
 
 def find_last(trainer) -> Path:

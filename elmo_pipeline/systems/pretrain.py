@@ -24,6 +24,7 @@ from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.checkpoints import load_checkpoint
+from elmo_pipeline.systems.rng import TrainingRNG
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class PretrainSystem(L.LightningModule):
         self._attempt_start: tuple[float, int] | None = None  # (time, step) from which the step rate is measured
         self._attempt_first_step = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
-        self._train_rng: dict[str, Any] | None = None  # the RNG as the last training step left it
+        self._train_rng = TrainingRNG()  # the RNG as the last training step left it (systems/rng.py)
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
         self.health_stop: str | None = None  # why training diverged, if it did (TrainingDiverged says it too)
 
@@ -199,7 +200,7 @@ class PretrainSystem(L.LightningModule):
     # ---- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"])
-        self._train_rng = self._rng_states()  # the backward pass and the update draw no random numbers
+        self._train_rng.capture()
         if not self._loss_is_healthy(out.loss):
             return None  # Lightning skips the backward pass and the update
         num_tokens = int(batch["num_tokens"])
@@ -404,34 +405,15 @@ class PretrainSystem(L.LightningModule):
             self.test_unigram.reset()
 
     # ---- state and export ------------------------------------------------------------------
-    # Dropout and the sampled softmax's negatives draw from the global RNG, and so does anything
-    # else that runs between two training steps: creating a DataLoader iterator (validation, a new
-    # epoch) draws its base seed from it. So the training stream of random numbers is kept apart:
-    # the state is taken after every training forward pass and put back at the start of the next step,
-    # and a checkpoint saves that state, wherever it is written (after a step, or after validation).
-    # A resumed run therefore continues exactly as the uninterrupted one, from any checkpoint.
-    @staticmethod
-    def _rng_states() -> dict[str, Any]:
-        states: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            states["cuda"] = torch.cuda.get_rng_state_all()
-        return states
-
-    @staticmethod
-    def _set_rng_states(states: dict[str, Any]) -> None:
-        torch.set_rng_state(states["torch"])
-        if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states["cuda"])
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["lr_horizon"] = self.horizon
-        checkpoint["rng_states"] = self._train_rng if self._train_rng is not None else self._rng_states()
+        self._train_rng.save(checkpoint)  # a resumed run continues the training stream of random numbers
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.horizon = checkpoint.get("lr_horizon", self.horizon)
-        self._train_rng = checkpoint.get("rng_states")  # put back at the first training step
+        self._train_rng.load(checkpoint)
 
     def on_after_backward(self) -> None:
         # the first softmax_only_steps steps train only the softmax: the other gradients are dropped
@@ -453,8 +435,7 @@ class PretrainSystem(L.LightningModule):
             self.horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
             if self.horizon is not None:
                 log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, self.horizon)
-        if self._train_rng is not None:
-            self._set_rng_states(self._train_rng)
+        self._train_rng.restore()
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir:

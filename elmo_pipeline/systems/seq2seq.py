@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import sacrebleu
@@ -27,6 +28,7 @@ from elmo_pipeline.models.search import beam_search, greedy
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.models.target_lm import TargetLM
+from elmo_pipeline.systems.rng import TrainingRNG
 from elmo_pipeline.text.tokenize import detokenize
 from elmo_pipeline.text.vocab import Vocabulary
 
@@ -113,6 +115,7 @@ class Seq2SeqSystem(L.LightningModule):
         self.model = Seq2Seq(self.config, target_lm)
         self.lm_weight = lm_weight
         self._val: list[tuple[str, str]] = []
+        self._train_rng = TrainingRNG()  # dropout's stream, saved in checkpoints: a resumed run continues exactly
 
     def state_dict(self, *args, **kwargs):
         """Without the frozen LM's weights: they are read again from ``lm`` (hparams) when the model is built."""
@@ -136,10 +139,20 @@ class Seq2SeqSystem(L.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return loss, int((targets != IGNORE_INDEX).sum())
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._train_rng.restore()
+
     def training_step(self, batch, batch_idx):
         loss, words = self._loss(batch)
+        self._train_rng.capture()
         self.log("train/loss", loss, prog_bar=True, batch_size=words)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_rng.save(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_rng.load(checkpoint)
 
     def words(self, ids: list[int]) -> list[str]:
         return [self.target_words[i] for i in ids]

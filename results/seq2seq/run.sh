@@ -2,18 +2,39 @@
 # One training run of the Multi30k table (docs/seq2seq.md), from the repository root:
 #   bash results/seq2seq/run.sh none 0     # no fusion; the same model decoded with shallow fusion too
 #   bash results/seq2seq/run.sh cold 0     # cold fusion
+#   bash results/seq2seq/run.sh none 1 resume   # an interrupted run, from its last epoch (last.ckpt)
 # Checkpoints stay under runs/seq2seq_table/ (not tracked); results.json, the translations and the
 # metrics are copied here, into results/seq2seq/<arm>/seed<seed>/.
 set -euo pipefail
 arm=$1
 seed=$2
 root=runs/seq2seq_table/$arm/seed$seed
-rm -rf "$root"
+resume=()
+if [ "${3:-}" = resume ]; then
+  resume=(--ckpt_path last)
+else
+  rm -rf "$root"
+fi
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/elmo-pipeline seq2seq --config configs/seq2seq/multi30k_de_en.yaml \
     --model.fusion "$arm" --seed_everything "$seed" --trainer.enable_progress_bar false \
-    --trainer.default_root_dir "$root" --trainer.logger.init_args.save_dir "$root"
-run=$(ls -d "$root"/logs/version_* | tail -1)
+    --trainer.default_root_dir "$root" --trainer.logger.init_args.save_dir "$root" "${resume[@]}"
+run=$(ls -d "$root"/logs/version_* | sort -V | tail -1)
 dest=results/seq2seq/$arm/seed$seed
 mkdir -p "$dest"
-cp "$run"/results.json "$run"/metrics.csv "$run"/translations.*.txt "$dest"/
+cp "$run"/results.json "$run"/translations.*.txt "$dest"/
+# the metrics of every attempt, in order (a resumed run logs to a new version folder)
+.venv/bin/python - "$root" "$dest/metrics.csv" <<'PY'
+import csv, sys
+from pathlib import Path
+rows, fields = [], []
+for folder in sorted(Path(sys.argv[1]).glob("logs/version_*"), key=lambda p: int(p.name.split("_")[1])):
+    with open(folder / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        fields += [k for k in reader.fieldnames or [] if k not in fields]
+        rows += list(reader)
+with open(sys.argv[2], "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+PY
 echo "wrote $dest"
