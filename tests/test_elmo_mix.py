@@ -64,10 +64,8 @@ class RecordingHead(nn.Module):
         return output.logits.argmax(-1)
 
 
-def test_finetune_feeds_its_head_the_mix_of_the_hand_computation():
-    """The code that makes the results table: FinetuneSystem's ELMo input and output, by hand."""
-    layers, mask = _layers_and_mask(seed=1)
-    system = FinetuneSystem(
+def _system(**overrides) -> FinetuneSystem:
+    options = dict(
         head=RecordingHead,
         task="sentiment_sst5",
         elmo="runs/some/export",  # only its arm matters here: the layers come with the batch
@@ -77,10 +75,16 @@ def test_finetune_feeds_its_head_the_mix_of_the_hand_computation():
         elmo_num_layers=3,
         elmo_dim=6,
         elmo_places=["input", "output"],
-        elmo_dropout=0.5,  # off in eval mode
         word_dim=4,
         char_filters=0,
-    ).eval()
+    )
+    return FinetuneSystem(**{**options, **overrides})
+
+
+def test_finetune_feeds_its_head_the_mix_of_the_hand_computation():
+    """The code that makes the results table: FinetuneSystem's ELMo input and output, by hand."""
+    layers, mask = _layers_and_mask(seed=1)
+    system = _system(elmo_dropout=0.5).eval()  # dropout is off in eval mode
     weights = {"input": ([0.5, 0.1, -2.0], 0.25), "output": ([-1.0, 3.0, 0.0], 1.5)}
     with torch.no_grad():
         for place, (w, gamma) in weights.items():
@@ -117,23 +121,6 @@ def test_checkpoints_keyed_by_place_name_still_load():
     }
     mix.load_state_dict(old)
     assert torch.equal(mix["input"].weights, old["input.weights"]) and float(mix["output"].gamma) == 2.0
-
-
-def _system(**overrides) -> FinetuneSystem:
-    options = dict(
-        head=RecordingHead,
-        task="sentiment_sst5",
-        elmo="runs/some/export",
-        labels=["0", "1", "2", "3", "4"],
-        num_words=10,
-        num_chars=10,
-        elmo_num_layers=3,
-        elmo_dim=6,
-        elmo_places=["input", "output"],
-        word_dim=4,
-        char_filters=0,
-    )
-    return FinetuneSystem(**{**options, **overrides})
 
 
 def test_elmo_at_the_input_is_dropped_out_once_by_the_head_not_by_the_mix():
