@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce import dry_run
 from elmo_pipeline.reproduce.preset import PRESETS, Preset, StageSpec, finetune_config, fingerprint, set_dotted
 from elmo_pipeline.reproduce.report import markdown_table, run_score, table_rows
@@ -322,6 +324,11 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
         assert run["stopped_by"] in ("early_stopping", "max_epochs")
     for row in report["table"]:
         assert set(row["significance"]) == {"elmo_vs_baseline", "elmo_vs_random_bilm"}
+    kept = BiLMSource.parse(str(results / "bilm")).load()  # the biLM kept with the table, softmax left out
+    assert kept.softmax is None and report["pretrain"]["kept"] == str(results / "bilm")
+    exported = BiLMSource.parse(report["pretrain"]["export"]).load()
+    for name, tensor in kept.state_dict().items():
+        torch.testing.assert_close(tensor, exported.state_dict()[name])
 
 
 def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from typing import Any
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset
 from elmo_pipeline.reproduce.report import run_score, write_report
-from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, plan, pretrain
+from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, keep_bilm, plan, pretrain
 from elmo_pipeline.reproduce.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
         else:
             pretrain_record = pretrain(preset, wandb, supervisor)
             bilm = pretrain_record["export"]
+            pretrain_record["kept"] = str(keep_bilm(bilm, Path(preset.output_dir) / "bilm"))
         save_state()
         runs = plan(preset, bilm, wandb, bilm_identity(bilm))
         selected = None

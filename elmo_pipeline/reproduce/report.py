@@ -223,6 +223,11 @@ def markdown_table(
         if pretrain.get("fit_seconds") is not None:
             parts.append(f"{pretrain['fit_seconds'] / 60:.1f} min")
         lines += ["", f"biLM: `{pretrain.get('export')}`" + (f" ({', '.join(parts)})" if parts else "") + "."]
+        if pretrain.get("kept"):
+            lines.append(
+                f"Its weights without the softmax: `{pretrain['kept']}` (`reproduce --bilm {pretrain['kept']}` "
+                "rebuilds the table without pretraining)."
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -205,6 +205,21 @@ def last_metrics(path: Path, prefix: str) -> dict[str, float]:
 
 
 # ---- finetuning ----------------------------------------------------------------------------------
+def keep_bilm(export: str, directory: Path) -> Path:
+    """The pretrained biLM, without its softmax, in the published format under ``directory`` (a few MB,
+    tracked with the table), so that ``reproduce --bilm DIRECTORY`` rebuilds the table without pretraining."""
+    if not (directory / "weights.hdf5").is_file():
+        from elmo_pipeline.interop.bilm_tf import save_bilm_tf  # h5py: only when a reproduction keeps its biLM
+
+        tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_bilm_tf(BiLMSource.parse(export).load(), tmp)
+        shutil.rmtree(directory, ignore_errors=True)
+        tmp.replace(directory)
+        log.info("reproduce: kept the biLM without its softmax in %s", directory)
+    return directory
+
+
 def bilm_identity(bilm: str | None) -> str:
     """A hash of the biLM's weight files (:meth:`BiLMSource.identity`); empty without a biLM.
 
