@@ -148,8 +148,12 @@ def test_early_stopping_keeps_the_best_dev_epoch_and_says_what_stopped(in_tmp):
 
 
 def test_a_run_that_hits_its_time_limit_says_so(in_tmp):
-    record = _run("sentiment_sst5", "--trainer.max_epochs=1000", "--trainer.max_time=00:00:00:02")
-    assert record["stopped_by"] == "time_limit"
+    callbacks = yaml.safe_load(Path(ROOT / "configs/finetune/sentiment_sst5.yaml").read_text())["trainer"]["callbacks"]
+    callbacks[1]["init_args"]["patience"] = 100_000  # only the clock can stop it
+    Path("patient.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
+    limits = ["--trainer.max_epochs=100000", "--trainer.max_time=00:00:00:02"]
+    record = _run("sentiment_sst5", "--config=patient.yaml", *limits)
+    assert record["stopped_by"] == "time_limit" and record["epochs"] < 100_000
 
 
 def resolve_bilm(spec: str):

@@ -32,6 +32,7 @@ import yaml
 from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.errors import CannotProceed
 from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 from elmo_pipeline.reproduce.supervisor import RunFailed, Supervisor, log_tail
@@ -209,8 +210,6 @@ def keep_bilm(export: str, directory: Path) -> Path:
     """The pretrained biLM, without its softmax, in the published format under ``directory`` (a few MB,
     tracked with the table), so that ``reproduce --bilm DIRECTORY`` rebuilds the table without pretraining."""
     if not (directory / "weights.hdf5").is_file():
-        from elmo_pipeline.interop.bilm_tf import save_bilm_tf  # h5py: only when a reproduction keeps its biLM
-
         tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_bilm_tf(BiLMSource.parse(export).load(), tmp)

@@ -138,14 +138,16 @@ class FinetuneCLI(SafeCheckpointCLI):
 
 def stopped_by(trainer, fit_seconds: float) -> str:
     """What ended training: ``early_stopping``, ``max_epochs``, ``max_steps`` or ``time_limit`` (the safety net)."""
+    # the clock first: a run that used up its time is flagged even if patience ran out at the same moment
+    for callback in trainer.callbacks:
+        remaining = callback.time_remaining("train") if type(callback).__name__ == "Timer" else None
+        if remaining is not None and remaining <= 0:
+            return "time_limit"
     for callback in trainer.callbacks:
         if type(callback).__name__ == "EarlyStopping" and (
             getattr(callback, "stopped_epoch", 0) > 0 or getattr(callback, "wait_count", 0) >= callback.patience
         ):  # stopped_epoch stays 0 when it stops in the first epoch
             return "early_stopping"
-        if type(callback).__name__ == "Timer" and callback.time_remaining("train") is not None:
-            if callback.time_remaining("train") <= 0:
-                return "time_limit"
     if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
         return "max_steps"
     if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
