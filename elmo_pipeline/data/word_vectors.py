@@ -63,6 +63,7 @@ class WordVectors:
 
 
 def is_none(source: str | None) -> bool:
+    """True when ``--model.word_vectors`` asks for no pretrained vectors (null, ``none`` or empty)."""
     return source is None or str(source).strip().lower() in NONE
 
 

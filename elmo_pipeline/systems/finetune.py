@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from elmo_pipeline.data.word_vectors import is_none
 from elmo_pipeline.metrics.span_f1 import SpanF1
 from elmo_pipeline.modules.elmo_mix import ElmoMix
 from elmo_pipeline.modules.heads import Head, HeadOutput
@@ -150,7 +151,7 @@ class FinetuneSystem(L.LightningModule):
 
         Lightning restores a checkpoint after ``setup``, so a resumed run keeps its trained rows.
         """
-        if stage != "fit" or not self.hparams.word_vectors or str(self.hparams.word_vectors).lower() == "none":
+        if stage != "fit" or is_none(self.hparams.word_vectors):
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         matrix = getattr(datamodule, "word_vector_matrix", None)
@@ -268,8 +269,7 @@ class FinetuneSystem(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         mix = {id(p) for p in self.mixes.parameters()} if self.mixes is not None else set()
         embedding = self.embedder.word_embedding
-        pretrained = embedding is not None and embedding.weight.requires_grad and bool(self.hparams.word_vectors)
-        pretrained = pretrained and str(self.hparams.word_vectors).lower() != "none"
+        pretrained = embedding is not None and embedding.weight.requires_grad and not is_none(self.hparams.word_vectors)
         skip = mix | ({id(embedding.weight)} if pretrained else set())
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
         groups: list[dict[str, Any]] = [{"params": rest}]

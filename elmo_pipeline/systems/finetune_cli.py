@@ -88,7 +88,7 @@ class FinetuneCLI(SafeCheckpointCLI):
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "fit_seconds": round(fit_seconds, 1),
-            "stopped_by": stopped_by(trainer, fit_seconds),
+            "stopped_by": stopped_by(trainer),
             "best_checkpoint": best or None,
             "monitor": getattr(callback, "monitor", None),
             "best_val": float(callback.best_model_score) if best and callback.best_model_score is not None else None,
@@ -136,7 +136,7 @@ class FinetuneCLI(SafeCheckpointCLI):
         return path
 
 
-def stopped_by(trainer, fit_seconds: float) -> str:
+def stopped_by(trainer) -> str:
     """What ended training: ``early_stopping``, ``max_epochs``, ``max_steps`` or ``time_limit`` (the safety net)."""
     # the clock first: a run that used up its time is flagged even if patience ran out at the same moment
     for callback in trainer.callbacks:
