@@ -27,6 +27,7 @@ VARIANTS=(
   "sentiment_sst5|elmo|$SST --model.elmo $BILM"
   "sentiment_sst5|random|$SST --model.elmo random:$BILM"
   "sentiment_sst5|elmo_layernorm|$SST --model.elmo $BILM --model.elmo_layer_norm true"
+  "sentiment_sst5|baseline_subtrees50k|$SST --data.train_subtrees true --data.max_train_examples 50000 --trainer.max_epochs 4"
   "nli_snli|baseline|$SNLI"
   "nli_snli|elmo_in_out|$SNLI --model.elmo $BILM"
   "nli_snli|elmo_in_out_gamma025|$SNLI --model.elmo $BILM --config $D/gamma025.yaml"
@@ -45,13 +46,18 @@ one() {  # task variant seed args...
     --data.random_bilm_seed "$seed" --data.cache_dir runs/transfer_dev/cache --test_after_fit false \
     --trainer.enable_progress_bar false --trainer.max_time 00:00:20:00 --trainer.default_root_dir "$root" \
     --trainer.logger.init_args.save_dir "$root" --results_path "$dest" > "$root.log" 2>&1
-  echo "$(date +%T) $task $variant seed$seed rc=$?"
+  local rc=$?
+  echo "$(date +%T) $task $variant seed$seed rc=$rc"
 }
 export -f one
 export OUT
-for seed in $SEEDS; do
-  for v in "${VARIANTS[@]}"; do
-    IFS='|' read -r task variant args <<< "$v"
-    printf '%s\0' "$task $variant $seed $args"
+# the variants that choose the options first (every seed); the random controls and the subtree run last (evidence only)
+for pass in choose control; do
+  for seed in $SEEDS; do
+    for v in "${VARIANTS[@]}"; do
+      IFS='|' read -r task variant args <<< "$v"
+      case $variant in random*|*subtrees*) [ $pass = control ] || continue ;; *) [ $pass = choose ] || continue ;; esac
+      printf '%s\0' "$task $variant $seed $args"
+    done
   done
 done | xargs -0 -P 2 -I{} bash -c 'one {}'

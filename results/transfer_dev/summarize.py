@@ -22,8 +22,8 @@ def main() -> None:
         "",
         "Best dev score (%) of each run, mean ± sample std over seeds; test was not evaluated.",
         "",
-        "| task | variant | seeds | best dev | epochs | stopped by | min per run | γ learned (per place) |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| task | variant | seeds | best dev | epochs | stopped by | min per run | s per epoch | γ learned (per place) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for (task, variant), records in sorted(runs.items()):
         scores = [100 * r["best_val"] for r in records]
@@ -32,6 +32,7 @@ def main() -> None:
         epochs = "/".join(str(r["epochs"]) for r in records)
         stopped = ", ".join(sorted({r.get("stopped_by", "?") for r in records}))
         minutes = statistics.fmean(r["fit_seconds"] for r in records) / 60
+        per_epoch = statistics.fmean(r["fit_seconds"] / max(r["epochs"], 1) for r in records)
         gammas = "; ".join(
             f"{place} {statistics.fmean(r['mix_weights'][place]['gamma'] for r in records):.2f}"
             for place in (records[0].get("mix_weights") or {})
