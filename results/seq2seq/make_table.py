@@ -27,6 +27,11 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def resumed(record: dict) -> bool:
+    """Whether the run's best checkpoint is in a later attempt's folder (logs/version_1 or later)."""
+    return "/version_0/" not in record.get("best_checkpoint", "/version_0/")
+
+
 def main() -> None:
     runs = {arm: sorted((HERE / arm).glob("seed*/results.json")) for arm in ("none", "cold")}
     records = {arm: [json.loads(p.read_text()) for p in paths] for arm, paths in runs.items()}
@@ -46,10 +51,12 @@ def main() -> None:
         seeds = ", ".join(str(r["seed"]) for r in found)
         weights = ", ".join(format(x["lm_weight"], "g") for x in d)
         epochs = ", ".join(str(r["epochs"]) for r in found)
-        minutes = ", ".join(format(r["fit_seconds"] / 60, ".0f") for r in found)
+        minutes = ", ".join(format(r["fit_seconds"] / 60, ".0f") + ("*" if resumed(r) else "") for r in found)
         val, test = mean_std([x["val_bleu"] for x in d]), mean_std([x["test_bleu"] for x in d])
         lines.append(f"| {label} | {seeds} | {val} | **{test}** | {weights} | {epochs} | {minutes} |")
     out = ["# Multi30k de→en: no fusion, shallow fusion, cold fusion", "", *lines, ""]
+    if any(resumed(r) for arm in records.values() for r in arm):
+        out.append("\\* resumed after an interruption: the minutes of the resumed attempt only.\n")
     out.append(f"LM: `{lm}`; its val perplexity over the target vocabulary: {ppl}. BLEU: sacrebleu `{signature}`.")
     out += ["", "## Examples (test, seed 0) where fusion changed the translation", ""]
     out += examples()
