@@ -58,7 +58,7 @@ def main() -> None:
     if any(resumed(r) for arm in records.values() for r in arm):
         out.append("\\* resumed after an interruption: the minutes of the resumed attempt only.\n")
     out.append(f"LM: `{lm}`; its val perplexity over the target vocabulary: {ppl}. BLEU: sacrebleu `{signature}`.")
-    out += ["", "## Examples (test, seed 0) where fusion changed the translation", ""]
+    out += ["", "## Examples (seed 0) where fusion changed the translation", ""]
     out += examples()
     (HERE / "table.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     print("\n".join(out))
@@ -92,21 +92,25 @@ def plot_curves(path: Path) -> None:
 
 def examples(count: int = 4) -> list[str]:
     base = HERE / "none" / "seed0"
-    if not (base / "translations.none.test.txt").is_file() or not (DATA / "test_2016_flickr.de.gz").is_file():
-        return ["(none yet)"]
-    sources = gzip.open(DATA / "test_2016_flickr.de.gz", "rt", encoding="utf-8").read().splitlines()
-    references = gzip.open(DATA / "test_2016_flickr.en.gz", "rt", encoding="utf-8").read().splitlines()
-    plain = (base / "translations.none.test.txt").read_text(encoding="utf-8").splitlines()
+    files = {"test": "test_2016_flickr", "val": "val"}
     out = []
-    for name, path in (
-        ("shallow", base / "translations.shallow.test.txt"),
-        ("cold", HERE / "cold" / "seed0" / "translations.cold.test.txt"),
+    for name, split, path in (
+        ("shallow", "test", base / "translations.shallow.test.txt"),
+        # val chose lambda 0, so shallow fusion changes nothing on test; what lambda 0.1 changes, on val:
+        # elmo-pipeline translate --model RUN --input val.de.gz --lm-weight 0.1
+        ("shallow, λ = 0.1 (not chosen)", "val", base / "translations.shallow_lambda0.1.val.txt"),
+        ("cold", "test", HERE / "cold" / "seed0" / "translations.cold.test.txt"),
     ):
-        if not path.is_file():
+        plain_path = base / f"translations.none.{split}.txt"
+        source_path = DATA / f"{files[split]}.de.gz"
+        if not (path.is_file() and plain_path.is_file() and source_path.is_file()):
             continue
+        sources = gzip.open(source_path, "rt", encoding="utf-8").read().splitlines()
+        references = gzip.open(DATA / f"{files[split]}.en.gz", "rt", encoding="utf-8").read().splitlines()
+        plain = plain_path.read_text(encoding="utf-8").splitlines()
         fused = path.read_text(encoding="utf-8").splitlines()
         changed = [i for i, (a, b) in enumerate(zip(plain, fused, strict=True)) if a != b]
-        out.append(f"**{name}**: {len(changed)} of {len(plain)} test translations differ from no fusion.")
+        out.append(f"**{name}**: {len(changed)} of {len(plain)} {split} translations differ from no fusion.")
         out.append("")
         for i in changed[:count]:
             out += [
