@@ -1,16 +1,77 @@
 """The table of the dev experiments (run.sh): best dev score per task and variant, mean ± std over seeds.
 
-.venv/bin/python results/transfer_dev/summarize.py    # -> results/transfer_dev/table.md
+.venv/bin/python results/transfer_dev/summarize.py
+    # -> results/transfer_dev/table.md, curves.json (dev score per epoch of every run, read from the
+    #    runs' metrics.csv under runs/transfer_dev/, which is not tracked) and docs/img/transfer_dev_curves.png
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+TITLES = {"ner_conll2003": "NER (dev span F1)", "sentiment_sst5": "SST-5 (dev accuracy)", "nli_snli": "SNLI 1% (dev accuracy)"}
+
+
+def collect_curves() -> dict[str, dict[str, dict[str, list[float]]]]:
+    """task -> variant -> seed -> dev score (%) after each epoch; kept in curves.json, updated from runs/."""
+    path = HERE / "curves.json"
+    curves = json.loads(path.read_text()) if path.is_file() else {}
+    for metrics in sorted((ROOT / "runs" / "transfer_dev").glob("*/*/seed*/logs/version_0/metrics.csv")):
+        seed_dir = metrics.parents[2]
+        task, variant, seed = seed_dir.parent.parent.name, seed_dir.parent.name, seed_dir.name
+        if not (HERE / "runs" / task / variant / f"{seed}.json").is_file():
+            continue  # unfinished
+        with metrics.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        key = "val/f1" if task == "ner_conll2003" else "val/acc"
+        values = [round(100 * float(r[key]), 2) for r in rows if r.get(key)]
+        curves.setdefault(task, {}).setdefault(variant, {})[seed] = values
+    lines = ["{"]
+    for i, task in enumerate(sorted(curves)):  # one line per run, so that a diff shows which runs changed
+        lines.append(f"  {json.dumps(task)}: {{")
+        variants = sorted(curves[task])
+        for j, variant in enumerate(variants):
+            runs = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(curves[task][variant].items()))
+            lines.append(f"    {json.dumps(variant)}: {{{runs}}}" + ("," if j < len(variants) - 1 else ""))
+        lines.append("  }" + ("," if i < len(curves) - 1 else ""))
+    path.write_text("\n".join(lines + ["}"]) + "\n")
+    return curves
+
+
+def plot(curves: dict, path: Path) -> None:
+    """One panel per task: the mean dev curve over seeds of each variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in TITLES if t in curves]
+    if not tasks:
+        return
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.0 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for variant, seeds in sorted(curves[task].items()):
+            length = min(len(v) for v in seeds.values())
+            if not length:
+                continue
+            mean = [statistics.fmean(v[i] for v in seeds.values()) for i in range(length)]
+            style = "--" if variant.startswith("baseline") else ":" if variant.startswith("random") else "-"
+            ax.plot(range(1, length + 1), mean, style, marker=".", label=f"{variant} ({len(seeds)})")
+        ax.set_title(TITLES[task])
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("dev score (%), mean over seeds")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -38,10 +99,12 @@ def main() -> None:
             for place in (records[0].get("mix_weights") or {})
         )
         lines.append(
-            f"| {task} | {variant} | {len(records)} | {mean:.2f}{std} | {epochs} | {stopped} | {minutes:.1f} | "
+            f"| {task} | {variant} | {len(records)} | {mean:.2f}{std} | {epochs} | {stopped} | {minutes:.1f} | {per_epoch:.0f} | "
             f"{gammas or '—'} |"
         )
+    lines += ["", "Dev score per epoch: `curves.json`; picture: `docs/img/transfer_dev_curves.png`."]
     (HERE / "table.md").write_text("\n".join(lines) + "\n")
+    plot(collect_curves(), ROOT / "docs" / "img" / "transfer_dev_curves.png")
     print("\n".join(lines))
 
 
