@@ -15,7 +15,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-TITLES = {"ner_conll2003": "NER (dev span F1)", "sentiment_sst5": "SST-5 (dev accuracy)", "nli_snli": "SNLI 1% (dev accuracy)"}
+TITLES = {
+    "ner_conll2003": "NER (dev span F1)",
+    "sentiment_sst5": "SST-5 (dev accuracy)",
+    "nli_snli": "SNLI 1% (dev accuracy)",
+}
 
 
 def collect_curves() -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -83,7 +87,8 @@ def main() -> None:
         "",
         "Best dev score (%) of each run, mean ± sample std over seeds; test was not evaluated.",
         "",
-        "| task | variant | seeds | best dev | epochs | stopped by | min per run | s per epoch | γ learned (per place) |",
+        "| task | variant | seeds | best dev | epochs | stopped by | min per run | s per epoch "
+        "| γ learned (per place) |",
         "|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for (task, variant), records in sorted(runs.items()):
@@ -99,8 +104,8 @@ def main() -> None:
             for place in (records[0].get("mix_weights") or {})
         )
         lines.append(
-            f"| {task} | {variant} | {len(records)} | {mean:.2f}{std} | {epochs} | {stopped} | {minutes:.1f} | {per_epoch:.0f} | "
-            f"{gammas or '—'} |"
+            f"| {task} | {variant} | {len(records)} | {mean:.2f}{std} | {epochs} | {stopped} | {minutes:.1f} "
+            f"| {per_epoch:.0f} | {gammas or '—'} |"
         )
     lines += ["", "Dev score per epoch: `curves.json`; picture: `docs/img/transfer_dev_curves.png`."]
     (HERE / "table.md").write_text("\n".join(lines) + "\n")

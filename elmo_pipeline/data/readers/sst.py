@@ -4,7 +4,7 @@
 
 Every node carries a sentiment label 0-4. Dev and test are read as whole sentences (the root's
 label); training can use every labelled subtree as an example of its own, as the paper does
-(``subtrees=True``; ~150k phrases for the 8,544 training sentences).
+(``subtrees=True``; 318,582 subtrees for the 8,544 training sentences, one per node).
 
 The trees keep the Penn Treebank escapes (``-LRB-``, ``\\/``, ``` `` ```); the examples unescape them
 (:func:`unescape_ptb`) so that the words read like the raw text the biLM was pretrained on -- a biLM
