@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from elmo_pipeline.analysis.curves import read_metrics
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -29,12 +30,11 @@ def collect_curves() -> dict[str, dict[str, dict[str, list[float]]]]:
     for metrics in sorted((ROOT / "runs" / "transfer_dev").glob("*/*/seed*/logs/version_0/metrics.csv")):
         seed_dir = metrics.parents[2]
         task, variant, seed = seed_dir.parent.parent.name, seed_dir.parent.name, seed_dir.name
-        if not (HERE / "runs" / task / variant / f"{seed}.json").is_file():
+        record = HERE / "runs" / task / variant / f"{seed}.json"
+        if not record.is_file():
             continue  # unfinished
-        with metrics.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        key = "val/f1" if task == "ner_conll2003" else "val/acc"
-        values = [round(100 * float(r[key]), 2) for r in rows if r.get(key)]
+        key = json.loads(record.read_text())["monitor"]  # val/f1 or val/acc
+        values = [round(100 * row[key], 2) for row in read_metrics(metrics) if key in row]
         curves.setdefault(task, {}).setdefault(variant, {})[seed] = values
     lines = ["{"]
     for i, task in enumerate(sorted(curves)):  # one line per run, so that a diff shows which runs changed
