@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from elmo_pipeline.tasks import find_resource
 
 ARMS = ("baseline", "random_bilm", "elmo")
 PRESETS = ("demo", "cpu_1h", "original")
-RENAMED = {"small": "cpu_1h"}  # old preset name -> new (``small`` is also a biLM size, BiLMConfig.preset)
+RENAMED = {"small": "cpu_1h"}  # old name -> new, still accepted (``small`` is also a biLM size, BiLMConfig.preset)
 
 
 @dataclass
@@ -89,10 +90,12 @@ class Preset:
     def load(cls, preset: str) -> Preset:
         """A preset by name (``configs/reproduce/<name>.yaml``) or by the path of a YAML file."""
         if preset in RENAMED:
-            raise ValueError(
+            print(
                 f"reproduce: the preset {preset!r} is now called {RENAMED[preset]!r} (it pretrains the one-hour biLM "
-                f"of configs/pretrain/cpu_1h.yaml, not BiLMConfig.preset('small')): --preset {RENAMED[preset]}"
+                f"of configs/pretrain/cpu_1h.yaml, not BiLMConfig.preset('small')); running --preset {RENAMED[preset]}",
+                file=sys.stderr,
             )
+            preset = RENAMED[preset]
         path = Path(preset)
         if not path.suffix:
             path = Path("configs/reproduce") / f"{preset}.yaml"
