@@ -130,3 +130,29 @@ def test_reproduce_takes_every_form(forms, form, tmp_path, capsys):
     preset = ["--preset", "demo", "--work-dir", str(tmp_path / "work"), "--output", str(tmp_path / "out")]
     assert cli_main(["reproduce", *preset, "--bilm", forms[form], "--dry-run", "--no-wandb"]) == 0
     assert "elmo" in capsys.readouterr().out
+
+
+def _tiny_export(path: Path, seed: int) -> str:
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build([w.split() for w in ("the cat sat", "a dog ran")])
+    config = BiLMConfig.preset("tiny", vocab_size=len(vocab), cell_dim=16, projection_dim=8, num_samples=5)
+    return str(save_export(path, BiLM(config), vocab))
+
+
+def test_keep_bilm_replaces_a_biLM_kept_from_another_pretraining(tmp_path):
+    from elmo_pipeline.reproduce.runner import keep_bilm
+
+    first, second = _tiny_export(tmp_path / "first", 0), _tiny_export(tmp_path / "second", 1)
+    kept = keep_bilm(first, tmp_path / "results" / "bilm")
+    weights = kept / "weights.hdf5"
+    written = weights.stat().st_mtime_ns
+    assert keep_bilm(first, kept) == kept and weights.stat().st_mtime_ns == written  # same export: not rewritten
+
+    def conv(spec: str | Path) -> torch.Tensor:
+        return BiLMSource.parse(str(spec)).load().state_dict()["token_encoder.convs.0.weight"]
+
+    assert not torch.equal(conv(kept), conv(second))
+    keep_bilm(second, kept)  # a new pretraining: the folder must now hold its weights, not the earlier ones
+    assert torch.equal(conv(kept), conv(second))
+    assert (kept / "kept_from.txt").read_text().strip() == BiLMSource.parse(second).identity()
+    assert not any(p.name.startswith(".bilm.tmp") for p in kept.parent.iterdir())

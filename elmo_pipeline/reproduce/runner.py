@@ -208,11 +208,22 @@ def last_metrics(path: Path, prefix: str) -> dict[str, float]:
 # ---- finetuning ----------------------------------------------------------------------------------
 def keep_bilm(export: str, directory: Path) -> Path:
     """The pretrained biLM, without its softmax, in the published format under ``directory`` (a few MB,
-    tracked with the table), so that ``reproduce --bilm DIRECTORY`` rebuilds the table without pretraining."""
-    if not (directory / "weights.hdf5").is_file():
+    tracked with the table), so that ``reproduce --bilm DIRECTORY`` rebuilds the table without pretraining.
+
+    ``directory/kept_from.txt`` holds the identity of the export it was written from. A folder kept from
+    another pretraining (an earlier run of the preset, tracked in git) is replaced, so that the folder
+    always holds the biLM that the table next to it used; the same export is not written twice.
+    """
+    source = BiLMSource.parse(export).identity()
+    stamp = directory / "kept_from.txt"
+    current = stamp.read_text().strip() if stamp.is_file() else None
+    if not (directory / "weights.hdf5").is_file() or current != source:
         tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_bilm_tf(BiLMSource.parse(export).load(), tmp)
+        (tmp / "kept_from.txt").write_text(source + "\n")
+        if directory.exists():
+            log.info("reproduce: %s held another biLM (kept from %s); replacing it", directory, current or "unknown")
         shutil.rmtree(directory, ignore_errors=True)
         tmp.replace(directory)
         log.info("reproduce: kept the biLM without its softmax in %s", directory)
