@@ -21,13 +21,17 @@ ROOT = Path(__file__).parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "tasks"
 
 
+def _tiny_bilm(seed: int = 0) -> tuple[BiLM, Vocabulary]:
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build([w.split() for w in ("the cat sat", "a dog ran", "the film was good")])
+    config = BiLMConfig.preset("tiny", vocab_size=len(vocab), cell_dim=16, projection_dim=8, num_samples=5)
+    return BiLM(config), vocab
+
+
 @pytest.fixture
 def forms(tmp_path) -> dict[str, str]:
     """The same tiny biLM as an export folder, a published folder, a published pair, and the random control."""
-    torch.manual_seed(0)
-    vocab = Vocabulary.build([w.split() for w in ("the cat sat", "a dog ran", "the film was good")])
-    config = BiLMConfig.preset("tiny", vocab_size=len(vocab), cell_dim=16, projection_dim=8, num_samples=5)
-    bilm = BiLM(config)
+    bilm, vocab = _tiny_bilm()
     export = save_export(tmp_path / "export", bilm, vocab)
     options, weights = save_bilm_tf(bilm, tmp_path / "published")
     return {
@@ -132,17 +136,10 @@ def test_reproduce_takes_every_form(forms, form, tmp_path, capsys):
     assert "elmo" in capsys.readouterr().out
 
 
-def _tiny_export(path: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    vocab = Vocabulary.build([w.split() for w in ("the cat sat", "a dog ran")])
-    config = BiLMConfig.preset("tiny", vocab_size=len(vocab), cell_dim=16, projection_dim=8, num_samples=5)
-    return str(save_export(path, BiLM(config), vocab))
-
-
 def test_keep_bilm_replaces_a_biLM_kept_from_another_pretraining(tmp_path):
     from elmo_pipeline.reproduce.runner import keep_bilm
 
-    first, second = _tiny_export(tmp_path / "first", 0), _tiny_export(tmp_path / "second", 1)
+    first, second = (str(save_export(tmp_path / f"export{seed}", *_tiny_bilm(seed))) for seed in (0, 1))
     kept = keep_bilm(first, tmp_path / "results" / "bilm")
     weights = kept / "weights.hdf5"
     written = weights.stat().st_mtime_ns

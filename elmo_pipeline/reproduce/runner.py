@@ -214,14 +214,15 @@ def keep_bilm(export: str, directory: Path) -> Path:
     another pretraining (an earlier run of the preset, tracked in git) is replaced, so that the folder
     always holds the biLM that the table next to it used; the same export is not written twice.
     """
-    source = BiLMSource.parse(export).identity()
+    source = BiLMSource.parse(export)
+    identity = source.identity()
     stamp = directory / "kept_from.txt"
     current = stamp.read_text().strip() if stamp.is_file() else None
-    if not (directory / "weights.hdf5").is_file() or current != source:
+    if not (directory / "weights.hdf5").is_file() or current != identity:
         tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_bilm_tf(BiLMSource.parse(export).load(), tmp)
-        (tmp / "kept_from.txt").write_text(source + "\n")
+        save_bilm_tf(source.load(), tmp)
+        (tmp / "kept_from.txt").write_text(identity + "\n")
         if directory.exists():
             log.info("reproduce: %s held another biLM (kept from %s); replacing it", directory, current or "unknown")
         shutil.rmtree(directory, ignore_errors=True)
