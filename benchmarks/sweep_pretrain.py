@@ -9,6 +9,12 @@ tokens/s and the validation curve of each candidate.
 
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10            # every candidate below
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10 --only adam,adam-sched-adaptive
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10 --val-every 500 \
+        --only cpu1h-fp32,cpu1h-bf16,cpu1h-bf16-dropout0 --output results/pretrain_sweep_bf16   # the bf16 sweep
+
+Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
+others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
+mean tokens/s: tokens seen over the training seconds (validation excluded), from the run's CSV log.
 
 A finished candidate (its ``summary.json`` exists) is not rerun: interrupt and rerun freely.
 """
@@ -30,7 +36,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "configs/pretrain/tiny_shared_lm.yaml"
-BASE_RUN_DIR = "runs/pretrain/tiny_shared_lm"  # the base config's output folder, renamed per candidate
+CPU_1H = "configs/pretrain/cpu_1h.yaml"  # the base of the cpu1h-* candidates
 
 # a candidate: name -> (what it tests, overrides as dotted keys)
 ADAM = {"model.optimizer": "adam", "model.lr": 2e-3, "trainer.gradient_clip_val": 1.0}
@@ -56,6 +62,16 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         "the same in bf16 autocast (fp32 master weights, loss and LSTM state)",
         {**ADAM, **SCHEDULE, **ADAPTIVE, **WIDER, "trainer.precision": "bf16-mixed"},
     ),
+    # the one-hour recipe, after the bf16 training path (one owner of the recurrence, bf16 backend)
+    "cpu1h-fp32": ("the one-hour recipe as it is (P 128, H 512, Adam 2e-3, linear decay, adaptive softmax), fp32", {}),
+    "cpu1h-bf16": (
+        "the same with --trainer.precision bf16-mixed: bf16 matrix multiplies, fp32 gates, cell state and loss",
+        {"trainer.precision": "bf16-mixed"},
+    ),
+    "cpu1h-bf16-dropout0": (
+        "bf16, dropout 0 (an hour sees a third of an epoch)",
+        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.0},
+    ),
 }
 
 
@@ -79,7 +95,8 @@ def renamed(value: Any, old: str, new: str) -> Any:
 
 
 def candidate_config(base: dict[str, Any], name: str, overrides: dict[str, Any], minutes: float) -> dict[str, Any]:
-    config = renamed(copy.deepcopy(base), BASE_RUN_DIR, f"runs/sweep/{name}")
+    # the base config's output folder, renamed per candidate
+    config = renamed(copy.deepcopy(base), base["trainer"]["default_root_dir"], f"runs/sweep/{name}")
     for key, value in overrides.items():
         set_dotted(config, key, value)
     seconds = int(minutes * 60)
@@ -92,7 +109,7 @@ def read_curve(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float]]
     files = sorted(run_dir.glob("logs/version_*/metrics.csv"))
     if not files:
         raise FileNotFoundError(f"sweep: no metrics.csv under {run_dir}/logs")
-    curve, last, tokens = [], {}, 0.0
+    curve, last, tokens, rates = [], {}, 0.0, []
     with open(files[-1]) as fh:
         for row in csv.DictReader(fh):
             if row.get("train/tokens_seen"):
@@ -101,8 +118,11 @@ def read_curve(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float]]
                 last["step"] = float(row["step"])
             if row.get("train/tokens_per_s"):
                 last["tokens_per_s"] = float(row["train/tokens_per_s"])
+                rates.append(last["tokens_per_s"])
             if row.get("val/ppl"):
                 curve.append({"step": float(row["step"]), "tokens": tokens, "ppl": float(row["val/ppl"])})
+    if rates:  # the mean of the logged last-50-steps rates: training steps only, validation excluded
+        last["mean_tokens_per_s"] = sum(rates) / len(rates)
     return curve, last
 
 
@@ -118,7 +138,7 @@ def main(argv: list[str]) -> int:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
-    base = yaml.safe_load(Path(BASE).read_text())
+    bases = {path: yaml.safe_load(Path(path).read_text()) for path in (BASE, CPU_1H)}
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -127,6 +147,7 @@ def main(argv: list[str]) -> int:
         run_dir = Path("runs/sweep") / name
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
+            base = bases[CPU_1H if name.startswith("cpu1h-") else BASE]
             config = candidate_config(base, name, overrides, args.minutes)
             config["trainer"]["val_check_interval"] = args.val_every
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -157,15 +178,16 @@ def main(argv: list[str]) -> int:
     lines = [
         f"Each candidate: {args.minutes:g} minutes of training (`trainer.max_time`), every core, "
         f"judged on the best WikiText-2 valid perplexity (first 3,000 sentences) of validations every "
-        f"{args.val_every} steps. Base: `{BASE}`.",
+        f"{args.val_every} steps. Base: `{CPU_1H}` for `cpu1h-*`, else `{BASE}`.",
         "",
-        "| candidate | what | steps | tokens seen | tokens/s | best val ppl (step) |",
+        "| candidate | what | steps | tokens seen | mean tokens/s | best val ppl (step) |",
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: r["best_val_ppl"]):
         lines.append(
             f"| {r['name']} | {r['what']} | {r.get('step', 0):,.0f} | {r.get('tokens_seen', 0) / 1e6:.2f}M | "
-            f"{r.get('tokens_per_s', 0):,.0f} | **{r['best_val_ppl']:.1f}** ({r['best_step']:,.0f}) |"
+            f"{r.get('mean_tokens_per_s', r.get('tokens_per_s', 0)):,.0f} | **{r['best_val_ppl']:.1f}** "
+            f"({r['best_step']:,.0f}) |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(rows, indent=2))

@@ -1,42 +1,51 @@
-"""`elmo-pipeline bench`: training throughput of a biLM preset, and how close it is to the hardware.
+"""`elmo-pipeline bench`: training throughput of a biLM, fp32 against bf16, on batches like the real loop's.
 
-For each variant it runs full training steps (forward, backward, gradient clipping, optimizer
-update) on batches of a fixed shape cut from real text (the bundled sample corpus, or ``--text``:
-real text matters, since the fast step encodes each *distinct* token once), and reports tokens/s,
-peak memory, and the achieved GFLOP/s — FLOPs of the step counted by ``torch.utils.flop_counter``
-(matrix multiplies and convolutions, forward and backward) — next to the GFLOP/s of a plain square
-matrix multiply measured in the same run, in the variant's dtype. The ratio says how much of the
-machine the model's step uses.
+The batches come from the pretraining data pipeline itself (``LMBatches``: the config's sources,
+weights, tokenizer, sentence cut, shuffle buffer, length bucketing and vocabulary), so they have the
+real loop's lengths, distinct tokens and softmax targets; without a config's data, the same pipeline
+reads the bundled sample corpus. Every variant trains from the same initial weights on the same
+batches, **interleaved step by step** (step i of every variant, then step i + 1), so that a change
+in the machine's speed during the run hits every variant alike, and the losses of the variants can
+be compared step for step. Each step is a full training step: forward, backward, gradient
+clipping, Adam update.
 
-    elmo-pipeline bench --preset tiny                                    # today's step against the fast ones
-    elmo-pipeline bench --config configs/pretrain/tiny_1h.yaml --threads 2  # a config's biLM
-    elmo-pipeline bench --preset small --device cuda --variants fast,fast-bf16
+It reports tokens/s (real tokens, boundaries included, over the measured steps), the ratio to the
+first variant, the achieved GFLOP/s (FLOPs of a step counted by ``torch.utils.flop_counter``: matrix
+multiplies and convolutions, forward and backward) next to a 2048³ matrix multiply in the variant's
+dtype, and peak memory. It also measures **the host's bf16/fp32 matrix-multiply ratio at the
+recurrence's own shapes** (the four products of a step, forward and backward, at B x P x 4H x H), the
+ceiling of what bf16 can give on this processor, and the loss of every variant at every step.
+
+    elmo-pipeline bench --config configs/pretrain/cpu_1h.yaml --threads 2     # fp32 against bf16
+    elmo-pipeline bench --preset tiny --variants today,fast,fast-bf16         # today's step too
     elmo-pipeline bench --preset tiny --cells lstmp,lstm,coupled,peephole,gru,layernorm_lstm
 
-Variants (``--variants``): ``today`` is the step pretraining ran before this fast path existed
-(per-occurrence character CNN, autograd-traced clipped recurrence, sampled softmax with 512
-negatives, fp32); ``plain`` is that step with the config's softmax; ``fused`` the same
-without clipping, on PyTorch's fused LSTM kernel; ``fast`` the fast path (distinct tokens, the
-hand-written clipped recurrence); ``-adaptive`` swaps in the adaptive softmax and ``-bf16`` adds
-bf16 autocast (fp32 weights and loss).
+Variants (``--variants``): ``fast`` the training step in fp32 (the character CNN once per distinct
+token, the clipped LSTMP's hand-written backward); ``fast-bf16`` the same with
+``--trainer.precision bf16-mixed`` (bf16 matrix multiplies, fp32 element-wise work, cell state,
+loss and weights); ``today`` the step before the fast path (per-occurrence character CNN,
+autograd-traced recurrence, sampled softmax with 512 negatives); ``plain`` that step with the
+config's softmax; ``fused`` unclipped, on PyTorch's fused LSTM kernel; ``-adaptive`` swaps in the
+adaptive softmax.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import itertools
 import json
 import resource
-import sys
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from elmo_pipeline.data.corpus import iter_lines
-from elmo_pipeline.data.lm import make_batch, sentences_from_lines
+from elmo_pipeline.data.lm import LMBatches, build_vocabulary, load_or_build_vocabulary
+from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
@@ -64,27 +73,74 @@ def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
     return config, "bf16" if name.endswith("-bf16") else "fp32"
 
 
-def text_batch(
-    batch_size: int, seq_len: int, vocab_size: int, text: list[str] | None = None
-) -> dict[str, torch.Tensor]:
-    """One batch of ``batch_size`` real sentences of exactly ``seq_len`` tokens (boundaries included).
+def real_batches(data: dict[str, Any], count: int, seed: int = 0) -> tuple[list[dict[str, torch.Tensor]], Vocabulary]:
+    """The first ``count`` batches of the pretraining stream that ``data`` (a config's ``data:``) describes.
 
-    Sentences come from ``text`` (files; default: the bundled sample corpus), cut as pretraining
-    cuts them; targets are ids in a vocabulary of the text's ``vocab_size`` most frequent words.
+    ``data`` needs ``sources``; the rest (weights, tokenizer, max_tokens, batch_size, bucket_batches,
+    shuffle_buffer, vocab_path, vocab_max_size) default as :class:`LMDataModule` defaults them. The
+    vocabulary is the config's file, built from the sources as pretraining builds it when missing.
     """
-    files = text or sorted(str(p) for p in SAMPLE_TEXT.glob("*.txt.gz"))
-    sentences = [s for f in files for s in sentences_from_lines(iter_lines(f), "regex", seq_len - 2)]
-    if not sentences:
-        raise ValueError(f"bench: no sentences in {files} (--text)")
-    vocab = Vocabulary.from_counts(Counter(w for s in sentences for w in s), max_size=vocab_size)
-    full = [s for s in sentences if len(s) == seq_len - 2]
-    if len(full) < batch_size:
-        raise ValueError(
-            f"bench: {files} has {len(full)} sentences of {seq_len - 2} tokens, fewer than --batch-size "
-            f"{batch_size}; give more text (--text) or a shorter --seq-len"
+    sources = list(data["sources"])
+    missing = [s for s in sources if not s.startswith("hf:") and not Path(s).exists() and not glob.glob(s)]
+    if missing:
+        raise MissingFileError(
+            f"bench: corpus file {missing[0]} not found (the config's data.sources); fix the path, or add "
+            "--sample-data to read the bundled sample corpus"
         )
-    stride = len(full) // batch_size  # spread over the whole text
-    return make_batch(full[::stride][:batch_size], vocab)
+    tokenizer = data.get("tokenizer", "regex")
+    max_size = data.get("vocab_max_size", 50_000)
+    vocab_path = data.get("vocab_path")
+    if vocab_path:
+        vocab = load_or_build_vocabulary(vocab_path, sources, tokenizer=tokenizer, max_size=max_size)
+    else:
+        vocab = build_vocabulary(sources, tokenizer=tokenizer, max_size=max_size)
+    stream = LMBatches(
+        sources,
+        vocab,
+        weights=data.get("weights"),
+        tokenizer=tokenizer,
+        max_tokens=data.get("max_tokens", 50),
+        batch_size=data.get("batch_size", 64),
+        bucket_batches=data.get("bucket_batches", 20),
+        shuffle_buffer=data.get("shuffle_buffer", 10_000),
+        seed=seed,
+    )
+    batches = list(itertools.islice(iter(stream), count))
+    if len(batches) < count:
+        raise InputError(
+            f"bench: the corpus {sources} gives {len(batches)} batches, fewer than --steps + warm-up {count}"
+        )
+    return batches, vocab
+
+
+def sample_data(batch_size: int) -> dict[str, Any]:
+    """A ``data:`` section over the bundled sample corpus (for presets, and configs without data)."""
+    return {
+        "sources": sorted(str(p) for p in SAMPLE_TEXT.glob("*.txt.gz")),
+        "batch_size": batch_size,
+        "max_tokens": 40,
+        "shuffle_buffer": 2000,
+        "vocab_max_size": 20_000,
+    }
+
+
+def batch_statistics(batches: list[dict[str, torch.Tensor]], cutoff: int | None) -> dict[str, float]:
+    """Mean tokens per sentence (boundaries included), distinct-token fraction, share of targets past ``cutoff``."""
+    tokens = distinct = sentences = targets = tail = 0
+    for batch in batches:
+        mask = (batch["chars"] > 0).any(dim=-1)  # (B, T)
+        real = batch["chars"][mask]  # (N, C)
+        tokens += real.shape[0]
+        sentences += mask.shape[0]
+        distinct += torch.unique(real, dim=0).shape[0]
+        ids = batch["forward_targets"][batch["forward_targets"] >= 0]
+        targets += ids.numel()
+        tail += int((ids >= cutoff).sum()) if cutoff else 0
+    return {
+        "tokens_per_sentence": tokens / sentences,
+        "distinct_fraction": distinct / tokens,
+        "tail_target_fraction": tail / targets if cutoff else 0.0,
+    }
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
@@ -103,63 +159,92 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, secon
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
+def recurrence_matmul_ratio(config: BiLMConfig, batch_size: int, device: torch.device, seconds: float = 1.0) -> dict:
+    """bf16 over fp32 matrix-multiply speed at the recurrence's shapes, the four products of one step.
+
+    Forward ``h W_hh^T`` (B x P @ P x 4H) and ``m W_hr^T`` (B x H @ H x P); backward ``dg W_hh``
+    (B x 4H @ 4H x P) and ``dh W_hr`` (B x P @ P x H). The ratio is of their summed times, interleaved.
+    """
+    B, P, H = batch_size, config.projection_dim, config.cell_dim
+    shapes = [(B, P, 4 * H), (B, H, P), (B, 4 * H, P), (B, P, H)]
+    operands = {
+        dtype: [
+            (torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype))
+            for m, k, n in shapes
+        ]
+        for dtype in (torch.float32, torch.bfloat16)
+    }
+    elapsed = {torch.float32: 0.0, torch.bfloat16: 0.0}
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    rounds, begin = 0, time.perf_counter()
+    while time.perf_counter() - begin < 2 * seconds or rounds < 3:
+        for dtype, pairs in operands.items():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(10):
+                for a, b in pairs:
+                    a @ b
+            _sync(device)
+            elapsed[dtype] += time.perf_counter() - start
+        rounds += 1
+    gflops = {d: 10 * rounds * flops / t / 1e9 for d, t in elapsed.items()}
+    return {
+        "fp32_gflops": gflops[torch.float32],
+        "bf16_gflops": gflops[torch.bfloat16],
+        "ratio": gflops[torch.bfloat16] / gflops[torch.float32],
+    }
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _peak_rss_mib() -> float:
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_training(
-    config: BiLMConfig,
-    batch: dict[str, torch.Tensor],
-    steps: int,
-    device: torch.device,
-    precision: str,
-    warmup: int = 2,
-) -> dict[str, float]:
-    """Tokens/s, GFLOP/s and peak memory of full training steps of ``config`` on ``batch``."""
-    torch.manual_seed(0)
-    model = BiLM(config).to(device).train()
-    opt = torch.optim.Adagrad(model.parameters(), lr=0.2, initial_accumulator_value=1.0)
-    chars = batch["chars"].to(device)  # (B, T, C)
-    forward_targets, backward_targets = batch["forward_targets"].to(device), batch["backward_targets"].to(device)
-    batch_size, seq_len = chars.shape[:2]
-    autocast = torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
+class TrainingStep:
+    """One variant's model and optimizer; :meth:`__call__` runs one full training step on a batch."""
 
-    def step() -> None:
-        with autocast:
-            loss = model(chars, forward_targets, backward_targets).loss
+    def __init__(self, config: BiLMConfig, precision: str, device: torch.device, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.model = BiLM(config).to(device).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=2e-3)
+        self.device, self.precision = device, precision
+        self.seconds, self.tokens, self.losses = 0.0, 0, []
+        self.rng = torch.get_rng_state()  # each variant draws its own dropout masks: the same ones as the others
+
+    def __call__(self, batch: dict[str, torch.Tensor], timed: bool = True) -> float:
+        chars = batch["chars"].to(self.device)  # (B, T, C)
+        forward_targets = batch["forward_targets"].to(self.device)  # (B, T)
+        backward_targets = batch["backward_targets"].to(self.device)  # (B, T)
+        torch.set_rng_state(self.rng)
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=DTYPES[self.precision], enabled=self.precision != "fp32"):
+            loss = self.model(chars, forward_targets, backward_targets).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        _sync(self.device)
+        self.rng = torch.get_rng_state()
+        if timed:
+            self.seconds += time.perf_counter() - start
+            self.tokens += int(batch["num_tokens"])
+        self.losses.append(float(loss.detach()))
+        return self.losses[-1]
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops_per_step = counter.get_total_flops()
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    elapsed = time.perf_counter() - start
-    tokens = batch_size * seq_len * steps
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mib()
-    return {
-        "tokens_per_s": tokens / elapsed,
-        "step_ms": 1000 * elapsed / steps,
-        "gflop_per_step": flops_per_step / 1e9,
-        "gflops": flops_per_step * steps / elapsed / 1e9,
-        "peak_memory_mib": peak,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    @staticmethod
+    def count_flops(config: BiLMConfig, precision: str, device: torch.device, batch: dict[str, torch.Tensor]) -> float:
+        """FLOPs of one step, on a model of its own (so that the compared runs stay in step)."""
+        probe = TrainingStep(config, precision, device)
+        with FlopCounterMode(display=False) as counter:
+            probe(batch, timed=False)
+        return counter.get_total_flops()
 
 
 def main(argv: list[str]) -> int:
@@ -167,18 +252,13 @@ def main(argv: list[str]) -> int:
         prog="elmo-pipeline bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "original"])
-    parser.add_argument("--config", default=None, help="take the biLM from this pretraining config (model.bilm)")
-    parser.add_argument("--vocab-size", type=int, default=50_000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=40, help="tokens per sentence, boundaries included")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--config", default=None, help="a pretraining config: its biLM (model.bilm) and its data")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size, else 64")
+    parser.add_argument("--steps", type=int, default=16, help="measured steps per variant (after --warmup)")
+    parser.add_argument("--warmup", type=int, default=2, help="steps per variant before timing starts")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--variants",
-        default="today,fused,fast,fast-bf16,fast-adaptive,fast-adaptive-bf16",
-        help=f"comma-separated, from {','.join(VARIANTS)} (see above)",
-    )
-    parser.add_argument("--text", nargs="+", default=None, help="text files to cut the batch from")
+    parser.add_argument("--variants", default="fast,fast-bf16", help=f"comma-separated, from {','.join(VARIANTS)}")
+    parser.add_argument("--sample-data", action="store_true", help="read the bundled sample corpus, not the config's")
     parser.add_argument(
         "--cells",
         default=None,
@@ -191,66 +271,113 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    data: dict[str, Any] = {}
     if args.config:
         import yaml
 
-        bilm = (yaml.safe_load(Path(args.config).read_text()).get("model") or {}).get("bilm") or {}
-        base = BiLMConfig.from_dict({**bilm, "vocab_size": args.vocab_size})
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        data = dict(loaded.get("data") or {})
+        bilm = (loaded.get("model") or {}).get("bilm") or {}
         source = args.config
     else:
-        base = BiLMConfig.preset(args.preset, vocab_size=args.vocab_size)
-        source = f"preset {args.preset}"
+        bilm, source = {}, f"preset {args.preset}"
+    batch_size = args.batch_size or data.get("batch_size", 64)
+    if args.sample_data or not data.get("sources"):
+        data = sample_data(batch_size)
+    data["batch_size"] = batch_size
+    batches, vocab = real_batches(data, args.warmup + args.steps)
+    base = (
+        BiLMConfig.from_dict({**bilm, "vocab_size": len(vocab)})
+        if args.config
+        else BiLMConfig.preset(args.preset, vocab_size=len(vocab))
+    )
     if args.cells:
         cells = [c.strip() for c in args.cells.split(",") if c.strip()]
         unknown = [c for c in cells if c not in CELLS]
         if unknown:
-            raise ValueError(f"bench: unknown cells {unknown}; choose from {list(CELLS)} (--cells)")
+            raise InputError(f"bench: unknown cells {unknown}; choose from {list(CELLS)} (--cells)")
         variants = {c: (replace(base, cell=c), args.precision) for c in cells}
     else:
         names = [v.strip() for v in args.variants.split(",") if v.strip()]
         variants = {name: variant_config(base, name) for name in names}
-    batch = text_batch(args.batch_size, args.seq_len, args.vocab_size, args.text)
-    distinct = len(torch.unique(batch["chars"].flatten(0, 1), dim=0))
-
-    peak = {p: matmul_gflops(device, DTYPES[p]) for p in sorted({p for _, p in variants.values()})}
+    stats = batch_statistics(batches, base.adaptive_cutoffs[0] if base.softmax == "adaptive" else None)
+    precisions = sorted({p for _, p in variants.values()})
+    peak = {p: matmul_gflops(device, DTYPES[p]) for p in precisions}
+    ratio = recurrence_matmul_ratio(base, batch_size, device)
+    target = 1.8 if ratio["ratio"] >= 3 else 0.6 * ratio["ratio"]
     machine = describe_machine() if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
-        f"# elmo-pipeline bench: {source}, batch {args.batch_size} x {args.seq_len} tokens of real text "
-        f"({distinct} distinct), vocab {args.vocab_size}, {device} ({machine}), torch {torch.__version__}"
+        f"# elmo-pipeline bench: {source}, {args.steps} batches of up to {batch_size} sentences from "
+        f"{'the sample corpus' if data.get('sources') == sample_data(batch_size)['sources'] else 'the config corpus'} "
+        f"({stats['tokens_per_sentence']:.1f} tokens a sentence, {100 * stats['distinct_fraction']:.1f}% distinct, "
+        f"{100 * stats['tail_target_fraction']:.1f}% adaptive-softmax tail targets), vocab {len(vocab)}, "
+        f"{device} ({machine}), {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
     for p, rate in peak.items():
         print(f"# matmul 2048^3 {p}: {rate:.1f} GFLOP/s")
+    print(
+        f"# matmul at the recurrence's shapes (B {batch_size}, P {base.projection_dim}, H {base.cell_dim}): "
+        f"fp32 {ratio['fp32_gflops']:.1f}, bf16 {ratio['bf16_gflops']:.1f} GFLOP/s, ratio {ratio['ratio']:.2f}; "
+        f"the bf16 step's target: {target:.2f}x the fp32 step (1.8, or 60% of the ratio where it is under 3)"
+    )
+    runners = {name: TrainingStep(config, precision, device) for name, (config, precision) in variants.items()}
+    flops = {name: TrainingStep.count_flops(*variants[name], device, batches[0]) for name in runners}
+    for i, batch in enumerate(batches):  # interleaved: step i of every variant, then step i + 1
+        for runner in runners.values():
+            runner(batch, timed=i >= args.warmup)
     variant = "cell" if args.cells else "step"
     print(
         f"| {variant} | dtype | params | tokens/s | x first | step ms | GFLOP/step | GFLOP/s | "
-        "% of matmul (same dtype) | peak MiB |"
+        "% of matmul (same dtype) | final loss | peak MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    results = {
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[str, Any] = {
         "source": source,
         "device": str(device),
         "machine": machine,
         "threads": torch.get_num_threads(),
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "distinct_tokens": distinct,
+        "batch_size": batch_size,
+        "steps": args.steps,
+        "batches": stats,
         "matmul_gflops": peak,
+        "recurrence_matmul": ratio,
+        "bf16_target": target,
         "variants": {},
     }
     first = None
-    for name, (config, precision) in variants.items():
-        r = bench_training(config, batch, args.steps, device, precision)
-        r["precision"] = precision
+    for name, runner in runners.items():
+        tokens_per_s = runner.tokens / runner.seconds
+        first = first or tokens_per_s
+        precision = runner.precision
+        step_s = runner.seconds / args.steps
+        r = {
+            "precision": precision,
+            "parameters": sum(p.numel() for p in runner.model.parameters()),
+            "tokens_per_s": tokens_per_s,
+            "speedup": tokens_per_s / first,
+            "step_ms": 1000 * step_s,
+            "gflop_per_step": flops[name] / 1e9,
+            "gflops": flops[name] / step_s / 1e9,
+            "peak_memory_mib": _peak_memory_mib(device),
+            "losses": runner.losses,
+        }
         r["matmul_fraction"] = r["gflops"] / peak[precision]
-        first = first or r["tokens_per_s"]
-        r["speedup"] = r["tokens_per_s"] / first
         results["variants"][name] = r
         print(
-            f"| {name} | {precision} | {r['parameters'] / 1e6:.2f}M | {r['tokens_per_s']:.0f} | "
-            f"{r['speedup']:.2f} | {r['step_ms']:.0f} | {r['gflop_per_step']:.2f} | {r['gflops']:.1f} | "
-            f"{100 * r['matmul_fraction']:.1f}% | {r['peak_memory_mib']:.0f} |"
+            f"| {name} | {precision} | {r['parameters'] / 1e6:.2f}M | {tokens_per_s:.0f} | {r['speedup']:.2f} | "
+            f"{r['step_ms']:.0f} | {r['gflop_per_step']:.2f} | {r['gflops']:.1f} | "
+            f"{100 * r['matmul_fraction']:.1f}% | {runner.losses[-1]:.3f} | {r['peak_memory_mib']:.0f} |"
         )
-        sys.stdout.flush()
+    names = list(runners)
+    if len(names) > 1:
+        reference = runners[names[0]].losses
+        for name in names[1:]:
+            gap = max(abs(a - b) / a for a, b in zip(reference, runners[name].losses, strict=True))
+            results["variants"][name]["max_relative_loss_gap"] = gap
+            print(
+                f"# loss of {name} against {names[0]}, step for step over {len(reference)} steps: "
+                f"max relative gap {100 * gap:.2f}%"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

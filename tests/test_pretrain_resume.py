@@ -140,6 +140,12 @@ FAST_RECIPES = {
         precision="bf16-mixed",
     ),
     "bf16-sampled-fast": dict(precision="bf16-mixed"),  # the sampled softmax draws from the restored RNG
+    # the one-hour recipe in bf16: adaptive softmax, the fast recurrence's bf16 backend, dropout
+    "bf16-adaptive-fast": dict(
+        bilm={"softmax": "adaptive", "adaptive_cutoffs": [8, 20], "dropout": 0.1},
+        system_kwargs={"warmup_steps": 3, "lr_schedule": "linear", "schedule_steps": 25},
+        precision="bf16-mixed",
+    ),
 }
 
 
@@ -183,6 +189,16 @@ def test_bf16_fast_adaptive_training_lowers_the_loss(tmp_path):
     assert len(losses) == 40 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5  # the exact (adaptive) loss falls
     assert system.bilm.softmax.head.weight.dtype == torch.float32  # master weights stay fp32
+
+
+def test_bf16_is_refused_where_the_processor_lacks_it(tmp_path, monkeypatch):
+    from elmo_pipeline.errors import UserError
+    from elmo_pipeline.systems import pretrain
+
+    monkeypatch.setattr(pretrain, "bf16_supported", lambda device: False)
+    corpus = _corpus(tmp_path, n=24)
+    with pytest.raises(UserError, match="needs native bf16 matrix multiplies.*--trainer.precision 32-true"):
+        _fit(tmp_path, corpus, RecordBatches(), tmp_path / "ckpt", max_steps=2, precision="bf16-mixed")
 
 
 def _fit_with_validation(tmp_path, ckpt_dir, ckpt_path=None):

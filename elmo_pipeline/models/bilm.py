@@ -107,8 +107,8 @@ class BiLM(nn.Module):
         outputs = []
         for index, layer in enumerate(layers):
             h = layer(self.dropout(x))  # (B, T, P)
-            if index > 0 and self.config.use_skip_connections:
-                h = h + x  # residual, from the second layer on
+            if self.config.residual(index):
+                h = h + x
             outputs.append(h)
             x = h
         return outputs

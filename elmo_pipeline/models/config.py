@@ -85,6 +85,14 @@ class BiLMConfig:
         if self.cell not in CELLS:
             raise ValueError(f"BiLMConfig: unknown cell {self.cell!r}; choose one of {list(CELLS)} (--model.bilm.cell)")
 
+    def residual(self, layer: int) -> bool:
+        """Whether layer ``layer`` (0-based) adds its input to its output: from the second layer on, with skips.
+
+        The one statement of the rule; every runner of the stack (training, streaming, export, the
+        target LM) asks it.
+        """
+        return layer > 0 and self.use_skip_connections
+
     @property
     def output_dim(self) -> int:
         """Size of every ELMo layer, ``2 * projection_dim``."""

@@ -83,7 +83,7 @@ class PortableEmbedder(nn.Module):
         self.projection = encoder.projection
         self.forward_layers = nn.ModuleList(_LSTMP(layer) for layer in bilm.forward_layers)
         self.backward_layers = nn.ModuleList(_LSTMP(layer) for layer in bilm.backward_layers)
-        self.skip = config.use_skip_connections
+        self.residual = [config.residual(layer) for layer in range(config.num_layers)]  # a list TorchScript reads
         self.eval()
 
     def _tokens(self, chars: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class PortableEmbedder(nn.Module):
         for fwd_layer, bwd_layer in zip(self.forward_layers, self.backward_layers):
             fwd = fwd_layer(fwd_in)  # (B, T, P)
             bwd = bwd_layer(bwd_in)  # (B, T, P), reversed time
-            if index > 0 and self.skip:
+            if self.residual[index]:
                 fwd = fwd + fwd_in
                 bwd = bwd + bwd_in
             layers.append(torch.cat([fwd, _reverse_padded(bwd, lengths)], dim=-1) * keep)  # (B, T, 2P)

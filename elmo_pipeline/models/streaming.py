@@ -20,7 +20,7 @@ every preset), and:
 - optionally runs the matrix multiplies in **bfloat16** (``precision="bf16"``) while the gates, the
   cell state and its clipping stay float32, so the cell never accumulates in bf16.
 
-The step is the same kernel as the training path's (:func:`lstmp_cell_step`), and the tests check
+The recurrence is the training path's own loop (:func:`lstmp_scan`), and the tests check
 the layers against :meth:`BiLM.forward` for chunks of one step up to the whole sentence.
 """
 
@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_cell_step
+from elmo_pipeline.modules.lstm import LSTMPLayer, bf16_supported, lstmp_scan
 from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, word_char_ids
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+__all__ = ["PRECISIONS", "LAYER_MODES", "Precision", "LayerMode", "Sink", "StreamingBiLM", "bf16_supported"]
 LayerMode = Literal["all", "average", "top"]
 LAYER_MODES: tuple[str, ...] = ("all", "average", "top")
 
@@ -48,22 +49,6 @@ class Sink(Protocol):
     """Where one sentence's layers go: a NumPy array or an HDF5 dataset, (L + 1, n, 2P) or (n, 2P)."""
 
     def __setitem__(self, key, value) -> None: ...  # noqa: D105
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bfloat16 matrix multiplies run natively here (CUDA, or a CPU with AVX-512 BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    capability = str(torch.backends.cpu.get_cpu_capability()).lower()
-    if "avx512" not in capability:
-        return False
-    try:
-        flags = open("/proc/cpuinfo").read()  # noqa: SIM115
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class _Direction:
@@ -192,9 +177,6 @@ class StreamingBiLM:
 
         h = [torch.zeros(B, P, device=self.device, dtype=self.dtype) for _ in range(L)]  # carried state
         c = [torch.zeros(B, H, device=self.device) for _ in range(L)]
-        tanh_c = torch.empty(B, H, device=self.device)  # scratch
-        m = torch.empty(B, H, device=self.device, dtype=self.dtype)  # o * tanh(c)
-        gates = torch.empty(B, 4 * H, device=self.device) if self.dtype != torch.float32 else None
         half = slice(0, P) if name == "forward" else slice(P, 2 * P)
         start = 0
         while start < T:
@@ -214,37 +196,40 @@ class StreamingBiLM:
             )  # (steps, width)
             x = self._vectors[index]  # (steps, width, P), fp32
             outputs = [x]
+            running = [active(t) for t in range(start, end)]  # rows running at each step of the chunk
             for layer in range(L):
-                out = self._layer_chunk(weights, layer, x, h[layer], c[layer], tanh_c, m, gates, start, active)
-                if layer > 0:
-                    out = out + x  # residual, from the second layer on
+                out = self._layer_chunk(weights, layer, x, h[layer], c[layer], running)
+                if self.bilm.config.residual(layer):
+                    out = out + x
                 outputs.append(out)
                 x = out
             self._write(outputs, sinks, lengths, start, end, width, half, name, layers, keep)
             start = end
 
-    def _layer_chunk(self, weights, layer, x, h, c, tanh_c, m, gates, start, active) -> torch.Tensor:
+    def _layer_chunk(self, weights, layer, x, h, c, running) -> torch.Tensor:
         """One layer over one chunk, state (h, c) carried in place. x (S, W, X) -> (S, W, P) fp32."""
         steps, width = x.shape[:2]
-        cell_clip, proj_clip = weights.cell_clip[layer], weights.proj_clip[layer]
-        whh_t, whr_t = weights.whh_t[layer], weights.whr_t[layer]
-        xw = F.linear(x.to(self.dtype), weights.weight_ih[layer], weights.bias[layer])  # (S, W, 4H)
-        out = torch.zeros(steps, width, self.P, device=self.device, dtype=self.dtype)  # (S, W, P)
-        for j in range(steps):
-            n = active(start + j)  # rows running at this step: a prefix, the rows are sorted by length
-            if gates is None:  # fp32: gates = W_ih x_t + b + W_hh h_{t-1}, in place
-                a = xw[j, :n]  # (n, 4H)
-                torch.addmm(a, h[:n], whh_t, out=a)
-            else:  # bf16 products, fp32 sum
-                a = gates[:n]  # (n, 4H)
-                torch.add(xw[j, :n], torch.mm(h[:n], whh_t), out=a)
-            lstmp_cell_step(a, c[:n], c[:n], tanh_c[:n], m[:n], cell_clip)
-            hn = h[:n]  # (n, P)
-            torch.mm(m[:n], whr_t, out=hn)  # h = W_hr m
-            if proj_clip is not None:
-                hn.clamp_(-proj_clip, proj_clip)
-            out[j, :n] = hn
-        return out.float()  # (S, W, P); rows finished before a step hold stale values there, never read
+        xw = F.linear(x.to(self.dtype), weights.weight_ih[layer], weights.bias[layer]).float()  # (S, W, 4H)
+        cells = c.new_empty(steps + 1, width, self.H)  # slot 0: the carried state
+        hs = h.new_zeros(steps + 1, width, self.P)  # zeros stay where a row has finished
+        cells[0], hs[0] = c[:width], h[:width]
+        tanh_c = c.new_empty(steps, width, self.H)
+        m = h.new_empty(steps, width, self.H)
+        lstmp_scan(
+            xw,
+            cells,
+            hs,
+            tanh_c,
+            m,
+            weights.whh_t[layer],
+            weights.whr_t[layer],
+            weights.cell_clip[layer],
+            weights.proj_clip[layer],
+            active=running,
+        )
+        # carry the state on; a row that finished inside the chunk never runs again, so its slot is not read
+        c[:width], h[:width] = cells[steps], hs[steps]
+        return hs[1:].float()  # (S, W, P)
 
     def _write(self, outputs, sinks, lengths, start, end, width, half, name, layers, keep) -> None:
         """Copy the chunk's positions of every running row into its sink's half."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_cell_step
+from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_scan
 from elmo_pipeline.modules.softmax import LMSoftmax
 from elmo_pipeline.text.chars import word_char_ids
 from elmo_pipeline.text.vocab import Vocabulary
@@ -83,7 +83,7 @@ class TargetLM(nn.Module):
         x = self.token_vectors[ids]  # (B, T, P)
         for index, layer in enumerate(self.bilm.forward_layers):
             h = layer(x)  # (B, T, P), from a zero state
-            x = h + x if index > 0 and self.config.use_skip_connections else h
+            x = h + x if self.config.residual(index) else h
         return self._log_probs(x)
 
     def initial_state(self, batch: int) -> LMState:
@@ -101,14 +101,16 @@ class TargetLM(nn.Module):
         x = self.token_vectors[ids]  # (B, P)
         new_state: LMState = []
         for index, (layer, (h, c)) in enumerate(zip(self.bilm.forward_layers, state, strict=True)):
-            gates = F.linear(x, layer.weight_ih, layer.bias) + F.linear(h, layer.weight_hh)  # (B, 4H)
-            c_new, tanh_c, m = torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
-            lstmp_cell_step(gates, c, c_new, tanh_c, m, layer.cell_clip)
-            h_new = F.linear(m, layer.weight_hr)  # (B, P)
-            if layer.proj_clip is not None:
-                h_new = h_new.clamp(-layer.proj_clip, layer.proj_clip)
+            B, H = c.shape
+            gates = F.linear(x, layer.weight_ih, layer.bias).unsqueeze(0)  # (1, B, 4H)
+            cells, hs = torch.stack([c, c]), torch.stack([h, h])  # (2, B, H), (2, B, P): slot 0 the state
+            tanh_c, m = c.new_empty(1, B, H), c.new_empty(1, B, H)
+            lstmp_scan(
+                gates, cells, hs, tanh_c, m, layer.weight_hh.t(), layer.weight_hr.t(), layer.cell_clip, layer.proj_clip
+            )
+            h_new, c_new = hs[1], cells[1]  # (B, P), (B, H)
             new_state.append((h_new, c_new))
-            x = h_new + x if index > 0 and self.config.use_skip_connections else h_new
+            x = h_new + x if self.config.residual(index) else h_new
         return self._log_probs(x), new_state
 
     @staticmethod

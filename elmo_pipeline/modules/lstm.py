@@ -1,4 +1,4 @@
-"""The projected LSTM of ELMo (LSTMP), with optional cell and projection clipping.
+"""The projected LSTM of ELMo (LSTMP), with optional cell and projection clipping: the one owner of its recurrence.
 
 One layer, one direction (PAPER.md, "Contextual layers"; Sak et al. 2014 for the projection)::
 
@@ -7,30 +7,66 @@ One layer, one direction (PAPER.md, "Contextual layers"; Sak et al. 2014 for the
     h_t = W_hr (sigmoid(o) * tanh(c_t))                    # clipped to +-proj_clip
 
 The parameters are laid out as ``torch.nn.LSTM(proj_size=...)`` lays them out, with one bias
-instead of two (the published models have one). Without clipping the layer runs PyTorch's fused
-kernel (cuDNN on GPU). With clipping it runs the recurrence above step by step, in one of two ways:
+instead of two (the published models have one).
 
-- ``fast`` (the default): :class:`ClippedLSTMPFunction`, a hand-written forward and backward. The
-  forward writes every step into preallocated buffers with in-place kernels; the backward runs the
-  recurrence in reverse with about a dozen kernels a step and computes the weight gradients as one
-  matrix multiply over all steps (as cuDNN does), instead of autograd's per-step graph. Under CPU
-  or CUDA autocast the input projection ``W_ih x`` runs in the autocast dtype and the recurrence
-  itself in float32, so the cell state never accumulates in bf16.
-- ``plain``: the same equations in ordinary autograd-tracked torch, kept as the reference that the
-  tests and ``elmo-pipeline bench`` compare the fast path with.
+Every runner of this recurrence in the package (training, ``embed``'s streaming runner and the
+activation cache, the portable TorchScript/ONNX embedder, the seq2seq target LM) calls this module,
+as ``torch.nn.LSTM`` keeps one set of equations behind several kernels:
 
-All paths compute the same function, which tests check (forward and gradients).
+- **the reference**: :func:`lstmp_cell` (the equations above, functional, autograd- and
+  TorchScript-ready) and :func:`lstmp_recurrence`, the loop over time. Training's ``plain`` path
+  and the portable embedder run it.
+- **the fast backend**: :func:`lstmp_cell_` (the same step in place, into preallocated buffers),
+  :func:`lstmp_scan` (the loop over time with a carried state, for every row or for a shrinking
+  prefix of length-sorted rows) and :class:`LSTMPFunction` (training: the input projection, the
+  scan, and a hand-written backward that runs the recurrence in reverse and computes the weight
+  gradients as one matrix multiply over all steps, as cuDNN does). The streaming runner and the
+  target LM call :func:`lstmp_scan` directly.
+- **the fused kernel**: ``torch.lstm`` (cuDNN on GPU) for an unclipped layer in full precision.
+
+**Precision.** Every fast entry point takes the dtype of the matrix multiplies. In ``bfloat16``
+the products run on the bf16 matrix units (accumulating in float32 inside the kernel): the input
+projection, the two products of each step, the backward's two products of each step, and the
+weight and input gradients over all steps. The gates' element-wise work, the cell state and its
+clipping, and all gradients outside the matrix multiplies stay float32, so the cell state never
+accumulates in bf16. Weights are cast once per call (once per training step), never per time step.
+In training the layer takes the dtype from autocast: ``--trainer.precision bf16-mixed`` runs it.
+
+The tests check every backend and every runner against the reference, forward and gradients.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 # PyTorch falls back from oneDNN to its own CPU kernel for projected LSTMs and says so on every call
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+
+
+def matmul_dtype(device: torch.device | str, default: torch.dtype) -> torch.dtype:
+    """The dtype of the recurrence's matrix multiplies here: autocast's when it is on, else ``default``."""
+    kind = torch.device(device).type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else default
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 matrix multiplies run natively here (CUDA, or a CPU with AVX-512 BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    capability = str(torch.backends.cpu.get_cpu_capability()).lower()
+    if "avx512" not in capability:
+        return False
+    try:
+        flags = open("/proc/cpuinfo").read()  # noqa: SIM115
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 class LSTMPLayer(nn.Module):
@@ -42,7 +78,7 @@ class LSTMPLayer(nn.Module):
         proj_size: P, the output (and recurrent state) size.
         cell_clip: clip the cell state to +-this value (None: no clipping).
         proj_clip: clip the projected output to +-this value (None: no clipping).
-        fast: run a clipped layer with :class:`ClippedLSTMPFunction` (False: the plain autograd loop).
+        fast: run the fast backend (:class:`LSTMPFunction`); False: the reference loop under autograd.
     """
 
     def __init__(
@@ -79,26 +115,26 @@ class LSTMPLayer(nn.Module):
         return self.cell_clip is not None or self.proj_clip is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T, X). Returns: (B, T, P), zero initial state."""
-        if self.clipped:
-            return self._fast_recurrence(x) if self.fast else self._recurrence(x)
-        return self._fused(x)
-
-    def _fast_recurrence(self, x: torch.Tensor) -> torch.Tensor:
-        device = x.device.type
-        # time-major, so that each step's gates are one contiguous block the recurrence adds into
-        xw = torch.nn.functional.linear(x.transpose(0, 1), self.weight_ih, self.bias)  # (T, B, 4H)
-        autocast = torch.is_autocast_enabled(device)
-        state_dtype = torch.float32 if autocast else self.weight_hh.dtype  # gates and cell state
-        matmul_dtype = torch.get_autocast_dtype(device) if autocast else state_dtype
-        with torch.autocast(device, enabled=False):
-            h = ClippedLSTMPFunction.apply(
-                xw.to(state_dtype),
-                self.weight_hh.to(state_dtype),
-                self.weight_hr.to(state_dtype),
+        """Args: x (B, T, X). Returns: (B, T, P) float32 (the weights' dtype), zero initial state."""
+        dtype = matmul_dtype(x.device, self.weight_hh.dtype)
+        if not self.fast:
+            cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
+            return lstmp_recurrence(
+                x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip
+            )  # (B, T, P)
+        if not self.clipped and dtype == self.weight_hh.dtype:
+            return self._fused(x)
+        state_dtype = self.weight_hh.dtype  # float32 (float64 in the tests): gates and cell state
+        with torch.autocast(x.device.type, enabled=False):
+            h = LSTMPFunction.apply(
+                x.transpose(0, 1).to(state_dtype).contiguous(),  # (T, B, X), time-major
+                self.weight_ih,
+                self.bias,
+                self.weight_hh,
+                self.weight_hr,
                 self.cell_clip,
                 self.proj_clip,
-                matmul_dtype,
+                dtype,
             )  # (T, B, P)
         return h.transpose(0, 1)  # (B, T, P)
 
@@ -107,14 +143,29 @@ class LSTMPLayer(nn.Module):
         h0 = x.new_zeros(1, B, self.proj_size)  # (1, B, P)
         c0 = x.new_zeros(1, B, self.hidden_size)  # (1, B, H)
         params = [self.weight_ih, self.weight_hh, self.bias, self._zero_bias.to(x.dtype), self.weight_hr]
-        if x.dtype != self.weight_ih.dtype:  # autocast does not reach torch.lstm's flat weights
+        if x.dtype != self.weight_ih.dtype:
             params = [p.to(x.dtype) for p in params]
         out, _, _ = torch.lstm(x, (h0, c0), params, True, 1, 0.0, self.training, False, True)
         return out  # (B, T, P)
 
-    def _recurrence(self, x: torch.Tensor) -> torch.Tensor:
-        cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
-        return lstmp_recurrence(x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip)
+
+# ------------------------------------------------------------------------------------------ reference
+def lstmp_cell(gates: torch.Tensor, c_prev: torch.Tensor, cell_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the LSTMP cell after the gate pre-activations: the equations, as the reference.
+
+    Args:
+        gates: (B, 4H) ``W_ih x_t + b + W_hh h_{t-1}``, in the order i, f, g, o.
+        c_prev: (B, H) the previous cell state.
+        cell_clip: clip the cell to +-this value (0: no clipping; a float, for TorchScript and ONNX).
+
+    Returns:
+        c (B, H) the new cell state, and m = sigmoid(o) * tanh(c) (B, H), the projection's input.
+    """
+    i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
+    if cell_clip > 0:
+        c = c.clamp(-cell_clip, cell_clip)
+    return c, torch.sigmoid(o) * torch.tanh(c)
 
 
 def lstmp_recurrence(
@@ -126,7 +177,7 @@ def lstmp_recurrence(
     cell_clip: float,
     proj_clip: float,
 ) -> torch.Tensor:
-    """The clipped LSTMP recurrence from a zero state, step by step: the plain path, and the one exported.
+    """The LSTMP recurrence from a zero state, step by step: the reference, and the one exported.
 
     Written for TorchScript and the ONNX exporter too (the portable embedder), hence float clips
     with 0 for none rather than optional ones.
@@ -141,12 +192,8 @@ def lstmp_recurrence(
     c = x.new_zeros(B, H)  # (B, H)
     outputs: list[torch.Tensor] = []
     for t in range(T):
-        gates = xw[:, t] + torch.nn.functional.linear(h, weight_hh)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-        if cell_clip > 0:
-            c = c.clamp(-cell_clip, cell_clip)
-        h = torch.nn.functional.linear(torch.sigmoid(o) * torch.tanh(c), weight_hr)  # (B, P)
+        c, m = lstmp_cell(xw[:, t] + torch.nn.functional.linear(h, weight_hh), c, cell_clip)  # (B, H) each
+        h = torch.nn.functional.linear(m, weight_hr)  # (B, P)
         if proj_clip > 0:
             h = h.clamp(-proj_clip, proj_clip)
         outputs.append(h)
@@ -155,7 +202,8 @@ def lstmp_recurrence(
     return torch.stack(outputs, dim=1)  # (B, T, P)
 
 
-def lstmp_cell_step(
+# ------------------------------------------------------------------------------------- fast backend
+def lstmp_cell_(
     a: torch.Tensor,
     c_prev: torch.Tensor,
     c: torch.Tensor,
@@ -163,13 +211,14 @@ def lstmp_cell_step(
     m: torch.Tensor,
     cell_clip: float | None,
 ) -> None:
-    """One step of the LSTMP cell after the gate pre-activations, in place (the fast paths' kernel).
+    """:func:`lstmp_cell` in place, into preallocated buffers (the fast backend's step).
 
     ``a`` (B, 4H) holds ``W_ih x_t + b + W_hh h_{t-1}`` and is overwritten with the gates
     ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)``; ``c`` (B, H) receives
     ``f * c_prev + i * g`` (clipped), ``tanh_c`` (B, H) its tanh and ``m`` (B, H, any float dtype)
-    ``o * tanh(c)``, the input of the projection. ``c`` may be ``c_prev`` itself (a state updated
-    in place). ``tanh(x)`` is ``2 sigmoid(2x) - 1`` (see :class:`ClippedLSTMPFunction`).
+    ``o * tanh(c)``. ``c`` may be ``c_prev`` itself (a state updated in place). ``tanh(x)`` is
+    computed as ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is several times slower than its sigmoid,
+    and the two agree to float32 rounding (a few 1e-8).
     """
     H = c.shape[-1]
     g = a[:, 2 * H : 3 * H]
@@ -184,75 +233,108 @@ def lstmp_cell_step(
     torch.mul(tanh_c, a[:, 3 * H :], out=m)  # m = o * tanh(c)
 
 
-class ClippedLSTMPFunction(torch.autograd.Function):
-    """The clipped LSTMP recurrence from a zero state, with a hand-written backward.
+def lstmp_scan(
+    gates: torch.Tensor,
+    cells: torch.Tensor,
+    hs: torch.Tensor,
+    tanh_cells: torch.Tensor,
+    ms: torch.Tensor,
+    whh_t: torch.Tensor,
+    whr_t: torch.Tensor,
+    cell_clip: float | None,
+    proj_clip: float | None,
+    active: Sequence[int] | None = None,
+) -> None:
+    """The loop over time of the fast backend, forward, in place: the one every fast runner calls.
 
-    Forward: ``xw`` (T, B, 4H) = ``W_ih x + b`` for all steps (time-major, float32), ``weight_hh``
-    (4H, P), ``weight_hr`` (P, H), the two clip values (None: no clipping), and the dtype of the
-    step's two matrix multiplies. Returns h (T, B, P) in that dtype.
+    Step t reads the state from slot t of ``cells`` and ``hs`` and writes the new one to slot t + 1,
+    so a caller carries a state by putting it in slot 0 and reading slot T (streaming chunks, the
+    target LM's one step) and training keeps every slot for its backward.
 
-    With a bf16 ``matmul_dtype`` (under autocast) the matrix multiplies of the recurrence and of
-    its backward run in bf16, and everything else in float32: the gates, the cell state and its
-    clipping, the gradients, and the weight gradients.
+    Args:
+        gates: (T, B, 4H) float32, ``W_ih x_t + b`` on entry, the gates (see :func:`lstmp_cell_`) on exit.
+        cells: (T + 1, B, H) float32; slot 0 the initial cell state.
+        hs: (T + 1, B, P) in the matmul dtype; slot 0 the initial output.
+        tanh_cells: (T, B, H) float32, receives tanh(c_t).
+        ms: (T, B, H) in the matmul dtype, receives sigmoid(o) * tanh(c_t).
+        whh_t: (P, 4H) ``W_hh`` transposed, in the matmul dtype.
+        whr_t: (H, P) ``W_hr`` transposed, in the matmul dtype.
+        cell_clip, proj_clip: None for no clipping.
+        active: rows still running at each step, a shrinking prefix of rows sorted by length (None: all).
+    """
+    T, B = gates.shape[:2]
+    in_place = whh_t.dtype == gates.dtype  # the recurrent product adds straight into the gates
+    recurrent = None if in_place else gates.new_empty(B, gates.shape[2], dtype=whh_t.dtype)  # (B, 4H)
+    for t in range(T):
+        n = B if active is None else active[t]
+        a = gates[t, :n]  # (n, 4H)
+        if in_place:
+            torch.addmm(a, hs[t, :n], whh_t, out=a)  # gates = W_ih x_t + b + W_hh h_{t-1}
+        else:  # bf16 product, float32 sum
+            a.add_(torch.mm(hs[t, :n], whh_t, out=recurrent[:n]))
+        lstmp_cell_(a, cells[t, :n], cells[t + 1, :n], tanh_cells[t, :n], ms[t, :n], cell_clip)
+        h = hs[t + 1, :n]  # (n, P)
+        torch.mm(ms[t, :n], whr_t, out=h)  # h = W_hr m
+        if proj_clip is not None:
+            h.clamp_(-proj_clip, proj_clip)
 
-    Written for speed on CPUs, where a step's tensors are small and every kernel launch counts:
-    each step's work goes into preallocated buffers with in-place and ``out=`` kernels, and the
-    weight gradients are one matrix multiply over all steps. ``tanh(x)`` is computed as
-    ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is several times slower than its sigmoid, and the two agree
-    to float32 rounding (a few 1e-8). The backward of ``clamp`` passes the gradient where the
-    value was inside the range; it is read from the clipped value (``|c| < clip``), which differs
-    from autograd's ``clamp`` only where the unclipped value was exactly ``+-clip``.
+
+class LSTMPFunction(torch.autograd.Function):
+    """One LSTMP layer from a zero state, time-major, with a hand-written backward (the fast training path).
+
+    Forward: ``x`` (T, B, X) contiguous in the state dtype (float32), the four parameters, the two
+    clip values (None: no clipping), and the dtype of the matrix multiplies. Returns h (T, B, P) in
+    the state dtype.
+
+    Written for speed on CPUs, where a step's tensors are small and every kernel launch counts: the
+    input projection is one matrix multiply over all steps, each step's work goes into
+    preallocated buffers with in-place and ``out=`` kernels (:func:`lstmp_scan`), and the backward
+    computes the weight and input gradients as one matrix multiply each over all steps. The
+    backward of ``clamp`` passes the gradient where the value was inside the range; it is read
+    from the clipped value (``|c| < clip``), which differs from autograd's ``clamp`` only where the
+    unclipped value was exactly ``+-clip``.
     """
 
     @staticmethod
-    def forward(ctx, xw, weight_hh, weight_hr, cell_clip, proj_clip, matmul_dtype):  # noqa: D102
-        T, B, G = xw.shape
-        H, P = G // 4, weight_hr.shape[0]
-        acts = xw.clone()  # (T, B, 4H): W_ih x + b, then the gates sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
-        cells = xw.new_empty(T + 1, B, H)  # c_{t-1} at t, c_{-1} = 0
-        tanh_cells = xw.new_empty(T, B, H)  # tanh(c_t)
-        hs = xw.new_empty(T + 1, B, P, dtype=matmul_dtype)  # h_{t-1} at t, h_{-1} = 0
-        ms = xw.new_empty(T, B, H, dtype=matmul_dtype)  # o * tanh(c), the input of the projection
-        recurrent = xw.new_empty(B, G, dtype=matmul_dtype)  # W_hh h_{t-1}, when it is not float32
+    def forward(ctx, x, weight_ih, bias, weight_hh, weight_hr, cell_clip, proj_clip, dtype):  # noqa: D102
+        T, B, X = x.shape
+        G, P = weight_hh.shape
+        H = G // 4
+        state = weight_hh.dtype
+        x_mm, wih = x.to(dtype), weight_ih.to(dtype)  # cast once per call
+        whh, whr = weight_hh.to(dtype), weight_hr.to(dtype)
+        gates = torch.addmm(bias.to(dtype), x_mm.view(T * B, X), wih.t()).view(T, B, G).to(state)  # (T, B, 4H)
+        cells = x.new_empty(T + 1, B, H, dtype=state)  # c_{t-1} at t, c_{-1} = 0
+        hs = x.new_empty(T + 1, B, P, dtype=dtype)  # h_{t-1} at t, h_{-1} = 0
+        tanh_cells = x.new_empty(T, B, H, dtype=state)
+        ms = x.new_empty(T, B, H, dtype=dtype)
         cells[0].zero_()
         hs[0].zero_()
-        whh_t, whr_t = weight_hh.t().to(matmul_dtype), weight_hr.t().to(matmul_dtype)
-        for t in range(T):
-            a = acts[t]  # (B, 4H)
-            if matmul_dtype == a.dtype:
-                torch.addmm(a, hs[t], whh_t, out=a)  # gates = W_ih x_t + b + W_hh h_{t-1}, in place
-            else:
-                a.add_(torch.mm(hs[t], whh_t, out=recurrent))
-            lstmp_cell_step(a, cells[t], cells[t + 1], tanh_cells[t], ms[t], cell_clip)
-            h = hs[t + 1]  # (B, P)
-            torch.mm(ms[t], whr_t, out=h)  # h = W_hr m
-            if proj_clip is not None:
-                h.clamp_(-proj_clip, proj_clip)
-        ctx.save_for_backward(acts, cells, tanh_cells, hs, ms, weight_hh, weight_hr)
+        lstmp_scan(gates, cells, hs, tanh_cells, ms, whh.t(), whr.t(), cell_clip, proj_clip)
+        ctx.save_for_backward(x_mm, gates, cells, tanh_cells, hs, ms, wih, whh, whr)
         ctx.clips = (cell_clip, proj_clip)
-        return hs[1:]  # (T, B, P)
+        return hs[1:].to(state)  # (T, B, P)
 
     @staticmethod
     def backward(ctx, grad_h):  # noqa: D102
-        acts, cells, tanh_cells, hs, ms, weight_hh, weight_hr = ctx.saved_tensors
+        x_mm, acts, cells, tanh_cells, hs, ms, wih, whh, whr = ctx.saved_tensors
         cell_clip, proj_clip = ctx.clips
         T, B, G = acts.shape
-        H, P = G // 4, hs.shape[-1]
-        matmul_dtype = hs.dtype
-        whh, whr = weight_hh.to(matmul_dtype), weight_hr.to(matmul_dtype)
+        H, P, X = G // 4, hs.shape[-1], x_mm.shape[-1]
+        dtype = hs.dtype  # of the matrix multiplies
         # where the clamps cut the gradient (outside the range)
         c_cut = cells[1:].abs() >= cell_clip if cell_clip is not None else None  # (T, B, H)
         h_cut = hs[1:].abs() >= proj_clip if proj_clip is not None else None  # (T, B, P)
-        d_gates = acts.new_empty(T, B, G)  # gradient of the gate pre-activations (= of xw)
+        d_gates = acts.new_empty(T, B, G)  # gradient of the gate pre-activations
+        d_gates_mm = d_gates if dtype == acts.dtype else acts.new_empty(T, B, G, dtype=dtype)
         d_proj = acts.new_empty(T, B, P)  # gradient of W_hr's output, after the clip
-        ones = acts.new_ones(B, H)
         dh_next = acts.new_zeros(B, P)
         dc_next = acts.new_zeros(B, H)
         dc = acts.new_empty(B, H)
+        dm = acts.new_empty(B, H)
         dc_per_dm = acts.new_empty(B, H)
+        ones = acts.new_ones(B, H)
         slope = acts.new_empty(B, G)  # d gate / d pre-activation
-        partner = acts.new_empty(B, G)  # what d gate multiplies: [g, c_prev, i, tanh(c)]
-        upstream = acts.new_empty(B, G)  # [dc, dc, dc, dm]
         for t in range(T - 1, -1, -1):
             a = acts[t]  # (B, 4H)
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -260,19 +342,32 @@ class ClippedLSTMPFunction(torch.autograd.Function):
             torch.add(grad_h[t], dh_next, out=dh)
             if h_cut is not None:
                 dh.masked_fill_(h_cut[t], 0.0)
-            dm = dh.to(matmul_dtype) @ whr  # (B, H)
+            if dtype == acts.dtype:
+                torch.mm(dh, whr, out=dm)  # (B, H)
+            else:
+                dm.copy_(torch.mm(dh.to(dtype), whr))  # (B, H)
             torch.addcmul(ones, tanh_cells[t], tanh_cells[t], value=-1.0, out=dc_per_dm).mul_(o)  # o (1 - tanh^2)
             torch.addcmul(dc_next, dm, dc_per_dm, out=dc)  # (B, H)
             if c_cut is not None:
                 dc.masked_fill_(c_cut[t], 0.0)
+            d = d_gates[t]  # (B, 4H): first dL/d gate, then times the gate's slope
+            torch.mul(dc, g, out=d[:, :H])  # i
+            torch.mul(dc, cells[t], out=d[:, H : 2 * H])  # f
+            torch.mul(dc, i, out=d[:, 2 * H : 3 * H])  # g
+            torch.mul(dm, tanh_cells[t], out=d[:, 3 * H :])  # o
             torch.addcmul(a, a, a, value=-1.0, out=slope)  # s (1 - s) for the sigmoid gates ...
             torch.addcmul(ones, g, g, value=-1.0, out=slope[:, 2 * H : 3 * H])  # ... 1 - g^2 for g
-            torch.cat([g, cells[t], i, tanh_cells[t]], dim=1, out=partner)
-            torch.cat([dc, dc, dc, dm], dim=1, out=upstream)
-            torch.mul(upstream, partner, out=d_gates[t]).mul_(slope)
+            d.mul_(slope)
             dc_next = dc.mul(f)  # (B, H)
-            dh_next = d_gates[t].to(matmul_dtype) @ whh  # (B, P)
-        # weight gradients, in the state's dtype: one matrix multiply over all steps
-        grad_hh = d_gates.view(T * B, G).t() @ hs[:-1].reshape(T * B, P).to(acts.dtype)  # (4H, P)
-        grad_hr = d_proj.view(T * B, P).t() @ ms.view(T * B, H).to(acts.dtype)  # (P, H)
-        return d_gates, grad_hh, grad_hr, None, None, None
+            if d_gates_mm is not d_gates:
+                d_gates_mm[t].copy_(d)
+            dh_next = d_gates_mm[t] @ whh  # (B, P)
+        # the gradients over all steps, one matrix multiply each
+        d_flat = d_gates_mm.view(T * B, G)  # (T*B, 4H)
+        state = acts.dtype
+        grad_x = (d_flat @ wih).view(T, B, X).to(state)  # (T, B, X)
+        grad_ih = (d_flat.t() @ x_mm.view(T * B, X)).to(state)  # (4H, X)
+        grad_bias = d_gates.view(T * B, G).sum(dim=0)  # (4H,)
+        grad_hh = (d_flat.t() @ hs[:-1].reshape(T * B, P)).to(state)  # (4H, P)
+        grad_hr = (d_proj.view(T * B, P).to(dtype).t() @ ms.view(T * B, H)).to(state)  # (P, H)
+        return grad_x, grad_ih, grad_bias, grad_hh, grad_hr, None, None, None

@@ -17,12 +17,13 @@ from lightning.pytorch.utilities import grad_norm, rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
-from elmo_pipeline.errors import InputError, TrainingDiverged, WouldOverwriteError
+from elmo_pipeline.errors import InputError, TrainingDiverged, UserError, WouldOverwriteError
 from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import save_export
 from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.systems.checkpoints import load_checkpoint
 from elmo_pipeline.systems.rng import TrainingRNG
 
@@ -330,8 +331,23 @@ class PretrainSystem(L.LightningModule):
         return trainer.global_step + int(0.93 * remaining * steps / elapsed)
 
     def on_fit_start(self) -> None:
+        self._refuse_emulated_bf16()
         if self.trainer.ckpt_path is None and not self.hparams.overwrite:
             self._refuse_to_overwrite()
+
+    def _refuse_emulated_bf16(self) -> None:
+        """bf16 training (``--trainer.precision bf16-mixed``) only where the processor multiplies bf16 natively.
+
+        Under bf16 autocast the LSTMP layers run their matrix multiplies in bf16 and keep the gates,
+        the cell state and the loss in float32 (``modules/lstm.py``); on a CPU without bf16 matrix
+        instructions those multiplies are emulated, several times slower than float32.
+        """
+        if str(self.trainer.precision).startswith("bf16") and not bf16_supported(self.device):
+            raise UserError(
+                f"pretrain: --trainer.precision {self.trainer.precision} needs native bf16 matrix multiplies, and this "
+                f"{self.device.type} has none (no AVX-512 BF16 or AMX; or a GPU without bf16); use --trainer.precision "
+                "32-true"
+            )
 
     def _refuse_to_overwrite(self) -> None:
         """A new run must not replace what an earlier one left: its export, or its checkpoints."""
