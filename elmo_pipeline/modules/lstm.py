@@ -210,26 +210,31 @@ def lstmp_cell_(
     tanh_c: torch.Tensor,
     m: torch.Tensor,
     cell_clip: float | None,
+    two: torch.Tensor | None = None,
+    one: torch.Tensor | None = None,
 ) -> None:
     """:func:`lstmp_cell` in place, into preallocated buffers (the fast backend's step).
 
     ``a`` (B, 4H) holds ``W_ih x_t + b + W_hh h_{t-1}`` and is overwritten with the gates
     ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)``; ``c`` (B, H) receives
     ``f * c_prev + i * g`` (clipped), ``tanh_c`` (B, H) its tanh and ``m`` (B, H, any float dtype)
-    ``o * tanh(c)``. ``c`` may be ``c_prev`` itself (a state updated in place). ``tanh(x)`` is
+    ``o * tanh(c)``. ``c`` may be ``c_prev`` itself (a state updated in place). ``two`` and ``one``
+    are 0-d tensors of the constants (made here when not given). ``tanh(x)`` is
     computed as ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is several times slower than its sigmoid,
     and the two agree to float32 rounding (a few 1e-8).
     """
+    if two is None or one is None:  # the scan passes them in: no scalar becomes a tensor at every step
+        two, one = a.new_full((), 2.0), a.new_full((), 1.0)
     H = c.shape[-1]
     g = a[:, 2 * H : 3 * H]
-    g.mul_(2.0)
+    g.mul_(two)
     a.sigmoid_()  # i, f, o; and sigmoid(2 g)
-    g.mul_(2.0).sub_(1.0)  # tanh(g) = 2 sigmoid(2 g) - 1
+    g.mul_(two).sub_(one)  # tanh(g) = 2 sigmoid(2 g) - 1
     torch.mul(a[:, H : 2 * H], c_prev, out=c)  # c = f * c_prev + i * g
     c.addcmul_(a[:, :H], g)
     if cell_clip is not None:
         c.clamp_(-cell_clip, cell_clip)
-    torch.mul(c, 2.0, out=tanh_c).sigmoid_().mul_(2.0).sub_(1.0)  # tanh(c)
+    torch.mul(c, two, out=tanh_c).sigmoid_().mul_(two).sub_(one)  # tanh(c)
     torch.mul(tanh_c, a[:, 3 * H :], out=m)  # m = o * tanh(c)
 
 
@@ -265,6 +270,7 @@ def lstmp_scan(
     T, B = gates.shape[:2]
     in_place = whh_t.dtype == gates.dtype  # the recurrent product adds straight into the gates
     recurrent = None if in_place else gates.new_empty(B, gates.shape[2], dtype=whh_t.dtype)  # (B, 4H)
+    two, one = gates.new_full((), 2.0), gates.new_full((), 1.0)
     for t in range(T):
         n = B if active is None else active[t]
         a = gates[t, :n]  # (n, 4H)
@@ -272,7 +278,7 @@ def lstmp_scan(
             torch.addmm(a, hs[t, :n], whh_t, out=a)  # gates = W_ih x_t + b + W_hh h_{t-1}
         else:  # bf16 product, float32 sum
             a.add_(torch.mm(hs[t, :n], whh_t, out=recurrent[:n]))
-        lstmp_cell_(a, cells[t, :n], cells[t + 1, :n], tanh_cells[t, :n], ms[t, :n], cell_clip)
+        lstmp_cell_(a, cells[t, :n], cells[t + 1, :n], tanh_cells[t, :n], ms[t, :n], cell_clip, two, one)
         h = hs[t + 1, :n]  # (n, P)
         torch.mm(ms[t, :n], whr_t, out=h)  # h = W_hr m
         if proj_clip is not None:
