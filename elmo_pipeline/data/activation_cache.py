@@ -54,6 +54,10 @@ def bilm_fingerprint(bilm: BiLM) -> str:
     digest = hashlib.sha256()
     config = {k: v for k, v in dataclasses.asdict(bilm.config).items() if k not in _NOT_IN_ACTIVATIONS}
     digest.update(json.dumps(config, sort_keys=True).encode())
+    if not bilm.config.use_skip_connections:
+        # caches of such biLMs written before 2026-12-02 added residuals the model does not have (the streaming
+        # runner ignored the switch); a new key makes them miss and rebuild, the others stay valid
+        digest.update(b"residual-rule-fixed")
     for name, tensor in sorted(bilm.state_dict().items()):
         if name.startswith("softmax."):
             continue

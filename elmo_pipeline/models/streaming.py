@@ -56,7 +56,7 @@ class _Direction:
 
     def __init__(self, layers: Sequence[LSTMPLayer], dtype: torch.dtype) -> None:
         self.weight_ih = [layer.weight_ih.detach().to(dtype) for layer in layers]  # (4H, X)
-        self.bias = [layer.bias.detach().to(dtype) for layer in layers]  # (4H,)
+        self.bias = [layer.bias.detach().float() for layer in layers]  # (4H,), added in fp32
         self.whh_t = [layer.weight_hh.detach().to(dtype).t() for layer in layers]  # (P, 4H)
         self.whr_t = [layer.weight_hr.detach().to(dtype).t() for layer in layers]  # (H, P)
         self.cell_clip = [layer.cell_clip for layer in layers]
@@ -209,7 +209,7 @@ class StreamingBiLM:
     def _layer_chunk(self, weights, layer, x, h, c, running) -> torch.Tensor:
         """One layer over one chunk, state (h, c) carried in place. x (S, W, X) -> (S, W, P) fp32."""
         steps, width = x.shape[:2]
-        xw = F.linear(x.to(self.dtype), weights.weight_ih[layer], weights.bias[layer]).float()  # (S, W, 4H)
+        xw = F.linear(x.to(self.dtype), weights.weight_ih[layer]).float().add_(weights.bias[layer])  # (S, W, 4H)
         cells = c.new_empty(steps + 1, width, self.H)  # slot 0: the carried state
         hs = h.new_zeros(steps + 1, width, self.P)  # zeros stay where a row has finished
         cells[0], hs[0] = c[:width], h[:width]

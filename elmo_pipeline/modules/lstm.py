@@ -115,15 +115,19 @@ class LSTMPLayer(nn.Module):
         return self.cell_clip is not None or self.proj_clip is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T, X). Returns: (B, T, P) float32 (the weights' dtype), zero initial state."""
+        """Args: x (B, T, X). Returns: (B, T, P), zero initial state.
+
+        The fast backend returns the weights' dtype (float32) also under autocast; the reference
+        and the fused kernel return what their ops give there (autocast's dtype).
+        """
         dtype = matmul_dtype(x.device, self.weight_hh.dtype)
+        if not self.clipped and (dtype == self.weight_hh.dtype or not self.fast):
+            return self._fused(x)
         if not self.fast:
             cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
             return lstmp_recurrence(
                 x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip
             )  # (B, T, P)
-        if not self.clipped and dtype == self.weight_hh.dtype:
-            return self._fused(x)
         state_dtype = self.weight_hh.dtype  # float32 (float64 in the tests): gates and cell state
         with torch.autocast(x.device.type, enabled=False):
             h = LSTMPFunction.apply(
@@ -309,7 +313,10 @@ class LSTMPFunction(torch.autograd.Function):
         state = weight_hh.dtype
         x_mm, wih = x.to(dtype), weight_ih.to(dtype)  # cast once per call
         whh, whr = weight_hh.to(dtype), weight_hr.to(dtype)
-        gates = torch.addmm(bias.to(dtype), x_mm.view(T * B, X), wih.t()).view(T, B, G).to(state)  # (T, B, 4H)
+        if dtype == state:
+            gates = torch.addmm(bias, x_mm.view(T * B, X), wih.t()).view(T, B, G)  # (T, B, 4H)
+        else:  # the product in the matmul dtype, the bias added in the state's
+            gates = torch.mm(x_mm.view(T * B, X), wih.t()).view(T, B, G).to(state).add_(bias)  # (T, B, 4H)
         cells = x.new_empty(T + 1, B, H, dtype=state)  # c_{t-1} at t, c_{-1} = 0
         hs = x.new_empty(T + 1, B, P, dtype=dtype)  # h_{t-1} at t, h_{-1} = 0
         tanh_cells = x.new_empty(T, B, H, dtype=state)
