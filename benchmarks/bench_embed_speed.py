@@ -40,7 +40,7 @@ from elmo_pipeline.embed import embed_file
 from elmo_pipeline.machine import cpu_name
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.source import BiLMSource
-from elmo_pipeline.models.streaming import bf16_supported
+from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.text.batching import length_sorted_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,6 +1,6 @@
 """`elmo-pipeline bench`: training throughput of a biLM, fp32 against bf16, on batches like the real loop's.
 
-The batches come from the pretraining data pipeline itself (``LMBatches``: the config's sources,
+The batches come from the pretraining data pipeline itself (``LMDataModule``: the config's sources,
 weights, tokenizer, sentence cut, shuffle buffer, length bucketing and vocabulary), so they have the
 real loop's lengths, distinct tokens and softmax targets; without a config's data, the same pipeline
 reads the bundled sample corpus. Every variant trains from the same initial weights on the same
@@ -33,10 +33,10 @@ adaptive softmax.
 from __future__ import annotations
 
 import argparse
-import glob
 import itertools
 import json
 import resource
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from elmo_pipeline.data.lm import LMBatches, build_vocabulary, load_or_build_vocabulary
-from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.data.lm_datamodule import LMDataModule
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
@@ -74,54 +74,30 @@ def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
     return config, "bf16" if name.endswith("-bf16") else "fp32"
 
 
-def real_batches(data: dict[str, Any], count: int, seed: int = 0) -> tuple[list[dict[str, torch.Tensor]], Vocabulary]:
-    """The first ``count`` batches of the pretraining stream that ``data`` (a config's ``data:``) describes.
+def real_batches(data: dict[str, Any], count: int) -> tuple[list[dict[str, torch.Tensor]], Vocabulary]:
+    """The first ``count`` training batches, and the vocabulary, of the ``LMDataModule`` that ``data`` describes.
 
-    ``data`` needs ``sources``; the rest (weights, tokenizer, max_tokens, batch_size, bucket_batches,
-    shuffle_buffer, vocab_path, vocab_max_size) default as :class:`LMDataModule` defaults them. The
-    vocabulary is the config's file, built from the sources as pretraining builds it when missing.
+    ``data`` is a pretraining config's ``data:`` section, so the batches are the pretraining loop's own
+    (the vocabulary built from the sources when its file is missing, as pretraining builds it).
     """
-    sources = list(data["sources"])
-    missing = [s for s in sources if not s.startswith("hf:") and not Path(s).exists() and not glob.glob(s)]
-    if missing:
-        raise MissingFileError(
-            f"bench: corpus file {missing[0]} not found (the config's data.sources); fix the path, or add "
-            "--sample-data to read the bundled sample corpus"
-        )
-    tokenizer = data.get("tokenizer", "regex")
-    max_size = data.get("vocab_max_size", 50_000)
-    vocab_path = data.get("vocab_path")
-    if vocab_path:
-        vocab = load_or_build_vocabulary(vocab_path, sources, tokenizer=tokenizer, max_size=max_size)
-    else:
-        vocab = build_vocabulary(sources, tokenizer=tokenizer, max_size=max_size)
-    stream = LMBatches(
-        sources,
-        vocab,
-        weights=data.get("weights"),
-        tokenizer=tokenizer,
-        max_tokens=data.get("max_tokens", 50),
-        batch_size=data.get("batch_size", 64),
-        bucket_batches=data.get("bucket_batches", 20),
-        shuffle_buffer=data.get("shuffle_buffer", 10_000),
-        seed=seed,
-    )
-    batches = list(itertools.islice(iter(stream), count))
+    module = LMDataModule(**data)
+    batches = list(itertools.islice(iter(module.train_dataloader()), count))
     if len(batches) < count:
         raise InputError(
-            f"bench: the corpus {sources} gives {len(batches)} batches, fewer than --steps + warm-up {count}"
+            f"bench: the corpus {data['sources']} gives {len(batches)} batches, fewer than {count} (--steps + --warmup)"
         )
-    return batches, vocab
+    return batches, module.vocab
 
 
-def sample_data(batch_size: int) -> dict[str, Any]:
+def sample_data(batch_size: int, vocab_path: Path) -> dict[str, Any]:
     """A ``data:`` section over the bundled sample corpus (for presets, and configs without data)."""
     return {
         "sources": sorted(str(p) for p in SAMPLE_TEXT.glob("*.txt.gz")),
+        "vocab_path": str(vocab_path),
+        "vocab_max_size": 20_000,
         "batch_size": batch_size,
         "max_tokens": 40,
         "shuffle_buffer": 2000,
-        "vocab_max_size": 20_000,
     }
 
 
@@ -283,10 +259,10 @@ def main(argv: list[str]) -> int:
     else:
         bilm, source = {}, f"preset {args.preset}"
     batch_size = args.batch_size or data.get("batch_size", 64)
-    if args.sample_data or not data.get("sources"):
-        data = sample_data(batch_size)
-    data["batch_size"] = batch_size
-    batches, vocab = real_batches(data, args.warmup + args.steps)
+    from_sample = args.sample_data or not data.get("sources")
+    with tempfile.TemporaryDirectory() as tmp:  # the sample corpus's vocabulary lives only for this run
+        data = sample_data(batch_size, Path(tmp) / "vocab.txt") if from_sample else {**data, "batch_size": batch_size}
+        batches, vocab = real_batches(data, args.warmup + args.steps)
     base = (
         BiLMConfig.from_dict({**bilm, "vocab_size": len(vocab)})
         if args.config
@@ -309,7 +285,7 @@ def main(argv: list[str]) -> int:
     machine = describe_machine() if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
         f"# elmo-pipeline bench: {source}, {args.steps} batches of up to {batch_size} sentences from "
-        f"{'the sample corpus' if data.get('sources') == sample_data(batch_size)['sources'] else 'the config corpus'} "
+        f"{'the sample corpus' if from_sample else 'the config corpus'} "
         f"({stats['tokens_per_sentence']:.1f} tokens a sentence, {100 * stats['distinct_fraction']:.1f}% distinct, "
         f"{100 * stats['tail_target_fraction']:.1f}% adaptive-softmax tail targets), vocab {len(vocab)}, "
         f"{device} ({machine}), {torch.get_num_threads()} threads, torch {torch.__version__}"

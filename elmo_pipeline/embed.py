@@ -45,7 +45,8 @@ from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.source import BILM_HELP, BiLMSource
-from elmo_pipeline.models.streaming import LAYER_MODES, PRECISIONS, LayerMode, Precision, StreamingBiLM, bf16_supported
+from elmo_pipeline.models.streaming import LAYER_MODES, PRECISIONS, LayerMode, Precision, StreamingBiLM
+from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.text.batching import length_sorted_batches
 from elmo_pipeline.text.chars import is_truncated
 

@@ -13,7 +13,8 @@ from elmo_pipeline import embed as embed_module
 from elmo_pipeline.embed import embed_file
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers
-from elmo_pipeline.models.streaming import StreamingBiLM, bf16_supported
+from elmo_pipeline.models.streaming import StreamingBiLM
+from elmo_pipeline.modules.lstm import bf16_supported
 
 WORDS = "the a cat sat on mat dog ran far away , . naïve café très".split()
 

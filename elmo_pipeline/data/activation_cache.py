@@ -43,6 +43,9 @@ from elmo_pipeline.text.batching import length_sorted_batches
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+# what the runner computes: part of every cache's key, so that caches from an older runner miss and rebuild.
+# 2: 2026-12-02, the streaming runner honours use_skip_connections (version 1 always added the residual)
+RUNNER_VERSION = 2
 # BiLMConfig fields that cannot change what an eval-mode biLM computes for its layers
 _NOT_IN_ACTIVATIONS = frozenset(
     {"vocab_size", "num_samples", "dropout", "softmax", "adaptive_cutoffs", "adaptive_div_value", "fast"}
@@ -54,10 +57,7 @@ def bilm_fingerprint(bilm: BiLM) -> str:
     digest = hashlib.sha256()
     config = {k: v for k, v in dataclasses.asdict(bilm.config).items() if k not in _NOT_IN_ACTIVATIONS}
     digest.update(json.dumps(config, sort_keys=True).encode())
-    if not bilm.config.use_skip_connections:
-        # caches of such biLMs written before 2026-12-02 added residuals the model does not have (the streaming
-        # runner ignored the switch); a new key makes them miss and rebuild, the others stay valid
-        digest.update(b"residual-rule-fixed")
+    digest.update(f"runner {RUNNER_VERSION}".encode())
     for name, tensor in sorted(bilm.state_dict().items()):
         if name.startswith("softmax."):
             continue

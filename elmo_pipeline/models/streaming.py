@@ -35,12 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.modules.lstm import LSTMPLayer, bf16_supported, lstmp_scan
+from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_scan
 from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, word_char_ids
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-__all__ = ["PRECISIONS", "LAYER_MODES", "Precision", "LayerMode", "Sink", "StreamingBiLM", "bf16_supported"]
 LayerMode = Literal["all", "average", "top"]
 LAYER_MODES: tuple[str, ...] = ("all", "average", "top")
 

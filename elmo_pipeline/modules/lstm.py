@@ -214,8 +214,8 @@ def lstmp_cell_(
     tanh_c: torch.Tensor,
     m: torch.Tensor,
     cell_clip: float | None,
-    two: torch.Tensor | None = None,
-    one: torch.Tensor | None = None,
+    two: torch.Tensor,
+    one: torch.Tensor,
 ) -> None:
     """:func:`lstmp_cell` in place, into preallocated buffers (the fast backend's step).
 
@@ -223,12 +223,11 @@ def lstmp_cell_(
     ``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)``; ``c`` (B, H) receives
     ``f * c_prev + i * g`` (clipped), ``tanh_c`` (B, H) its tanh and ``m`` (B, H, any float dtype)
     ``o * tanh(c)``. ``c`` may be ``c_prev`` itself (a state updated in place). ``two`` and ``one``
-    are 0-d tensors of the constants (made here when not given). ``tanh(x)`` is
+    are 0-d tensors of the constants, made once per scan, so that no Python scalar becomes a tensor
+    at every step. ``tanh(x)`` is
     computed as ``2 sigmoid(2x) - 1``: PyTorch's CPU tanh is several times slower than its sigmoid,
     and the two agree to float32 rounding (a few 1e-8).
     """
-    if two is None or one is None:  # the scan passes them in: no scalar becomes a tensor at every step
-        two, one = a.new_full((), 2.0), a.new_full((), 1.0)
     H = c.shape[-1]
     g = a[:, 2 * H : 3 * H]
     g.mul_(two)
