@@ -238,6 +238,58 @@ def test_lr_horizon_travels_in_the_checkpoint():
     assert restored.horizon == 1234
 
 
+def test_a_time_budget_horizon_follows_the_step_rate_and_keeps_the_lr_continuous(monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    class Budget(Timer):
+        left = 100.0
+
+        def time_remaining(self, stage="train"):
+            return self.left
+
+    budget = Budget(duration="00:00:03:20")
+    logged: dict = {}
+    strategy = SimpleNamespace(broadcast=lambda value, src=0: value)
+    trainer = SimpleNamespace(max_steps=-1, callbacks=[budget], global_step=60, strategy=strategy)
+    monkeypatch.setattr(PretrainSystem, "trainer", property(lambda self: trainer))
+    system = _system(lr_schedule="linear", warmup_steps=20, min_lr_ratio=0.05)
+    monkeypatch.setattr(system, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    system.horizon = 520  # first estimate, at the end of warm-up
+    before = system.lr_factor(300)
+    # the run slowed down: 290 steps in 100 s since step 10 (2.9 steps/s), 50 s left
+    trainer.global_step, budget.left = 300, 50.0
+    system._attempt_start = (time.monotonic() - 100.0, 10)
+    system.follow_the_time_budget()
+    assert system.horizon == pytest.approx(300 + 0.93 * 50 * 2.9, abs=2)
+    assert system.horizon < 520 and logged["train/lr_horizon"] == system.horizon
+    assert system.lr_factor(300) == pytest.approx(before)  # continuous at the re-estimate
+    assert system.lr_factor(system.horizon) == pytest.approx(0.05)  # the floor at the new horizon
+    assert system.lr_factor(system.horizon + 50) == pytest.approx(0.05)
+    middle = (300 + system.horizon) // 2
+    assert system.lr_factor(middle) == pytest.approx((before + 0.05) / 2, abs=0.01)
+    # horizon and anchor travel in the checkpoint
+    checkpoint: dict = {}
+    system.on_save_checkpoint(checkpoint)
+    restored = _system(lr_schedule="linear", warmup_steps=20, min_lr_ratio=0.05)
+    restored.on_load_checkpoint(checkpoint)
+    assert [restored.lr_factor(s) for s in (300, middle, 400)] == [system.lr_factor(s) for s in (300, middle, 400)]
+
+
+def test_a_step_budget_is_not_re_estimated(monkeypatch):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(max_steps=400, callbacks=[], global_step=250)
+    monkeypatch.setattr(PretrainSystem, "trainer", property(lambda self: trainer))
+    assert not _system(lr_schedule="linear")._follows_time_budget()
+    trainer.max_steps = -1
+    assert _system(lr_schedule="linear")._follows_time_budget()
+    assert not _system(lr_schedule="linear", schedule_steps=77)._follows_time_budget()
+    assert not _system(lr_schedule="constant")._follows_time_budget()
+
+
 def test_unknown_softmax_is_a_clear_error():
     with pytest.raises(ValueError, match="--model.bilm.softmax"):
         BiLMConfig.preset("tiny", softmax="hierarchical")

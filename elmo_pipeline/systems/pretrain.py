@@ -29,6 +29,8 @@ from elmo_pipeline.systems.rng import TrainingRNG
 
 log = logging.getLogger(__name__)
 
+_REHORIZON_EVERY = 250  # steps between re-estimates of a time-budget horizon (PretrainSystem.follow_the_time_budget)
+
 
 # what the run chooses when it starts from another biLM; the rest of the architecture is the source's
 RUN_CHOICES = ("vocab_size", "softmax", "num_samples", "adaptive_cutoffs", "adaptive_div_value", "dropout", "fast")
@@ -188,6 +190,7 @@ class PretrainSystem(L.LightningModule):
         self._unigram_log_probs: torch.Tensor | None = None  # (V,), set by on_test_start
         self.tokens_seen = 0
         self.horizon: int | None = schedule_steps  # the step where the decay ends, once known
+        self.lr_anchor: tuple[int, float] | None = None  # (step, decay progress) the decay runs on from
         self._attempt_start: tuple[float, int] | None = None  # (time, step) from which the step rate is measured
         self._attempt_first_step = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
@@ -300,19 +303,48 @@ class PretrainSystem(L.LightningModule):
             return (step + 1) / hp.warmup_steps
         if hp.lr_schedule == "constant" or self.horizon is None:
             return 1.0
-        progress = min(1.0, (step - hp.warmup_steps) / max(1, self.horizon - hp.warmup_steps))
+        progress = self.schedule_progress(step)
         if hp.lr_schedule == "linear":
             return 1.0 - (1.0 - hp.min_lr_ratio) * progress
         return hp.min_lr_ratio + (1.0 - hp.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    def schedule_progress(self, step: int) -> float:
+        """How far the decay has gone at ``step``, from 0 (end of warm-up) to 1 (the horizon).
+
+        Progress runs linearly from the anchor ``(step, progress)`` to the horizon. The anchor is the end
+        of warm-up until a time-budget run re-estimates its horizon (:meth:`follow_the_time_budget`);
+        then it moves to the step of the re-estimate, so the learning rate stays continuous.
+        """
+        anchor_step, anchor_progress = self.lr_anchor or (self.hparams.warmup_steps, 0.0)
+        span = max(1, self.horizon - anchor_step)
+        return min(1.0, anchor_progress + (1.0 - anchor_progress) * max(0, step - anchor_step) / span)
+
+    def follow_the_time_budget(self) -> None:
+        """Re-estimate a time-budget horizon from the step rate so far, keeping the learning rate continuous.
+
+        A horizon fixed once from the first minutes' rate overshoots when the steps slow down later
+        (the one-hour bf16 run ended its decay at 35% of the peak instead of 5%: docs/pretraining.md).
+        Every ``_REHORIZON_EVERY`` steps the rate over this attempt so far (validation and saving
+        included) and the time left give a new horizon; the decay goes on from where it is to the
+        floor at that step. Both the horizon and the anchor are saved in checkpoints.
+        """
+        step = self.trainer.global_step
+        horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
+        if horizon is None or self.horizon is None:
+            return
+        progress = self.schedule_progress(step)
+        self.lr_anchor = (step, progress)
+        self.horizon = max(step + 1, horizon)
+        self.log("train/lr_horizon", float(self.horizon))
+
     def schedule_horizon(self) -> int | None:
         """The step where the decay ends: ``schedule_steps``, else ``max_steps``, else from ``max_time``.
 
-        With only a time budget, the horizon is fixed once, at the end of warm-up (and no earlier
+        With only a time budget, the horizon is first estimated at the end of warm-up (and no earlier
         than step 50), from this process's step rate (measured from its 10th step on, after the data
         stream has filled its shuffle buffer) and the time the trainer has left, less 7% for
-        validation and saving. It is saved in every checkpoint, so a resumed run keeps
-        the same schedule and continues exactly.
+        validation and saving; :meth:`follow_the_time_budget` re-estimates it as the run goes. It is
+        saved in every checkpoint with its anchor, so a resumed run continues the same schedule.
         """
         if self.hparams.schedule_steps:
             return int(self.hparams.schedule_steps)
@@ -329,6 +361,14 @@ class PretrainSystem(L.LightningModule):
         if steps <= 0 or elapsed <= 0:
             return None
         return trainer.global_step + int(0.93 * remaining * steps / elapsed)
+
+    def _follows_time_budget(self) -> bool:
+        """Whether the horizon comes from ``trainer.max_time`` (no step budget and no ``schedule_steps``)."""
+        return (
+            self.hparams.lr_schedule != "constant"
+            and not self.hparams.schedule_steps
+            and not (self.trainer.max_steps and self.trainer.max_steps > 0)
+        )
 
     def on_fit_start(self) -> None:
         self._refuse_emulated_bf16()
@@ -374,6 +414,7 @@ class PretrainSystem(L.LightningModule):
             # a step budget is known from the start (and may have been raised for this attempt); only a
             # horizon estimated from max_time is kept from the checkpoint
             self.horizon = self.schedule_horizon()
+            self.lr_anchor = None
 
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
@@ -424,11 +465,14 @@ class PretrainSystem(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         checkpoint["lr_horizon"] = self.horizon
+        checkpoint["lr_anchor"] = self.lr_anchor
         self._train_rng.save(checkpoint)  # a resumed run continues the training stream of random numbers
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         self.horizon = checkpoint.get("lr_horizon", self.horizon)
+        anchor = checkpoint.get("lr_anchor")
+        self.lr_anchor = None if anchor is None else (int(anchor[0]), float(anchor[1]))
         self._train_rng.load(checkpoint)
 
     def on_after_backward(self) -> None:
@@ -451,6 +495,14 @@ class PretrainSystem(L.LightningModule):
             self.horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
             if self.horizon is not None:
                 log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, self.horizon)
+        elif (
+            self.horizon is not None
+            and self._follows_time_budget()
+            and self._attempt_start is not None
+            and self.trainer.global_step % _REHORIZON_EVERY == 0
+            and self.trainer.global_step > self._attempt_start[1]
+        ):
+            self.follow_the_time_budget()
         self._train_rng.restore()
 
     def on_fit_end(self) -> None:
