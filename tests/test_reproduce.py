@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -15,10 +16,11 @@ import pytest
 import torch
 import yaml
 
+from elmo_pipeline.metrics.seeds import welch_t_test
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce import dry_run
 from elmo_pipeline.reproduce.preset import PRESETS, Preset, StageSpec, finetune_config, fingerprint, set_dotted
-from elmo_pipeline.reproduce.report import markdown_table, run_score, table_rows
+from elmo_pipeline.reproduce.report import format_p, markdown_table, run_score, table_rows
 
 ROOT = Path(__file__).parents[1]
 
@@ -169,20 +171,58 @@ def test_table_bootstrap_goal_and_time_limited_runs(tmp_path):
     runs += [run("elmo", s, r) for s, r in enumerate((80, 82, 81))]
     (row,) = table_rows(runs, ["sentiment_sst5"])
     test = row["significance"]["elmo_vs_baseline"]
-    assert test["delta"] == pytest.approx(20.0) and test["p_value"] < 0.01 and test["ci_low"] > 0
+    assert test["delta"] == pytest.approx(20.0) and test["test"] == "welch_t_over_seeds"
+    assert test["t"] == pytest.approx(20.0 / math.sqrt(2 / 3)) and test["df"] == pytest.approx(4.0)
+    assert test["p_two_sided"] < 1e-4  # 20 points apart, seed std 1
+    assert test["p_one_sided_over_examples"] < 0.01 and test["ci_low"] > 0 and test["draws"] == 10_000
     assert row["goal"]["met"] and row["goal"]["baseline"]["lead"] == pytest.approx(20.0)
     assert row["goal"]["random_bilm"]["margin"] == pytest.approx(2.0)  # the larger std: the control's 59, 63, 61
     assert row["random_bilm"]["time_limited"] == 1 and row["baseline"]["time_limited"] == 0
     text = markdown_table([row], "t", "", meaningful=True, pretrain=None)
     line = next(line for line in text.splitlines() if line.startswith("| sentiment_sst5 |"))
-    assert "61.00 ± 2.00 †" in line and line.rstrip(" |").endswith("< 1e-04 | < 1e-04")  # no draw out of 10,000
-    assert "- sentiment_sst5: met: +20.00 over baseline (std 1.00); +20.00 over random biLM (std 2.00)" in text
+    p_base, p_random = (row["significance"][f"elmo_vs_{o}"]["p_two_sided"] for o in ("baseline", "random_bilm"))
+    assert "61.00 ± 2.00 †" in line and line.rstrip(" |").endswith(f"{format_p(p_base)} | {format_p(p_random)}")
+    assert "e-" in format_p(p_base) and p_base < p_random < 0.01  # the control's seeds vary more
+    assert (
+        f"- sentiment_sst5: met: +20.00 over baseline (std 1.00, p {format_p(p_base)}); "
+        f"+20.00 over random biLM (std 2.00, p {format_p(p_random)})" in text
+    )
 
     # a weak +ELMo: ahead on average, but within the seed noise, and the bootstrap says so
     # (right on other examples than the baseline, so that the pairs disagree both ways)
     weak = [r for r in runs if r["arm"] != "elmo"] + [run("elmo", s, r, offset=40) for s, r in enumerate((60, 64, 62))]
     (row,) = table_rows(weak, ["sentiment_sst5"])
-    assert not row["goal"]["met"] and row["significance"]["elmo_vs_baseline"]["p_value"] > 0.2
+    test = row["significance"]["elmo_vs_baseline"]
+    assert not row["goal"]["met"] and test["p_two_sided"] > 0.2 and test["p_one_sided_over_examples"] > 0.2
+
+
+def test_the_goal_needs_a_two_sided_p_below_005_as_well_as_a_lead_beyond_the_std():
+    def record(arm, seed, score):
+        return _record("sentiment_sst5", arm, seed, score / 100)
+
+    # a lead of 1.05 over a larger std of 0.35, but only 2 seeds per arm: Welch's p is 0.08
+    runs = [record("baseline", s, v) for s, v in enumerate((9.0, 9.4))]
+    runs += [record("random_bilm", s, v) for s, v in enumerate((5.0, 5.1))]
+    runs += [record("elmo", s, v) for s, v in enumerate((10.0, 10.5))]
+    (row,) = table_rows(runs, ["sentiment_sst5"])
+    goal = row["goal"]
+    assert goal["baseline"]["lead"] > goal["baseline"]["margin"]
+    assert 0.05 < goal["baseline"]["p_two_sided"] < 0.15 and not goal["baseline"]["met"]
+    assert goal["random_bilm"]["p_two_sided"] < 0.05 and goal["random_bilm"]["met"]
+    assert not goal["met"]
+    assert "p_one_sided_over_examples" not in row["significance"]["elmo_vs_baseline"]  # no predictions files
+    # one seed: no test, and no goal met
+    (row,) = table_rows([r for r in runs if r["seed"] == 0], ["sentiment_sst5"])
+    assert row["significance"]["elmo_vs_baseline"]["p_two_sided"] is None and not row["goal"]["met"]
+    assert "| — | — |" in markdown_table([row], "t", "", meaningful=True, pretrain=None)
+
+
+def test_p_values_are_printed_no_finer_than_their_draws():
+    assert format_p(0.0, draws=10_000) == "< 1e-04"
+    assert format_p(0.0104, draws=10_000) == "0.010"
+    assert format_p(0.02, draws=50) == "0.02"  # 50 draws: steps of 0.02
+    assert format_p(0.0, draws=50) == "< 2e-02"
+    assert format_p(0.44) == "0.440" and format_p(0.000733) == "7.3e-04" and format_p(None) == "—"
 
 
 def test_run_score_needs_a_test_result():
@@ -504,3 +544,39 @@ def test_bilm_identity_reads_every_published_form(tmp_path):
     assert bilm_identity(pair) != bilm_identity(f"{tmp_path / 'options.json'},{tmp_path / 'options.json'}")
     with pytest.raises(FileNotFoundError, match="no biLM at"):
         bilm_identity(str(tmp_path / "missing"))
+
+
+def test_refresh_report_recomputes_the_tests_of_an_old_results_folder(tmp_path, capsys):
+    from elmo_pipeline.reproduce.cli import main
+
+    runs = [_record("sentiment_sst5", "baseline", s, v) for s, v in enumerate((0.40, 0.41, 0.42))]
+    runs += [_record("sentiment_sst5", "random_bilm", s, v) for s, v in enumerate((0.37, 0.38, 0.36))]
+    runs += [_record("sentiment_sst5", "elmo", s, v) for s, v in enumerate((0.45, 0.46, 0.44))]
+    old_row = {"task": "sentiment_sst5", "significance": {"elmo_vs_baseline": {"p_value": 0.03, "samples": 10_000}}}
+    summary = {
+        "preset": "old",
+        "description": "an old folder",
+        "meaningful": True,
+        "wall_seconds": 600.0,
+        "runs_done": 9,
+        "runs_planned": 9,
+        "machine": {"cpu": "some CPU", "cpus": 2, "cuda": None},
+        "wandb_group": "g",
+    }
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps({**summary, "pretrain": None, "table": [old_row], "runs": runs}))
+    assert main(["--refresh-report", str(folder)]) == 0
+    results = json.loads((folder / "results.json").read_text())
+    assert results["runs"] == runs and results["preset"] == "old"  # the records are kept as they were
+    (row,) = results["table"]
+    test = row["significance"]["elmo_vs_baseline"]
+    assert "p_value" not in test and test["p_two_sided"] == pytest.approx(
+        welch_t_test([45.0, 46.0, 44.0], [40.0, 41.0, 42.0])["p_two_sided"]
+    )
+    assert row["goal"]["met"]
+    table = (folder / "table.md").read_text()
+    assert f"| {format_p(test['p_two_sided'])} |" in table and "Wall time 10.0 min on some CPU" in table
+    assert main(["--refresh-report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing/results.json not found" in err

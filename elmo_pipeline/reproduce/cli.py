@@ -11,6 +11,7 @@ from typing import Any
 from elmo_pipeline.reproduce.dry_run import dry_run
 from elmo_pipeline.reproduce.loop import reproduce
 from elmo_pipeline.reproduce.preset import PRESETS, Preset
+from elmo_pipeline.reproduce.report import refresh_report
 from elmo_pipeline.reproduce.runner import RunsFailed
 from elmo_pipeline.reproduce.supervisor import RunFailed
 
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="write and parse the pretraining config and each task x arm's (seed 0), build every model; train nothing",
+    )
+    parser.add_argument(
+        "--refresh-report",
+        metavar="DIR",
+        help="recompute table.md and results.json of a finished reproduction in DIR (its tests and goal, from its "
+        "records and prediction files) without training anything; every other option is ignored",
     )
     return parser
 
@@ -84,6 +91,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
+    if args.refresh_report:
+        try:
+            report = refresh_report(args.refresh_report)
+        except (FileNotFoundError, KeyError, ValueError) as error:
+            print(f"reproduce: --refresh-report {args.refresh_report}: {error}", file=sys.stderr)
+            return 2
+        print(report["text"])
+        print(f"wrote {args.refresh_report}/table.md, results.json")
+        return 0
     preset = apply_arguments(Preset.load(args.preset), args)
     if args.dry_run:
         for item in dry_run(preset):

@@ -9,16 +9,22 @@ of +ELMo over the baseline, absolute and as relative error reduction::
 All scores are test scores of the checkpoint chosen on dev, in percent. ``results.json`` holds
 every run; the table is computed from it (:func:`table_rows`), so the two always agree.
 
-Each row also carries a paired bootstrap over the test examples (:mod:`elmo_pipeline.metrics.bootstrap`)
-of +ELMo against the baseline and against the random control, from the runs' prediction files, and
-the goal check: +ELMo ahead of both by more than the larger of the two arms' seed std. The prediction
+Each row also carries two tests of +ELMo against the baseline and against the random control
+(:func:`significance`): Welch's two-sided t-test over the training seeds (``p_two_sided``,
+:mod:`elmo_pipeline.metrics.seeds`), which the table prints, and the one-sided paired bootstrap over
+the test examples from the runs' prediction files (``p_one_sided_over_examples``,
+:mod:`elmo_pipeline.metrics.bootstrap`), which ignores the seed variance and is kept in ``results.json``.
+The goal: +ELMo ahead of both by more than the larger of the two arms' seed std, with
+``p_two_sided < 0.05``. The prediction
 files are copied, gzipped, to ``<output_dir>/predictions/``, and ``results.json`` points there. A run that
 stopped on its wall-clock safety net instead of converging is marked ``†``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,7 @@ from elmo_pipeline.data.predictions import archive, example_statistics
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.machine import machine_info
 from elmo_pipeline.metrics.bootstrap import paired_bootstrap
+from elmo_pipeline.metrics.seeds import welch_t_test
 from elmo_pipeline.reproduce.preset import Preset
 from elmo_pipeline.reproduce.runner import Run
 from elmo_pipeline.tasks import load_task
@@ -39,6 +46,7 @@ from elmo_pipeline.tasks import load_task
 log = logging.getLogger(__name__)
 
 ARM_TITLES = {"baseline": "baseline", "random_bilm": "random biLM", "elmo": "+ELMo"}
+GOAL_P = 0.05  # the goal's significance level, for p_two_sided
 
 
 def run_score(record: dict[str, Any]) -> float:
@@ -84,13 +92,16 @@ def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
                 row[arm]["time_limited"] = sum(
                     r.get("stopped_by") == "time_limit" for r in runs if r["task"] == task and r["arm"] == arm
                 )
-        row["significance"] = significance(runs, task, "span_f1" if spec.metric == "span_f1" else "accuracy")
+        scores = {arm: row[arm]["scores"] for arm in ARM_TITLES if arm in row}
+        row["significance"] = significance(runs, task, "span_f1" if spec.metric == "span_f1" else "accuracy", scores)
         if "elmo" in row and "baseline" in row and "random_bilm" in row:
             goal = {}
             for other in ("baseline", "random_bilm"):
                 lead = row["elmo"]["mean"] - row[other]["mean"]
                 margin = max(row["elmo"]["std"] or 0.0, row[other]["std"] or 0.0)  # the larger of the two arms' std
-                goal[other] = {"lead": lead, "margin": margin, "met": lead > margin}
+                p = (row["significance"].get(f"elmo_vs_{other}") or {}).get("p_two_sided")
+                met = lead > margin and p is not None and p < GOAL_P
+                goal[other] = {"lead": lead, "margin": margin, "p_two_sided": p, "met": met}
             row["goal"] = {**goal, "met": all(g["met"] for g in goal.values())}
         paper = spec.paper
         if "baseline" in paper and "elmo" in paper:
@@ -100,11 +111,23 @@ def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
     return rows
 
 
-def significance(runs: list[dict[str, Any]], task: str, metric: str, samples: int = 10_000) -> dict[str, Any]:
-    """Paired bootstrap of +ELMo against the baseline and the random control, over the test examples.
+def significance(
+    runs: list[dict[str, Any]],
+    task: str,
+    metric: str,
+    scores: dict[str, list[float]],
+    samples: int = 10_000,
+) -> dict[str, Any]:
+    """+ELMo against the baseline and against the random control: two tests per comparison.
 
-    Every run of an arm contributes (the score of a draw is the arm's mean over its seeds). Runs
-    without a predictions file (older records) leave the comparison out.
+    - ``p_two_sided``: Welch's t-test over the training seeds' test scores, two-sided
+      (:mod:`elmo_pipeline.metrics.seeds`). The table and the goal use it. With one seed in an arm it
+      cannot be computed, and is None.
+    - ``p_one_sided_over_examples``: the paired bootstrap over the test examples
+      (:mod:`elmo_pipeline.metrics.bootstrap`), one-sided (the share of ``draws`` in which +ELMo does not
+      lead), the score of a draw being the arm's mean over its seeds; with its 95% interval
+      ``ci_low``/``ci_high``. It ignores the seed-to-seed variance. Runs without a predictions file (older
+      records) leave it out.
     """
     stats: dict[str, list[Any]] = {}
     for record in runs:
@@ -114,13 +137,41 @@ def significance(runs: list[dict[str, Any]], task: str, metric: str, samples: in
         stats.setdefault(record["arm"], []).append(example_statistics(path))
     out: dict[str, Any] = {}
     for other in ("baseline", "random_bilm"):
+        if "elmo" not in scores or other not in scores:
+            continue
+        comparison: dict[str, Any] = {"delta": statistics.fmean(scores["elmo"]) - statistics.fmean(scores[other])}
+        if len(scores["elmo"]) > 1 and len(scores[other]) > 1:
+            welch = welch_t_test(scores["elmo"], scores[other])
+            comparison.update({key: welch[key] for key in ("p_two_sided", "test", "t", "df")})
+        else:
+            comparison["p_two_sided"] = None  # one seed: no variance to test against
         if "elmo" in stats and other in stats:
-            shapes = {s.shape for s in stats["elmo"] + stats[other]}
-            if len(shapes) != 1:
+            if len({s.shape for s in stats["elmo"] + stats[other]}) != 1:
                 log.warning("reproduce: %s runs were tested on different examples; no bootstrap", task)
-                continue
-            out[f"elmo_vs_{other}"] = paired_bootstrap(stats["elmo"], stats[other], metric, samples=samples)
+            else:
+                boot = paired_bootstrap(stats["elmo"], stats[other], metric, samples=samples)
+                comparison.update(
+                    {
+                        "p_one_sided_over_examples": boot["p_value"],
+                        "ci_low": boot["ci_low"],
+                        "ci_high": boot["ci_high"],
+                        "draws": boot["samples"],
+                    }
+                )
+        out[f"elmo_vs_{other}"] = comparison
     return out
+
+
+def format_p(p: float | None, draws: int | None = None) -> str:
+    """A p-value for the table: 3 decimals (2 significant figures below 0.001); a Monte-Carlo p from
+    ``draws`` draws is never printed finer than 1 / draws (0 draws in favour prints ``< 1/draws``)."""
+    if p is None or math.isnan(p):
+        return "—"
+    if draws:
+        if p < 1.0 / draws:
+            return f"< {1 / draws:.0e}"
+        return f"{p:.{min(3, max(0, round(math.log10(draws))))}f}" if p >= 0.001 else f"{p:.0e}"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 COLUMNS = [
@@ -149,10 +200,8 @@ def row_cells(row: dict[str, Any]) -> list[str]:
         return _fmt(cell["mean"], cell["std"]) + (" †" if cell.get("time_limited") else "")
 
     def p_value(name: str) -> str:
-        test = (row.get("significance") or {}).get(f"elmo_vs_{name}")
-        if test is None:
-            return "—"
-        return f"< {1 / test['samples']:.0e}" if test["p_value"] == 0 else f"{test['p_value']:.3f}"
+        test = (row.get("significance") or {}).get(f"elmo_vs_{name}") or {}
+        return format_p(test.get("p_two_sided"))
 
     def increase(abs_: float | None, rel: float | None) -> str:
         if abs_ is None or rel is None:
@@ -192,8 +241,9 @@ def markdown_table(
         f"{', '.join(map(str, seeds)) or 0} seed(s). Increase = +ELMo − baseline; relative = increase / "
         "(100 − baseline), the paper's relative error reduction. The random-biLM control is a frozen biLM of "
         "the same size with random weights, each layer rescaled to the pretrained biLM's RMS, mixed the same way. "
-        "p: paired bootstrap over the test examples (10,000 draws; the share of draws in which +ELMo does not "
-        "lead). † a run stopped by its wall-clock safety net before converging.",
+        "p: Welch's t-test of +ELMo's seeds against the other arm's, two-sided (results.json also holds the "
+        "one-sided paired bootstrap over the test examples, which ignores seed variance). "
+        "† a run stopped by its wall-clock safety net before converging.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
@@ -201,11 +251,16 @@ def markdown_table(
     lines += ["| " + " | ".join(row_cells(row)) + " |" for row in rows]
     goals = [row for row in rows if "goal" in row]
     if goals:
-        lines += ["", "Goal: +ELMo ahead of both the baseline and the random control by more than the larger seed std:"]
+        lines += [
+            "",
+            "Goal: +ELMo ahead of both the baseline and the random control by more than the larger seed std, "
+            f"with two-sided p < {GOAL_P}:",
+        ]
         for row in goals:
             goal = row["goal"]
             parts = [
-                f"{goal[o]['lead']:+.2f} over {ARM_TITLES[o]} (std {goal[o]['margin']:.2f})"
+                f"{goal[o]['lead']:+.2f} over {ARM_TITLES[o]} (std {goal[o]['margin']:.2f}, "
+                f"p {format_p(goal[o].get('p_two_sided'))})"
                 for o in ("baseline", "random_bilm")
             ]
             lines.append(f"- {row['task']}: {'met' if goal['met'] else 'not met'}: {'; '.join(parts)}")
@@ -374,6 +429,50 @@ def log_table_to_wandb(
         run.finish()
 
 
+def report_text(
+    rows: list[dict[str, Any]], summary: dict[str, Any], pretrain: dict[str, Any] | None, pictures: list[Path]
+) -> str:
+    """``table.md``: the table, the goal, the biLM, the wall time and machine, and the pictures."""
+    machine = summary["machine"]
+    text = markdown_table(rows, summary["preset"], summary["description"], summary["meaningful"], pretrain)
+    text += (
+        f"\nWall time {summary['wall_seconds'] / 60:.1f} min on {machine.get('cpu', '?')} "
+        f"({machine['cpus']} CPUs{', ' + machine['cuda'] if machine.get('cuda') else ''})"
+        f"; {summary['runs_done']} of {summary['runs_planned']} finetuning runs. Every run: `results.json`. "
+        f"W&B group `{summary['wandb_group']}`.\n"
+    )
+    if pictures:
+        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures) + "\n"
+    return text
+
+
+def refresh_report(output_dir: str | Path) -> dict[str, Any]:
+    """Recompute the table and its tests from a finished reproduction's ``results.json`` and prediction files.
+
+    Nothing is trained or tested again: the runs' records (their test scores) and the prediction files
+    kept beside the table give the same means and stds, and the current tests (``p_two_sided``, the
+    bootstrap) and goal rule. Rewrites ``results.json`` and ``table.md``; the pictures stay as they are.
+    """
+    out = Path(output_dir)
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"reproduce: {path} not found; --refresh-report takes a reproduction's output folder")
+    results = json.loads(path.read_text())
+    records = []
+    for record in results["runs"]:
+        kept = out / "predictions" / Path(record.get("predictions") or "-").name
+        if record.get("predictions") and not Path(record["predictions"]).is_file() and kept.is_file():
+            record = {**record, "predictions": str(kept)}  # the folder was moved, or the command runs elsewhere
+        records.append(record)
+    tasks = [row["task"] for row in results["table"]]
+    rows = table_rows(records, tasks)
+    pictures = [out / name for name in ("layer_weights.png", "learning_curves.png") if (out / name).is_file()]
+    text = report_text(rows, results, results.get("pretrain"), pictures)
+    write_json_atomic(path, {**results, "table": rows})  # the records as they were stored
+    (out / "table.md").write_text(text)
+    return {"rows": rows, "text": text, "pictures": pictures}
+
+
 def write_report(
     preset: Preset,
     state: dict[str, Any],
@@ -426,14 +525,7 @@ def write_report(
         "runs_planned": len(runs),
         "machine": machine_info(),
     }
-    text = markdown_table(rows, preset.name, preset.description, preset.meaningful, pretrain_record)
-    text += (
-        f"\nWall time {state['wall_seconds'] / 60:.1f} min on {summary['machine'].get('cpu', '?')} "
-        f"({summary['machine']['cpus']} CPUs{', ' + summary['machine']['cuda'] if summary['machine']['cuda'] else ''})"
-        f"; {len(done)} of {len(runs)} finetuning runs. Every run: `results.json`. W&B group `{state['group']}`.\n"
-    )
-    if pictures:
-        text += "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pictures) + "\n"
+    text = report_text(rows, summary, pretrain_record, pictures)
     write_json_atomic(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
     (out / "table.md").write_text(text)
     logged = "|".join(sorted(runs[i].fingerprint for i in done))
