@@ -8,6 +8,7 @@ import signal
 import sys
 
 from elmo_pipeline.errors import UserError, debug_requested, is_reported
+from elmo_pipeline.files import Terminated
 
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     module, func = COMMANDS[name][0].split(":")
     try:
         result = getattr(importlib.import_module(module), func)(rest)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where a command turns it into one: one line
+        if debug:
+            raise
+        terminated = isinstance(err, Terminated)
+        sys.stderr.write(f"elmo-pipeline {name}: stopped by {'SIGTERM' if terminated else 'Ctrl-C'}\n")
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     except Exception as err:
         if debug or not is_reported(err):
             raise

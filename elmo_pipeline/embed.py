@@ -28,20 +28,33 @@ stops the run before any work; the output appears only when the run succeeds.
 from __future__ import annotations
 
 import argparse
+import gzip
 import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from elmo_pipeline.errors import InputError, WouldOverwriteError
+from elmo_pipeline.errors import CannotProceed, InputError, MissingFileError, UserError, WouldOverwriteError
+from elmo_pipeline.files import (
+    SPACE_MARGIN,
+    OutputLock,
+    check_free_space,
+    disk_full,
+    free_bytes,
+    is_disk_full,
+    terminate_as_interrupt,
+)
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.source import BILM_HELP, BiLMSource
@@ -55,6 +68,14 @@ log = logging.getLogger(__name__)
 
 class InputFileError(InputError):
     """A line of the input file cannot be embedded; the message names the file and the line."""
+
+
+class DiskFullWhileWriting(CannotProceed):
+    """The disk filled up while HDF5 was writing: the output is removed, and the process must end.
+
+    HDF5 crashes when it later closes a file whose writes failed, so ``elmo-pipeline embed`` ends at
+    once after reporting this; a Python caller should end its process too.
+    """
 
 
 @dataclass
@@ -84,20 +105,38 @@ def _decode(raw: bytes, path: Path, number: int) -> list[str]:
     return tokens
 
 
-def check_input(path: str | Path) -> int:
-    """Check every line of ``path`` (streamed) and return how many sentences it holds."""
-    path = Path(path)
-    count = 0
+def _open_input(path: Path) -> BinaryIO:
+    """The input as bytes, gunzipped when its name ends in ``.gz``; a folder or a missing file is named."""
+    if path.is_dir():
+        raise InputError(f"--input {path} is a folder; give a text file, one sentence per line (plain or .gz)")
     try:
-        handle = path.open("rb")
+        return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: input file not found (--input)") from None
-    with handle:
-        for count, raw in enumerate(handle, start=1):
-            _decode(raw, path, count)
+        raise MissingFileError(f"--input {path}: input file not found") from None
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with _open_input(path) as handle:  # bytes: lines end at b"\n" only
+        try:
+            yield from handle
+        except (OSError, EOFError, zlib.error) as err:  # a .gz that is not gzip, or is cut short
+            raise InputFileError(f"--input {path}: cannot read it as gzip ({err}); is the file complete?") from None
+
+
+def scan_input(path: str | Path) -> tuple[int, int]:
+    """Check every line of ``path`` (streamed); return how many sentences and tokens it holds."""
+    path = Path(path)
+    count = tokens = 0
+    for count, raw in enumerate(_lines(path), start=1):
+        tokens += len(_decode(raw, path, count))
     if count == 0:
         raise InputFileError(f"{path}: the input file is empty (--input)")
-    return count
+    return count, tokens
+
+
+def check_input(path: str | Path) -> int:
+    """Check every line of ``path`` (streamed) and return how many sentences it holds."""
+    return scan_input(path)[0]
 
 
 def check_output(input_path: str | Path, output_path: str | Path, overwrite: bool = False) -> None:
@@ -120,9 +159,8 @@ def check_output(input_path: str | Path, output_path: str | Path, overwrite: boo
 def read_sentences(path: str | Path) -> Iterator[tuple[int, list[str]]]:
     """Stream ``(0-based line number, tokens)`` from a file of one sentence per line."""
     path = Path(path)
-    with path.open("rb") as handle:  # bytes: lines end at b"\n" only, as in check_input
-        for index, raw in enumerate(handle):
-            yield index, _decode(raw, path, index + 1)
+    for index, raw in enumerate(_lines(path)):
+        yield index, _decode(raw, path, index + 1)
 
 
 def _buffers(items: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
@@ -146,13 +184,66 @@ def length_batches(
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    """``auto`` is CUDA when available, else the CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``xpu`` where present."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"--device {device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cpu":
+        return resolved
+    backend = getattr(torch, resolved.type, None)
+    available = getattr(backend, "is_available", None)
+    if resolved.type not in ("cuda", "mps", "xpu") or available is None or not available():
+        raise InputError(f"--device {device}: there is no {resolved.type.upper()} on this machine; use --device cpu")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if resolved.index is not None and resolved.index >= count:
+        raise InputError(f"--device {device}: this machine has {count} {resolved.type.upper()} device(s), 0-based")
     return resolved
+
+
+def _dataset_bytes(bilm: BiLM, layers: LayerMode, tokens: int) -> int:
+    """Bytes of float32 data that ``tokens`` tokens take in the output."""
+    rows = bilm.config.num_layers + 1 if layers == "all" else 1
+    return rows * tokens * bilm.config.output_dim * 4
+
+
+# HDF5's own bytes per dataset (its header and its name in the group's index): about 375 measured; a bound
+DATASET_OVERHEAD = 1024
+
+
+_ABANDONED: list[h5py.File] = []  # files left open on purpose after a failed write (see DiskFullWhileWriting)
+
+
+class _DiskFull(Exception):
+    """HDF5 failed a write because the disk filled up (seen through the errors it cannot raise)."""
+
+
+@contextmanager
+def _watch_hdf5_writes() -> Iterator[list[BaseException]]:
+    """Collect the errors h5py can only report as "unraisable" (a failed flush when a dataset is released).
+
+    Without this, a full disk prints one traceback per dataset; with it they are kept, and the caller
+    stops at the first one.
+    """
+    seen: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if unraisable.exc_value is not None:
+            seen.append(unraisable.exc_value)
+
+    sys.unraisablehook = hook
+    try:
+        yield seen
+    finally:
+        sys.unraisablehook = previous
+
+
+def _says_disk_full(err: BaseException) -> bool:
+    text = str(err)
+    return is_disk_full(err) or "errno = 28" in text or "No space left on device" in text
 
 
 def embed_file(
@@ -212,38 +303,67 @@ def embed_file(
             f"--precision bf16: this {target.type.upper()} has no native bfloat16 matrix multiply "
             "(a CPU needs AVX-512 BF16 or AMX); use --precision fp32"
         )
-    total = check_input(input_path)
+    total, total_tokens = scan_input(input_path)
+    needed = _dataset_bytes(bilm, layers, total_tokens) + DATASET_OVERHEAD * total
+    check_free_space(output_path, needed)  # before any work: the whole output must fit
     bilm = bilm.to(target).eval()
     runner = StreamingBiLM(bilm, precision, chunk_tokens) if StreamingBiLM.supports(bilm) else None
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")
     done = tokens = truncated = 0
     start = time.perf_counter()
-    try:
-        with (
-            h5py.File(partial, "w") as out,
-            torch.inference_mode(),
-            tqdm(total=total, unit="sent", desc="embed", disable=not progress, mininterval=1.0) as bar,
-        ):
-            for buffer in _buffers(read_sentences(input_path), buffer_size):
-                for batch in length_batches(buffer, batch_size, max_batch_tokens):
-                    sentences = [sentence for _, sentence in batch]
-                    if runner is None:
-                        values = _forward_batch(bilm, sentences, layers, precision)
+    with OutputLock(output_path):  # a second run on this output is refused, and never touches our files
+        partial.unlink(missing_ok=True)  # a killed run's: nobody else holds this output
+        try:
+            with _watch_hdf5_writes() as failed:
+                out = h5py.File(partial, "w")
+                try:
+                    with (
+                        torch.inference_mode(),
+                        tqdm(total=total, unit="sent", desc="embed", disable=not progress, mininterval=1.0) as bar,
+                    ):
+                        for buffer in _buffers(read_sentences(input_path), buffer_size):
+                            for batch in length_batches(buffer, batch_size, max_batch_tokens):
+                                # what the batch adds, and the metadata HDF5 may flush when it closes the file
+                                batch_tokens = sum(len(sentence) for _, sentence in batch)
+                                adds = _dataset_bytes(bilm, layers, batch_tokens) + DATASET_OVERHEAD * (
+                                    done + len(batch)
+                                )
+                                if free_bytes(partial.parent) < adds + SPACE_MARGIN:  # stop while HDF5 can close
+                                    raise disk_full(output_path, needed)
+                                sentences = [sentence for _, sentence in batch]
+                                if runner is None:
+                                    values = _forward_batch(bilm, sentences, layers, precision)
+                                else:
+                                    values = _stream_batch(runner, batch, layers, out, max_batch_tokens)
+                                for (index, sentence), value in zip(batch, values, strict=True):
+                                    if value is not None:  # None: already written into its dataset
+                                        out.create_dataset(str(index), data=value)  # ([L+1,] n, 2P)
+                                    tokens += len(sentence)
+                                    truncated += sum(map(is_truncated, sentence))
+                                if failed:
+                                    raise _DiskFull() if any(map(_says_disk_full, failed)) else failed[0]
+                                done += len(batch)
+                                bar.update(len(batch))
+                                if on_batch is not None:
+                                    on_batch(done)
+                except BaseException as err:
+                    if isinstance(err, _DiskFull) or _says_disk_full(err):
+                        _ABANDONED.append(out)  # HDF5 crashes closing a file whose writes failed: never closed
                     else:
-                        values = _stream_batch(runner, batch, layers, out, max_batch_tokens)
-                    for (index, sentence), value in zip(batch, values, strict=True):
-                        if value is not None:  # None: already written into its dataset
-                            out.create_dataset(str(index), data=value)  # ([L+1,] n, 2P)
-                        tokens += len(sentence)
-                        truncated += sum(map(is_truncated, sentence))
-                    done += len(batch)
-                    bar.update(len(batch))
-                    if on_batch is not None:
-                        on_batch(done)
-        os.replace(partial, output_path)
-    finally:
-        partial.unlink(missing_ok=True)
+                        out.close()
+                    raise
+                out.close()
+                if failed and any(map(_says_disk_full, failed)):  # the last flush, at close
+                    raise _DiskFull()
+            os.replace(partial, output_path)
+        except (_DiskFull, OSError, ValueError, RuntimeError) as err:
+            if not isinstance(err, _DiskFull) and not _says_disk_full(err):
+                raise
+            # the disk filled up under HDF5 (another process took the space after the check above)
+            partial.unlink(missing_ok=True)
+            raise DiskFullWhileWriting(str(disk_full(output_path, needed))) from None
+        finally:
+            partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
     if truncated:
         log.warning("%d tokens were longer than 48 UTF-8 bytes and were truncated (ELMo's character limit)", truncated)
@@ -352,21 +472,26 @@ def main(argv: list[str] | None = None) -> int:
         check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast
         source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
         bilm = source.load()
-        embed_file(
-            bilm,
-            args.input,
-            args.output,
-            layers=args.layers,
-            batch_size=args.batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-            device=args.device,
-            precision=args.precision,
-            chunk_tokens=args.chunk_tokens,
-            buffer_size=args.buffer_size,
-            progress=not args.no_progress,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, OSError) as err:
+        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: no .partial left behind
+            embed_file(
+                bilm,
+                args.input,
+                args.output,
+                layers=args.layers,
+                batch_size=args.batch_size,
+                max_batch_tokens=args.max_batch_tokens,
+                device=args.device,
+                precision=args.precision,
+                chunk_tokens=args.chunk_tokens,
+                buffer_size=args.buffer_size,
+                progress=not args.no_progress,
+                overwrite=args.overwrite,
+            )
+    except DiskFullWhileWriting as err:
+        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
+        sys.stderr.flush()
+        os._exit(1)  # HDF5 would crash closing the file whose writes failed (already removed)
+    except (UserError, ValueError, OSError) as err:
         sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
         return 1
     return 0

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from elmo_pipeline.errors import CannotProceed
 
 
 def write_json_atomic(path: str | Path, record: Any) -> None:
@@ -16,5 +25,139 @@ def write_json_atomic(path: str | Path, record: Any) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: complete, or not there at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---- full disks -------------------------------------------------------------------------------------
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# kept free beside what a write needs: room for the metadata a file format flushes when it closes
+SPACE_MARGIN = 8 * 2**20
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:,.1f} MB"
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Bytes free for this user on the filesystem of ``folder`` (of its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for an ``OSError`` that says the filesystem (or the user's quota) is full."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
+
+
+def disk_full(path: str | Path, needed: int | None = None) -> CannotProceed:
+    """The one-line error for a write to ``path`` that does not fit on its disk."""
+    path = Path(path)
+    free = free_bytes(path.parent)
+    need = f"it needs about {_megabytes(needed)}, " if needed is not None else ""
+    return CannotProceed(
+        f"{path}: the disk is full ({need}{_megabytes(free)} free on the filesystem of {path.parent}); "
+        "nothing was written there. Free some space or write to another disk"
+    )
+
+
+def check_free_space(path: str | Path, needed: int) -> None:
+    """Refuse, before any work, a write of ``needed`` bytes to ``path`` that would not fit on its disk."""
+    if free_bytes(Path(path).parent) < needed + SPACE_MARGIN:
+        raise disk_full(path, needed)
+
+
+# ---- one writer per output ---------------------------------------------------------------------------
+
+
+class OutputLock:
+    """Hold ``<output>.lock`` while a run writes ``output``: a second run on the same output is refused.
+
+    The lock is the kernel's (``flock``), so it goes when its process does, ``kill -9`` included, and
+    a stale lock file from a killed run never keeps a later run out. Used as a context manager;
+    leaving it removes the lock file.
+
+    Args:
+        output: the file the run writes.
+        option: how the user named it, for the message (``--output``).
+    """
+
+    def __init__(self, output: str | Path, option: str = "--output") -> None:
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".lock")
+        self.option = option
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise CannotProceed(
+                    f"{self.option} {self.output}: another run (pid {holder}) is writing it now; "
+                    f"wait for it to finish, or give another {self.option}"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file that its holder removed between our open and our flock
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: no other run can hold this file
+            os.close(self._fd)
+            self._fd = None
+
+
+# ---- SIGTERM as Ctrl-C -------------------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that the same cleanup as Ctrl-C's runs."""
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from elmo_pipeline.data.corpus import iter_lines
+from elmo_pipeline.data.corpus import iter_lines, resolve_files
+from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.models.bilm import IGNORE
 from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, batch_to_char_ids, is_truncated
 from elmo_pipeline.text.tokenize import split_sentences, tokenize, tokenize_wikitext
@@ -294,6 +295,26 @@ def build_vocabulary(
     return vocab
 
 
+def check_vocab_output(output: Path, sources: list[str], overwrite: bool) -> None:
+    """Refuse an ``--output`` that is one of the corpus files (even with ``--overwrite``), a folder, or
+    (unasked) an existing file."""
+    if output.is_dir():
+        raise InputError(f"--output {output} is a folder; give a file path, e.g. {output / 'vocab.txt'}")
+    if not output.exists():
+        return
+    for source in sources:
+        if source.startswith("hf:"):
+            continue
+        for path in resolve_files(source):
+            if path.resolve() == output.resolve():
+                raise WouldOverwriteError(
+                    f"--output {output} is the corpus file {source}; writing the vocabulary there would destroy "
+                    "the corpus. Give another --output"
+                )
+    if not overwrite:
+        raise WouldOverwriteError(f"--output {output} exists; pass --overwrite to replace it, or give another --output")
+
+
 def vocab_main(argv: list[str]) -> int:
     """`elmo-pipeline vocab`: build the vocabulary file of a corpus."""
     parser = argparse.ArgumentParser(prog="elmo-pipeline vocab", description=build_vocabulary.__doc__)
@@ -303,8 +324,10 @@ def vocab_main(argv: list[str]) -> int:
     parser.add_argument("--min-count", type=int, default=1)
     parser.add_argument("--tokenizer", choices=sorted(_TOKENIZERS), default="regex")
     parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    check_vocab_output(Path(args.output), args.sources, args.overwrite)
     vocab = build_vocabulary(
         args.sources, args.tokenizer, args.max_size, args.min_count, encoding_errors=args.encoding_errors
     )

@@ -17,11 +17,15 @@ from typing import Any
 
 import torch
 
+from elmo_pipeline.errors import WouldOverwriteError
+from elmo_pipeline.files import disk_full, is_disk_full
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.text.vocab import Vocabulary
 
 FORMAT_VERSION = 1
+# what an export folder may hold: its own files, and the published pair that an adapted biLM adds
+EXPORT_FILES = ("config.json", "weights.pt", "vocab.txt", "run.yaml", "metrics.json", "options.json", "weights.hdf5")
 
 
 def save_export(
@@ -37,24 +41,46 @@ def save_export(
     a half-written folder that looks like an export.
     """
     directory = Path(directory)
+    check_replaceable(directory)  # before anything is written
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    config = {"format_version": FORMAT_VERSION, **bilm.config.to_dict()}
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().cpu().contiguous() for k, v in bilm.state_dict().items()}
-    torch.save(state, tmp / "weights.pt")
-    if vocab is not None:
-        vocab.save(tmp / "vocab.txt")
-    if run_config is not None:
-        (tmp / "run.yaml").write_text(run_config)
-    if metrics is not None:
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    if directory.exists():
-        shutil.rmtree(directory)
-    tmp.rename(directory)
+    try:
+        config = {"format_version": FORMAT_VERSION, **bilm.config.to_dict()}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in bilm.state_dict().items()}
+        torch.save(state, tmp / "weights.pt")
+        if vocab is not None:
+            vocab.save(tmp / "vocab.txt")
+        if run_config is not None:
+            (tmp / "run.yaml").write_text(run_config)
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left beside the destination
+        if is_disk_full(err):
+            raise disk_full(directory) from None
+        raise
     return directory
+
+
+def check_replaceable(directory: str | Path) -> None:
+    """Refuse to replace a folder that holds anything but an export's own files (the user's other files)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise WouldOverwriteError(f"{directory} is a file, not an export folder; give a folder path")
+    if directory.is_dir():
+        foreign = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_FILES)
+        if foreign:
+            raise WouldOverwriteError(
+                f"{directory} holds files that are not part of an export ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); an export replaces its whole folder, so give a new or "
+                "empty folder"
+            )
 
 
 def read_export_config(directory: str | Path) -> BiLMConfig:

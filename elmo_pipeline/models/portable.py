@@ -20,6 +20,7 @@ from torch import nn
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.modules.lstm import lstmp_recurrence
+from elmo_pipeline.text.chars import MAX_CHARS
 
 
 class _HighwayLayer(nn.Module):
@@ -81,6 +82,9 @@ class PortableEmbedder(nn.Module):
             _HighwayLayer(t, g) for t, g in zip(encoder.highway.transform, encoder.highway.gate, strict=True)
         )
         self.projection = encoder.projection
+        self.projection_dim = int(config.projection_dim)
+        self.max_chars = MAX_CHARS  # ids per token
+        self.num_chars = int(self.embedding.num_embeddings)  # ids run 0 .. num_chars - 1
         self.forward_layers = nn.ModuleList(_LSTMP(layer) for layer in bilm.forward_layers)
         self.backward_layers = nn.ModuleList(_LSTMP(layer) for layer in bilm.backward_layers)
         self.residual = [config.residual(layer) for layer in range(config.num_layers)]  # a list TorchScript reads
@@ -96,10 +100,18 @@ class PortableEmbedder(nn.Module):
         h = torch.cat(pooled, dim=-1)  # (B*T, F)
         for layer in self.highway:
             h = layer(h)
-        return self.projection(h).reshape(B, T, -1)  # (B, T, P)
+        return self.projection(h).reshape(B, T, self.projection_dim)  # (B, T, P); explicit: B or T may be 0
 
     def forward(self, chars: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: chars (B, T, 50) int64 with boundaries. Returns: layers (L + 1, B, T, 2P), mask (B, T)."""
+        """Args: chars (B, T, 50) int64 with boundaries. Returns: layers (L + 1, B, T, 2P), mask (B, T).
+
+        B and T may be 0 (empty outputs); another shape or an id outside 0 .. 261 is refused.
+        """
+        if chars.dim() != 3 or chars.shape[2] != self.max_chars:
+            raise ValueError("chars must be (batch, tokens, 50): 50 ELMo character ids per token")
+        if chars.numel() > 0:
+            if bool(chars.min() < 0) or bool(chars.max() >= self.num_chars):
+                raise ValueError("chars: ELMo character ids run from 0 to 261")
         mask = (chars > 0).any(dim=-1)  # (B, T)
         lengths = mask.sum(dim=1).clamp(min=1)  # (B,)
         keep = mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)

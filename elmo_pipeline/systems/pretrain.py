@@ -21,7 +21,7 @@ from elmo_pipeline.errors import InputError, TrainingDiverged, UserError, WouldO
 from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export import check_replaceable, save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.systems.checkpoints import load_checkpoint
@@ -374,6 +374,8 @@ class PretrainSystem(L.LightningModule):
         self._refuse_emulated_bf16()
         if self.trainer.ckpt_path is None and not self.hparams.overwrite:
             self._refuse_to_overwrite()
+        if self.hparams.export_dir:  # the export replaces its folder: refuse now one holding the user's files
+            check_replaceable(self.hparams.export_dir)
 
     def _refuse_emulated_bf16(self) -> None:
         """bf16 training (``--trainer.precision bf16-mixed``) only where the processor multiplies bf16 natively.
