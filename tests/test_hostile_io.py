@@ -379,3 +379,31 @@ def test_the_onnx_embedder_contract_empty_batch_runs_and_an_empty_length_fails_l
         session.run(None, {"chars": np.zeros((2, 0, 50), dtype=np.int64)})
     with pytest.raises(Exception, match="[Ii]nvalid|dimensions"):
         session.run(None, {"chars": np.zeros((1, 4, 49), dtype=np.int64)})
+
+
+def test_pretrain_refuses_an_export_dir_holding_other_files_before_training(capsys, tmp_path, monkeypatch):
+    """The export replaces its folder when training ends: a folder with the user's files is refused at the start."""
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(tmp_path)
+    export = tmp_path / "mine"
+    export.mkdir()
+    (export / "thesis.tex").write_text("years of work")
+    code, err = run(
+        capsys,
+        "pretrain",
+        "--config",
+        root / "configs" / "pretrain" / "tiny.yaml",
+        f"--data.sources=[{root / 'data' / 'sample' / 'us_speeches.txt.gz'}]",
+        "--data.weights=null",
+        f"--data.val_sources=[{root / 'data' / 'sample' / 'wikitext2_valid_excerpt.txt'}]",
+        "--data.val_max_sentences=8",
+        "--data.vocab_max_size=500",
+        "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false",
+        f"--model.export_dir={export}",
+        "--model.overwrite=true",
+    )
+    assert code == 1
+    assert f"{export} holds files that are not part of an export (thesis.tex)" in err
+    assert sorted(p.name for p in export.iterdir()) == ["thesis.tex"]
+    assert not (tmp_path / "runs" / "pretrain" / "tiny" / "checkpoints").exists()
