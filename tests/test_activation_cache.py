@@ -136,3 +136,33 @@ def test_corrupt_cache_is_reported(tmp_path):
     np.save(cache.directory / "index.npy", np.zeros((2, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="do not match meta.json; delete the folder"):
         ActivationCache(cache.directory)
+
+
+def test_every_config_field_declares_whether_it_changes_the_layers():
+    """The cache key is built from each field's own mark, so a new field cannot be forgotten."""
+    import dataclasses
+
+    from elmo_pipeline.models.config import NOT_LAYERS
+
+    assert BiLMConfig.layer_fields() == {f.name for f in dataclasses.fields(BiLMConfig)} - {
+        "vocab_size",
+        "num_samples",
+        "dropout",
+        "softmax",
+        "adaptive_cutoffs",
+        "adaptive_div_value",
+        "fast",
+    }
+
+    @dataclasses.dataclass
+    class Forgotten(BiLMConfig):
+        new_switch: bool = False  # no mark
+
+    with pytest.raises(TypeError, match="new_switch"):
+        Forgotten.layer_fields()
+
+    @dataclasses.dataclass
+    class Marked(BiLMConfig):
+        new_switch: bool = dataclasses.field(default=False, metadata=NOT_LAYERS)
+
+    assert "new_switch" not in Marked.layer_fields()

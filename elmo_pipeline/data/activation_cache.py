@@ -46,16 +46,13 @@ CACHE_FORMAT = 1
 # what the runner computes: part of every cache's key, so that caches from an older runner miss and rebuild.
 # 2: 2026-12-02, the streaming runner honours use_skip_connections (version 1 always added the residual)
 RUNNER_VERSION = 2
-# BiLMConfig fields that cannot change what an eval-mode biLM computes for its layers
-_NOT_IN_ACTIVATIONS = frozenset(
-    {"vocab_size", "num_samples", "dropout", "softmax", "adaptive_cutoffs", "adaptive_div_value", "fast"}
-)
 
 
 def bilm_fingerprint(bilm: BiLM) -> str:
     """sha256 of everything that decides the biLM's layers: its configuration and its non-softmax weights."""
     digest = hashlib.sha256()
-    config = {k: v for k, v in dataclasses.asdict(bilm.config).items() if k not in _NOT_IN_ACTIVATIONS}
+    keep = bilm.config.layer_fields()  # each field declares whether it can change the layers
+    config = {k: v for k, v in dataclasses.asdict(bilm.config).items() if k in keep}
     digest.update(json.dumps(config, sort_keys=True).encode())
     digest.update(f"runner {RUNNER_VERSION}".encode())
     for name, tensor in sorted(bilm.state_dict().items()):

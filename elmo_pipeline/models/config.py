@@ -9,6 +9,10 @@ from typing import Any
 from elmo_pipeline.modules.cells import CELLS
 
 SOFTMAXES = ("sampled", "full", "adaptive")
+# every field declares whether it can change what an eval-mode biLM computes for its layers (the
+# activation cache's key is built from the fields that can); a field without the mark is an error
+LAYERS = {"layers": True}
+NOT_LAYERS = {"layers": False}
 ORIGINAL_FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 
 
@@ -47,26 +51,26 @@ class BiLMConfig:
             cell_clip and proj_clip do not apply). See elmo_pipeline/modules/cells.py.
     """
 
-    vocab_size: int = 0
-    char_embed_dim: int = 16
-    filters: list[list[int]] = field(default_factory=lambda: [list(f) for f in ORIGINAL_FILTERS])
-    num_highway: int = 2
-    activation: str = "relu"
-    projection_dim: int = 512
-    cell_dim: int = 4096
-    num_layers: int = 2
-    cell_clip: float | None = 3.0
-    proj_clip: float | None = 3.0
-    use_skip_connections: bool = True
-    dropout: float = 0.1
-    num_samples: int = 8192
-    num_chars: int = 262
-    max_chars_per_token: int = 50
-    cell: str = "lstmp"
-    softmax: str = "sampled"
-    adaptive_cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
-    adaptive_div_value: float = 4.0
-    fast: bool = True
+    vocab_size: int = field(default=0, metadata=NOT_LAYERS)
+    char_embed_dim: int = field(default=16, metadata=LAYERS)
+    filters: list[list[int]] = field(default_factory=lambda: [list(f) for f in ORIGINAL_FILTERS], metadata=LAYERS)
+    num_highway: int = field(default=2, metadata=LAYERS)
+    activation: str = field(default="relu", metadata=LAYERS)
+    projection_dim: int = field(default=512, metadata=LAYERS)
+    cell_dim: int = field(default=4096, metadata=LAYERS)
+    num_layers: int = field(default=2, metadata=LAYERS)
+    cell_clip: float | None = field(default=3.0, metadata=LAYERS)
+    proj_clip: float | None = field(default=3.0, metadata=LAYERS)
+    use_skip_connections: bool = field(default=True, metadata=LAYERS)
+    dropout: float = field(default=0.1, metadata=NOT_LAYERS)
+    num_samples: int = field(default=8192, metadata=NOT_LAYERS)
+    num_chars: int = field(default=262, metadata=LAYERS)
+    max_chars_per_token: int = field(default=50, metadata=LAYERS)
+    cell: str = field(default="lstmp", metadata=LAYERS)
+    softmax: str = field(default="sampled", metadata=NOT_LAYERS)
+    adaptive_cutoffs: list[int] = field(default_factory=lambda: [2000, 10000], metadata=NOT_LAYERS)
+    adaptive_div_value: float = field(default=4.0, metadata=NOT_LAYERS)
+    fast: bool = field(default=True, metadata=NOT_LAYERS)
 
     def __post_init__(self) -> None:
         for name in ("projection_dim", "cell_dim", "num_layers", "char_embed_dim"):
@@ -84,6 +88,14 @@ class BiLMConfig:
             )
         if self.cell not in CELLS:
             raise ValueError(f"BiLMConfig: unknown cell {self.cell!r}; choose one of {list(CELLS)} (--model.bilm.cell)")
+
+    @classmethod
+    def layer_fields(cls) -> frozenset[str]:
+        """The fields that can change the layers an eval-mode biLM computes (declared on each field)."""
+        unmarked = [f.name for f in dataclasses.fields(cls) if "layers" not in f.metadata]
+        if unmarked:
+            raise TypeError(f"BiLMConfig: fields {unmarked} must declare metadata=LAYERS or NOT_LAYERS")
+        return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata["layers"])
 
     def residual(self, layer: int) -> bool:
         """Whether layer ``layer`` (0-based) adds its input to its output: from the second layer on, with skips.
