@@ -34,7 +34,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,10 +304,50 @@ def embed_file(
             "(a CPU needs AVX-512 BF16 or AMX); use --precision fp32"
         )
     total, total_tokens = scan_input(input_path)
-    needed = _dataset_bytes(bilm, layers, total_tokens) + DATASET_OVERHEAD * total
-    check_free_space(output_path, needed)  # before any work: the whole output must fit
     bilm = bilm.to(target).eval()
     runner = StreamingBiLM(bilm, precision, chunk_tokens) if StreamingBiLM.supports(bilm) else None
+    return write_embeddings(
+        bilm,
+        runner,
+        read_sentences(input_path),
+        total,
+        total_tokens,
+        output_path,
+        layers=layers,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        precision=precision,
+        buffer_size=buffer_size,
+        progress=progress,
+        on_batch=on_batch,
+    )
+
+
+def write_embeddings(
+    bilm: BiLM,
+    runner: StreamingBiLM | None,
+    items: Iterable[tuple[int, list[str]]],
+    total: int,
+    total_tokens: int,
+    output_path: Path,
+    layers: LayerMode = "all",
+    batch_size: int = 256,
+    max_batch_tokens: int = 8192,
+    precision: Precision = "fp32",
+    buffer_size: int | None = None,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+    desc: str = "embed",
+) -> EmbedStats:
+    """Write ``items`` (``(key, tokens)``, already checked: ``total`` sentences, ``total_tokens`` tokens)
+    into the HDF5 file ``output_path``, one dataset per sentence named by its key.
+
+    The one writer of embeddings: the whole output must fit on its disk before any work; it holds
+    ``<output>.lock`` while it writes ``<output>.partial``, and renames that into place only when complete.
+    """
+    buffer_size = buffer_size or 32 * batch_size
+    needed = _dataset_bytes(bilm, layers, total_tokens) + DATASET_OVERHEAD * total
+    check_free_space(output_path, needed)  # before any work: the whole output must fit
     partial = output_path.with_name(output_path.name + ".partial")
     done = tokens = truncated = 0
     start = time.perf_counter()
@@ -319,9 +359,9 @@ def embed_file(
                 try:
                     with (
                         torch.inference_mode(),
-                        tqdm(total=total, unit="sent", desc="embed", disable=not progress, mininterval=1.0) as bar,
+                        tqdm(total=total, unit="sent", desc=desc, disable=not progress, mininterval=1.0) as bar,
                     ):
-                        for buffer in _buffers(read_sentences(input_path), buffer_size):
+                        for buffer in _buffers(iter(items), buffer_size):
                             for batch in length_batches(buffer, batch_size, max_batch_tokens):
                                 # what the batch adds, and the metadata HDF5 may flush when it closes the file
                                 batch_tokens = sum(len(sentence) for _, sentence in batch)
