@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curves": ("elmo_pipeline.analysis.curves:main", "plot a pretraining run's learning curves"),
     "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
     "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
+    "merge-embeddings": (
+        "elmo_pipeline.embed_shards:merge_main",
+        "merge the shards of `embed --shard-lines` into one file",
+    ),
     "export": ("elmo_pipeline.export_cli:main", "write a biLM as the published options.json + weights.hdf5, or back"),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
     "units": ("elmo_pipeline.analysis.units:main", "find and plot interpretable units of a biLM over a text"),

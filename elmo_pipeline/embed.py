@@ -452,8 +452,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Embed a file of sentences (one per line, tokens separated by spaces) with a biLM into an "
         "HDF5 file in bilm-tf's layout: one float32 dataset per sentence, keyed by its 0-based line number.",
     )
-    parser.add_argument("--input", required=True, type=Path, help="text file, one tokenised sentence per line")
-    parser.add_argument("--output", required=True, type=Path, help="HDF5 file to write")
+    parser.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="text file(s), one tokenised sentence per line (plain or .gz); several only with --shard-lines",
+    )
+    parser.add_argument(
+        "--output", required=True, type=Path, help="HDF5 file to write (with --shard-lines: a folder of shards)"
+    )
+    parser.add_argument(
+        "--shard-lines",
+        type=int,
+        help="write one HDF5 file per this many input lines into the --output folder, with a manifest; "
+        "rerunning the command resumes (docs/embeddings.md, 'Many processes and nodes')",
+    )
+    parser.add_argument(
+        "--devices", type=int, default=1, help="with --shard-lines: processes on this machine (default: 1)"
+    )
+    parser.add_argument("--num-nodes", type=int, default=1, help="with --shard-lines: machines (default: 1)")
     parser.add_argument(
         "--bilm",
         help=BILM_HELP,
@@ -508,6 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    if args.shard_lines is None and len(args.input) > 1:
+        parser.error("several --input files need --shard-lines (one file per shard, numbered across the inputs)")
+    if args.shard_lines is None and (args.devices != 1 or args.num_nodes != 1):
+        parser.error("--devices and --num-nodes need --shard-lines")
+    if args.shard_lines is not None:
+        return _sharded_main(args)
+    args.input = args.input[0]
     try:
         check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast
         source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
@@ -534,6 +559,43 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, OSError) as err:
         sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
         return 1
+    return 0
+
+
+def _sharded_main(args: argparse.Namespace) -> int:
+    from elmo_pipeline.embed_shards import embed_sharded  # Lightning: only for a sharded run
+
+    try:
+        for path in args.input:
+            if args.output.exists() and path.exists() and args.output.resolve() == path.resolve():
+                raise WouldOverwriteError(f"--output {args.output} is an input file; give a folder for the shards")
+        source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
+        bilm = source.load()
+        with terminate_as_interrupt():
+            shards = embed_sharded(
+                bilm,
+                list(args.input),
+                args.output,
+                args.shard_lines,
+                layers=args.layers,
+                precision=args.precision,
+                device=args.device,
+                devices=args.devices,
+                num_nodes=args.num_nodes,
+                batch_size=args.batch_size,
+                max_batch_tokens=args.max_batch_tokens,
+                chunk_tokens=args.chunk_tokens,
+                buffer_size=args.buffer_size,
+                progress=not args.no_progress,
+            )
+    except DiskFullWhileWriting as err:
+        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
+        sys.stderr.flush()
+        os._exit(1)
+    except (UserError, ValueError, OSError) as err:
+        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
+        return 1
+    log.info("%s: this process is done; %d shard(s) finished so far", args.output, len(shards))
     return 0
 
 
