@@ -47,6 +47,15 @@ REPORTED = (UserError, ValueError, OSError, EOFError, zlib.error)
 REPORTED_NAMES = ("MisconfigurationException",)
 
 
+def unpickling_reason(err: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what was refused (``Unsupported global: ...``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line[:200]
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
 def is_reported(err: BaseException) -> bool:
     """True for an error that ``elmo-pipeline`` prints as one line instead of a traceback."""
     return isinstance(err, REPORTED) or type(err).__name__ in REPORTED_NAMES

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.errors import CannotProceed
+from elmo_pipeline.errors import CannotProceed, InputError
 
 
 def write_json_atomic(path: str | Path, record: Any) -> None:
@@ -43,6 +43,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_utf8(path: str | Path, option: str) -> str:
+    """The text of ``path``; a byte that is not UTF-8 is one error naming the file, the line and the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x}); re-encode the file as UTF-8, "
+            f"e.g. `iconv -f latin1 -t utf-8` ({option})"
+        ) from None
 
 
 # ---- full disks -------------------------------------------------------------------------------------

@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 from pathlib import Path
+
+from elmo_pipeline.errors import InputError
+from elmo_pipeline.files import read_utf8
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a Lightning CSV log, numbers only (empty cells left out)."""
     rows = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
+    text = read_utf8(path, "metrics CSV")
+    for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
             rows.append({k: float(v) for k, v in row.items() if v not in ("", None)})
+        except (TypeError, ValueError):
+            raise InputError(f"{path}:{number}: a cell is not a number; is this a Lightning metrics.csv?") from None
     return rows
 
 

@@ -13,10 +13,12 @@ texts this is for, and it needs no second, stateful code path through the model)
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
 from elmo_pipeline.analysis.common import load_for_inference
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.text import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, Vocabulary, batch_to_char_ids, detokenize, tokenize
 
@@ -100,6 +102,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", type=int, default=1, help="texts to generate, with seeds seed, seed+1, ...")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise InputError(f"--temperature must be a finite number above 0, got {args.temperature}")
+    for name in ("max_tokens", "num_samples"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.top_k < 0:
+        raise InputError(f"--top-k must be 0 (all words) or more, got {args.top_k}")
     bilm, vocab = load_for_inference(args.bilm, need_softmax=True)
     prompt = tokenize(args.prompt)
     for n in range(args.num_samples):

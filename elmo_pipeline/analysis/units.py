@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
+from elmo_pipeline.files import read_utf8
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.source import BILM_HELP
 from elmo_pipeline.text import tokenize, tokenize_wikitext
@@ -70,12 +71,11 @@ def read_sequences(path: str | Path, tokenizer: str = "regex", max_tokens: int =
     if not path.is_file():
         raise FileNotFoundError(f"cells: {path} does not exist (--text)")
     sequences: list[list[str]] = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            tokens = _TOKENIZERS[tokenizer](line)
-            sequences += [tokens[i : i + max_tokens] for i in range(0, len(tokens), max_tokens)]
-            if len(sequences) >= max_lines:
-                break
+    for line in read_utf8(path, "--text").splitlines():  # checked whole first: a bad byte is named with its line
+        tokens = _TOKENIZERS[tokenizer](line)
+        sequences += [tokens[i : i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+        if len(sequences) >= max_lines:
+            break
     if not sequences:
         raise ValueError(f"cells: {path} holds no text (--text)")
     return sequences[:max_lines]

@@ -272,6 +272,11 @@ def _write(
             for chunk in tqdm(batches, desc="cache", disable=not progress):
                 batch = [list(sentences[i]) for i in chunk]
                 for i, value in zip(chunk, _layers(bilm, runner, batch, keep_sentence_boundaries), strict=True):
+                    if not np.isfinite(value).all():  # NaN in, NaN out: the biLM's weights or input
+                        raise ValueError(
+                            f"activation cache: the biLM gives non-finite activations for sentence {int(i)}; check "
+                            "the biLM's weights (every loader refuses NaN/Inf weights, so look at how it was built)"
+                        )
                     half = value.astype(np.float16)  # (n, L+1, 2P)
                     if not np.isfinite(half).all():
                         raise ValueError("activation cache: a biLM activation does not fit in float16 (|x| > 65504)")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import h5py
 import numpy as np
 import torch
 
-from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.bilm import BiLM, check_finite
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.text.chars import MAX_CHARS, NUM_CHARS
 from elmo_pipeline.text.vocab import Vocabulary
@@ -68,17 +69,37 @@ def options_to_config(options: dict[str, Any], source: str | Path = OPTIONS_FILE
     """
 
     def need(section: dict[str, Any], key: str, where: str) -> Any:
+        if not isinstance(section, dict):
+            raise ValueError(f"{source}: option {where.rstrip('.')} must be a JSON object, got {section!r}")
         if key not in section:
             raise ValueError(f"{source}: option {where}{key} is missing; an ELMo options.json must set it")
         return section[key]
 
+    def integer(value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{source}: option {name} must be a whole number, got {value!r} ({type(value).__name__})")
+        return value
+
+    def number(value: Any, name: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{source}: option {name} must be a finite number or null, got {value!r}")
+        return float(value)
+
+    def flag(value: Any, name: str) -> bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: option {name} must be true or false, got {value!r}")
+        return value
+
     lstm = need(options, "lstm", "")
     cnn = need(options, "char_cnn", "")
-    P, H = int(need(lstm, "projection_dim", "lstm.")), int(need(lstm, "dim", "lstm."))
-    n_chars = int(need(cnn, "n_characters", "char_cnn."))
+    P = integer(need(lstm, "projection_dim", "lstm."), "lstm.projection_dim")
+    H = integer(need(lstm, "dim", "lstm."), "lstm.dim")
+    n_chars = integer(need(cnn, "n_characters", "char_cnn."), "char_cnn.n_characters")
     if n_chars not in (FILE_CHARS, NUM_CHARS):
         raise ValueError(f"{source}: char_cnn.n_characters is {n_chars}; ELMo models have 262 (261 while training)")
-    max_chars = int(need(cnn, "max_characters_per_token", "char_cnn."))
+    max_chars = integer(need(cnn, "max_characters_per_token", "char_cnn."), "char_cnn.max_characters_per_token")
     if max_chars != MAX_CHARS:
         raise ValueError(
             f"{source}: char_cnn.max_characters_per_token is {max_chars}; elmo-pipeline's character ids have "
@@ -92,24 +113,33 @@ def options_to_config(options: dict[str, Any], source: str | Path = OPTIONS_FILE
             f"{source}: lstm.projection_dim {P} > lstm.dim {H}; bilm-tf then runs its LSTMs without a projection "
             "and the layers have different sizes, which this biLM cannot represent"
         )
-    cell_clip, proj_clip = lstm.get("cell_clip"), lstm.get("proj_clip")
+    cell_clip = number(lstm.get("cell_clip"), "lstm.cell_clip")
+    proj_clip = number(lstm.get("proj_clip"), "lstm.proj_clip")
     if P == H and proj_clip is not None:
         log.info("%s: projection_dim == dim, so bilm-tf has no projection and ignores proj_clip; so do we", source)
         proj_clip = None
-    filters = [[int(w), int(n)] for w, n in need(cnn, "filters", "char_cnn.")]
+    raw_filters = need(cnn, "filters", "char_cnn.")
+    if not isinstance(raw_filters, list) or not all(isinstance(f, list) and len(f) == 2 for f in raw_filters):
+        raise ValueError(
+            f"{source}: option char_cnn.filters must be a list of [width, count] pairs, got {raw_filters!r}"
+        )
+    filters = [[integer(w, "char_cnn.filters"), integer(n, "char_cnn.filters")] for w, n in raw_filters]
+    dropout = number(options.get("dropout", BiLMConfig.dropout), "dropout")
     return BiLMConfig(
         vocab_size=0,
-        char_embed_dim=int(need(need(cnn, "embedding", "char_cnn."), "dim", "char_cnn.embedding.")),
+        char_embed_dim=integer(
+            need(need(cnn, "embedding", "char_cnn."), "dim", "char_cnn.embedding."), "char_cnn.embedding.dim"
+        ),
         filters=filters,
-        num_highway=int(cnn.get("n_highway") or 0),
+        num_highway=integer(cnn.get("n_highway") or 0, "char_cnn.n_highway"),
         activation=activation,
         projection_dim=P,
         cell_dim=H,
-        num_layers=int(lstm.get("n_layers", 1)),
-        cell_clip=None if cell_clip is None else float(cell_clip),
-        proj_clip=None if proj_clip is None else float(proj_clip),
-        use_skip_connections=bool(lstm.get("use_skip_connections", False)),
-        dropout=float(options.get("dropout", BiLMConfig.dropout)),
+        num_layers=integer(lstm.get("n_layers", 1), "lstm.n_layers"),
+        cell_clip=cell_clip,
+        proj_clip=proj_clip,
+        use_skip_connections=flag(lstm.get("use_skip_connections", False), "lstm.use_skip_connections"),
+        dropout=BiLMConfig.dropout if dropout is None else dropout,
         num_samples=0,
         num_chars=NUM_CHARS,
         max_chars_per_token=MAX_CHARS,
@@ -324,6 +354,7 @@ def read_weights(
                 problems.append(f"dataset '{name}': expected shape {shape}, found {tuple(found[name].shape)}")
                 continue
             arrays[name] = found[name][...].astype(np.float32)
+            check_finite(arrays[name], f"{weight_file}: dataset '{name}'")
         unused = sorted(set(found) - set(expected))
     if problems:
         raise ValueError(

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import make_cell
 from elmo_pipeline.modules.char_cnn import CharCNNEncoder
@@ -50,6 +52,20 @@ class BiLMOutput:
     forward_loss: torch.Tensor | None = None
     backward_loss: torch.Tensor | None = None
     num_targets: int = 0
+
+
+def check_finite(weights: torch.Tensor | np.ndarray, where: str) -> None:
+    """Refuse weights holding NaN or Inf, naming them: every loader calls this before a model sees them.
+
+    A non-finite weight would make every vector NaN downstream, where the symptom blames something else.
+    """
+    values = torch.as_tensor(weights)
+    if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+        bad = int((~torch.isfinite(values)).sum())
+        raise InputError(
+            f"{where} holds {bad} non-finite value(s) (NaN or Inf): the file is damaged or comes from a run that "
+            "diverged. Use another copy of the weights (or an earlier checkpoint)"
+        )
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from elmo_pipeline.errors import WouldOverwriteError
+from elmo_pipeline.errors import (
+    InputError,
+    MissingFileError,
+    UnsafeCheckpointError,
+    WouldOverwriteError,
+    unpickling_reason,
+)
 from elmo_pipeline.files import disk_full, is_disk_full
-from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.bilm import BiLM, check_finite
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.text.vocab import Vocabulary
 
@@ -83,6 +90,26 @@ def check_replaceable(directory: str | Path) -> None:
             )
 
 
+def _load_weights(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """A ``weights.pt``'s tensors, loaded weights-only; anything else is one line naming the file."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object: loading it could run code
+        first = unpickling_reason(err)
+        raise UnsafeCheckpointError(
+            f"{path}: holds objects other than tensors, and loading it could run code; it was not loaded ({first}). "
+            "Use only exports you made or trust, or export the biLM again"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated, or not a torch file
+        raise InputError(
+            f"{path}: cannot be read as a torch state dict ({str(err).strip().splitlines()[0][:200]}); the file is "
+            "damaged or incomplete. Export the biLM again"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: holds {type(state).__name__}, not a state dict of tensors; export the biLM again")
+    return state
+
+
 def read_export_config(directory: str | Path) -> BiLMConfig:
     """The :class:`BiLMConfig` of an export folder, read from its ``config.json`` (no weights are loaded)."""
     directory = Path(directory)
@@ -103,7 +130,12 @@ def load_export(directory: str | Path, map_location: str | torch.device = "cpu")
     """Load a biLM (in eval mode) and its vocabulary, if present, from an export folder."""
     directory = Path(directory)
     bilm = BiLM(read_export_config(directory))
-    state = torch.load(directory / "weights.pt", map_location=map_location, weights_only=True)
+    path = directory / "weights.pt"
+    if not path.is_file():
+        raise MissingFileError(f"{path}: the export folder has no weights.pt; export the biLM again")
+    state = _load_weights(path, map_location)
+    for name, tensor in state.items():
+        check_finite(tensor, f"{path}: {name}")
     own = bilm.state_dict()
     for name, tensor in state.items():
         if name in own and own[name].shape != tensor.shape:

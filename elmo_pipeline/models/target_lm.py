@@ -15,6 +15,8 @@ the two agree, which a test checks. LSTMP biLMs only (every published ELMo and e
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,6 +56,17 @@ class TargetLM(nn.Module):
             table = bilm.token_encoder.encode(chars)  # (V, P)
         self.register_buffer("token_vectors", table, persistent=False)
         self.oov = sum(1 for w in target_words if w not in lm_vocab.index)
+
+    def fingerprint(self) -> str:
+        """sha256 of what decides the LM's scores of the target words: its weights and where each word sits
+        in its vocabulary (``translate`` checks that an LM given later is the one a model was trained with)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.bilm.state_dict().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        digest.update(self.lm_ids.cpu().numpy().astype("int64").tobytes())
+        return digest.hexdigest()
 
     def train(self, mode: bool = True) -> TargetLM:
         """The LM stays in eval mode (no dropout): it is frozen."""

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from elmo_pipeline.errors import InputError, MissingFileError, UnsafeCheckpointError
+from elmo_pipeline.errors import InputError, MissingFileError, UnsafeCheckpointError, unpickling_reason
 
 # types besides tensors and plain data that a checkpoint of this package may hold (none so far: the
 # systems save their hyper-parameters as plain dicts). Add a type here only if it cannot run code.
@@ -44,7 +44,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = unpickling_reason(err)
         raise UnsafeCheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain data, and loading it could run code; "
             f"it was not loaded ({first[:200]}). Use only checkpoints you made or trust; to load a trusted one "

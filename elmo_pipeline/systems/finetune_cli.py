@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from elmo_pipeline.data.predictions import write_predictions
 from elmo_pipeline.data.task_datamodule import TaskDataModule
-from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.errors import InputError
+from elmo_pipeline.files import read_utf8, write_json_atomic
 from elmo_pipeline.models.source import arm_of
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
 from elmo_pipeline.systems.finetune import FinetuneSystem
@@ -171,7 +174,51 @@ def find_configs(argv: list[str]) -> list[str]:
             out[i + 1] = str(find_resource(out[i + 1]))
         elif arg.startswith("--config=") and not Path(arg.split("=", 1)[1]).exists():
             out[i] = "--config=" + str(find_resource(arg.split("=", 1)[1]))
+    check_config_files(out)
     return out
+
+
+# the packages a config's class_path may name: this project's, Lightning's, torch's
+CLASS_PATH_PACKAGES = ("elmo_pipeline.", "lightning.", "pytorch_lightning.", "torch.", "torchmetrics.")
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Refuse, in one line, a ``--config`` file that is not plain data: a YAML tag (``!!python/...``) or a
+    ``class_path`` outside :data:`CLASS_PATH_PACKAGES`. jsonargparse runs neither, but answers with its
+    whole usage text; this names the file, the line and the fix."""
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue  # jsonargparse names a missing file itself
+        try:
+            data = yaml.safe_load(read_utf8(path, "--config"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise InputError(
+                f"{where}: not a plain YAML config ({problem}); configs hold values and class_path names only, "
+                "no tags such as !!python/..."
+            ) from None
+        for class_path in _class_paths(data):
+            if not isinstance(class_path, str) or not class_path.startswith(CLASS_PATH_PACKAGES):
+                raise InputError(
+                    f"{path}: class_path {class_path!r} is not a class of elmo_pipeline, lightning or torch; a config "
+                    "may only name those (nothing else is imported or run)"
+                )
+
+
+def _class_paths(data: Any) -> Iterator[Any]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "class_path":
+                yield value
+            else:
+                yield from _class_paths(value)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _class_paths(item)
 
 
 def build_lightning_cli(cli_class, model_class, data_class, argv: list[str], run: bool, subcommands: tuple[str, ...]):

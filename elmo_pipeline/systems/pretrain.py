@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import grad_norm, rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
-from elmo_pipeline.errors import InputError, TrainingDiverged, UserError, WouldOverwriteError
+from elmo_pipeline.errors import InputError, MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
 from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
@@ -44,7 +44,7 @@ def adapted_config(source: BiLMConfig, run: BiLMConfig) -> BiLMConfig:
         if name not in RUN_CHOICES and getattr(run, name) != getattr(source, name)
     ]
     if differs:
-        log.info("pretrain: init_from sets the architecture of the source biLM: %s", ", ".join(differs))
+        log.warning("pretrain: init_from sets the architecture of the source biLM: %s", ", ".join(differs))
     return dataclasses.replace(source, **{name: getattr(run, name) for name in RUN_CHOICES})
 
 
@@ -149,10 +149,12 @@ class PretrainSystem(L.LightningModule):
         if vocab_size:
             bilm = dataclasses.replace(bilm, vocab_size=vocab_size)
         source = BiLMSource.parse(init_from) if init_from else None
+        self._init_from_missing: str | None = None
         if source is not None and not _exists(source):
             # a run reloaded from its checkpoint (resumed, tested) needs no source: the checkpoint's
-            # hyper-parameters hold the adapted architecture, and its weights are restored over these
-            log.warning("pretrain: init_from %s is not there; using the checkpoint's biLM", init_from)
+            # hyper-parameters hold the adapted architecture, and its weights are restored over these.
+            # Without a checkpoint it is an error, raised when the run starts (on_fit_start, on_test_start)
+            self._init_from_missing = str(init_from)
             source = None
         if source is not None:
             bilm = adapted_config(source.config(), bilm)
@@ -370,7 +372,23 @@ class PretrainSystem(L.LightningModule):
             and not (self.trainer.max_steps and self.trainer.max_steps > 0)
         )
 
+    def _refuse_a_missing_init_from(self) -> None:
+        """``--model.init_from`` that is not there, with no checkpoint to restore: never a silent random start."""
+        if self._init_from_missing is None:
+            return
+        if self.trainer.ckpt_path is None:
+            raise MissingFileError(
+                f"--model.init_from {self._init_from_missing}: no such biLM (an export folder, or OPTIONS,WEIGHTS of "
+                "the published files); fix the path, or drop --model.init_from to train from a random start"
+            )
+        log.warning(
+            "pretrain: --model.init_from %s is not there; the checkpoint %s holds the biLM it started from",
+            self._init_from_missing,
+            self.trainer.ckpt_path,
+        )
+
     def on_fit_start(self) -> None:
+        self._refuse_a_missing_init_from()
         self._refuse_emulated_bf16()
         if self.trainer.ckpt_path is None and not self.hparams.overwrite:
             self._refuse_to_overwrite()
@@ -446,6 +464,7 @@ class PretrainSystem(L.LightningModule):
             self._stop(f"the validation perplexity is {float(ppl)}")
 
     def on_test_start(self) -> None:
+        self._refuse_a_missing_init_from()
         # the unigram baseline (elmo_pipeline/data/unigram.py) from the data module's training counts
         counts = getattr(self.trainer.datamodule, "unigram_counts", None)
         self._unigram_log_probs = None if counts is None else unigram_log_probs(counts).to(self.device, torch.float32)

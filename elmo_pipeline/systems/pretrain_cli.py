@@ -14,6 +14,7 @@ from elmo_pipeline.data.lm_datamodule import LMDataModule
 from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI, load_checkpoint
+from elmo_pipeline.systems.finetune_cli import check_config_files
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.systems.tracking import SaveAndLogConfig
 
@@ -90,6 +91,7 @@ class PretrainCLI(SafeCheckpointCLI):
 def build_cli(argv: list[str], run: bool = True) -> PretrainCLI:
     if run and (not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["fit", *argv]
+    check_config_files(argv)
     return PretrainCLI(
         PretrainSystem,
         LMDataModule,

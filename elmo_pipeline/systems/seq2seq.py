@@ -198,6 +198,7 @@ class Seq2SeqSystem(L.LightningModule):
                 "format": 1,
                 "config": self.config.to_dict(),
                 "lm": self.hparams.lm,
+                "lm_fingerprint": None if self.model.lm is None else self.model.lm.fingerprint(),
                 "lm_weight": lm_weight,
                 "beam": self.hparams.beam,
                 "length_penalty": self.hparams.length_penalty,

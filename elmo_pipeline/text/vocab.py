@@ -8,6 +8,7 @@ encoder reads characters, so any word, in or out of the vocabulary, gets a repre
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,9 +75,13 @@ class Vocabulary:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("".join(w + "\n" for w in self.words), encoding="utf-8")
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # one per process: ranks never share it
+        try:
+            tmp.write_text("".join(w + "\n" for w in self.words), encoding="utf-8")
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
@@ -89,9 +94,16 @@ class Vocabulary:
         words = text.replace("\r\n", "\n").split("\n")
         if words and words[-1] == "":
             words.pop()
+        first_line: dict[str, int] = {}
         for n, w in enumerate(words, start=1):
             if not w or any(ch.isspace() for ch in w):
                 raise ValueError(f"{path}:{n}: a vocabulary line must hold exactly one word, got {w!r}")
+            if w in first_line:
+                raise ValueError(
+                    f"{path}:{n}: the word {w!r} is already on line {first_line[w]}; each word must appear once "
+                    "(its softmax row would be ambiguous). Remove the duplicate"
+                )
+            first_line[w] = n
         if tuple(words[:3]) != SPECIALS:
             # bilm-tf files start with the specials; older files may hold them elsewhere or not at all
             log.warning("%s: the specials %s are not the first three lines; moving them to the front", path, SPECIALS)
