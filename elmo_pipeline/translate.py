@@ -5,7 +5,9 @@
 ``--model`` is the run's folder (or its ``seq2seq.pt``). The source lines are tokenised and
 lowercased as in training; the output is detokenised, one translation per line. Beam size, length
 normalisation and shallow fusion's lambda default to what the run chose on val; a fusion model reads
-its LM again from the name it was trained with (``--lm`` overrides it, e.g. after moving the folder).
+its LM again from the name it was trained with (``--lm`` overrides it, e.g. after moving the folder). The LM is
+checked against what ``seq2seq.pt`` records of the LM of training (its config, a sha256 of its weights, the ids
+of the target words in its vocabulary): another LM is refused, naming what differs.
 """
 
 from __future__ import annotations
@@ -13,21 +15,24 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import pickle
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from elmo_pipeline.data.readers.base import ReaderError, open_lines
 from elmo_pipeline.errors import (
+    CannotProceed,
     InputError,
     MissingFileError,
     UnsafeCheckpointError,
     WouldOverwriteError,
     unpickling_reason,
 )
-from elmo_pipeline.files import write_bytes_atomic
+from elmo_pipeline.files import disk_full, is_disk_full, write_bytes_atomic
 from elmo_pipeline.models.bilm import check_finite
 from elmo_pipeline.models.search import beam_search
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -40,30 +45,151 @@ log = logging.getLogger(__name__)
 
 
 SAVED_KEYS = ("config", "lm", "lm_weight", "beam", "length_penalty", "source_words", "target_words", "state_dict")
+DAMAGED = "the file is damaged or not a seq2seq.pt; give the run folder of `elmo-pipeline seq2seq`"
 
 
-def _read_saved(path: Path) -> dict:
+def _first_line(err: BaseException) -> str:
+    """The error's type and the first line of its message, short enough for one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+
+
+def _read_saved(path: Path) -> dict[str, Any]:
     """The dict of a ``seq2seq.pt``, loaded weights-only; anything else is one line naming the file."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused an object: loading it could run code
-        first = unpickling_reason(err)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():  # a damaged pickle stream
+            raise InputError(f"--model {path}: cannot be read ({_first_line(err)}); {DAMAGED}") from None
+        # weights_only refused an object: loading it could run code
         raise UnsafeCheckpointError(
             f"--model {path}: holds objects other than tensors and plain data, and loading it could run code; it "
-            f"was not loaded ({first}). Use only models you trained or trust"
+            f"was not loaded ({unpickling_reason(err)}). Use only models you trained or trust"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated, or not a torch file
-        raise InputError(
-            f"--model {path}: cannot be read ({str(err).strip().splitlines()[0][:160]}); the file is damaged or not a "
-            "seq2seq.pt. Give the run folder of `elmo-pipeline seq2seq`"
-        ) from None
+    except Exception as err:  # a truncated, empty or foreign file fails in many ways (EOFError,
+        # RuntimeError of the zip reader, OSError [Errno 22], KeyError or IndexError of the legacy format ...)
+        raise InputError(f"--model {path}: cannot be read ({_first_line(err)}); {DAMAGED}") from None
     missing = [k for k in SAVED_KEYS if not isinstance(saved, dict) or k not in saved]
     if missing:
         raise InputError(
             f"--model {path}: not a seq2seq.pt of elmo-pipeline (no {', '.join(missing[:3])}); give the run folder "
             "of `elmo-pipeline seq2seq`"
         )
+    _check_fields(path, saved)
     return saved
+
+
+def _check_fields(path: Path, saved: dict[str, Any]) -> None:
+    """Refuse a ``seq2seq.pt`` whose fields have the wrong types or values (a crafted or damaged file)."""
+
+    def is_words(value: object) -> bool:
+        return isinstance(value, list) and all(isinstance(w, str) for w in value)
+
+    def is_number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+    state = saved["state_dict"]
+    checks = {
+        "config": (isinstance(saved["config"], dict), "a dict"),
+        "state_dict": (
+            isinstance(state, dict)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()),
+            "a dict of tensors",
+        ),
+        "source_words": (is_words(saved["source_words"]), "a list of words"),
+        "target_words": (is_words(saved["target_words"]), "a list of words"),
+        "beam": (
+            isinstance(saved["beam"], int) and not isinstance(saved["beam"], bool) and saved["beam"] >= 1,
+            "an int >= 1",
+        ),
+        "lm_weight": (is_number(saved["lm_weight"]) and saved["lm_weight"] >= 0, "a finite number >= 0"),
+        "length_penalty": (is_number(saved["length_penalty"]), "a finite number"),
+        "lm": (saved["lm"] is None or isinstance(saved["lm"], str), "an LM's name or None"),
+    }
+    for key, (ok, want) in checks.items():
+        if not ok:
+            value = saved[key]
+            shown = repr(value)[:60] if isinstance(value, int | float | str) else type(value).__name__
+            if key == "state_dict" and isinstance(value, dict):  # name the entry that is not a tensor
+                bad = next(k for k, v in value.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
+                shown = f"{type(value[bad]).__name__} at {str(bad)[:60]!r}"
+            raise InputError(f"--model {path}: its {key} should be {want}, got {shown}; {DAMAGED}")
+
+
+def _load_lm(path: Path, saved: dict[str, Any], lm: str | None) -> TargetLM:
+    """The target LM: ``--lm`` when given, else the one ``seq2seq.pt`` names; checked to be the LM of training."""
+    name = lm or saved["lm"]
+    where = f"--lm {name}" if lm else f"the LM {name} that {path} names (pass --lm if it moved)"
+    try:
+        bilm, lm_vocabulary = BiLMSource.parse(name).load_with_vocab()
+        target_lm = TargetLM(bilm, lm_vocabulary, saved["target_words"])
+    except (ValueError, OSError) as err:  # not there, not an LM, no softmax: named as the option
+        kind = (
+            UnsafeCheckpointError
+            if isinstance(err, UnsafeCheckpointError)
+            else MissingFileError
+            if isinstance(err, FileNotFoundError)
+            else InputError
+        )
+        raise kind(f"{where}: {err}") from None
+    if saved["lm"] is None:  # a model trained without an LM: --lm joins it at search only
+        log.info(
+            "translate: %s was trained without an LM; %s joins at search only (shallow fusion, --lm-weight)", path, lm
+        )
+    elif (differences := _lm_differences(saved, target_lm)) is None:
+        log.warning("%s: made before seq2seq.pt recorded its LM; cannot check that %s is the same LM", path, name)
+    elif differences and lm:
+        raise InputError(
+            f"--lm {lm}: not the LM this model was trained with ({saved['lm']}): {'; '.join(differences)}, and the "
+            "translations would differ from the run's. Pass the LM of the run, or retrain with this one"
+        )
+    elif differences:
+        raise InputError(
+            f"the LM {name} that {path} names has changed since training: {'; '.join(differences)}, and the "
+            "translations would differ from the run's. Pass --lm with the LM the model was trained with, or retrain"
+        )
+    log.log(
+        logging.WARNING if target_lm.oov else logging.INFO,
+        "translate: %d of the %d target words are outside the vocabulary of the LM %s (they take its <UNK> score)",
+        target_lm.oov,
+        len(saved["target_words"]),
+        name,
+    )
+    return target_lm
+
+
+def _lm_differences(saved: dict[str, Any], target_lm: TargetLM) -> list[str] | None:
+    """What differs between ``target_lm`` and the LM of training (empty: none; None: the file records no LM)."""
+    record = saved.get("lm_identity")
+    if isinstance(record, dict):
+        now = target_lm.identity()
+        differences = []
+        config, trained = now["config"], record.get("config")
+        if config != trained:
+            fields = [k for k in config if not isinstance(trained, dict) or trained.get(k) != config[k]]
+            shown = ", ".join(
+                f"{k} {config[k]!r}, trained with {trained.get(k)!r}" if isinstance(trained, dict) else k
+                for k in fields[:3]
+            )
+            differences.append(f"its config differs ({shown or 'other fields'})")
+        if now["weights"] != record.get("weights"):
+            differences.append("its weights differ")
+        ids = record.get("target_ids")
+        if ids != now["target_ids"]:
+            moved = (
+                sum(a != b for a, b in zip(ids, now["target_ids"], strict=True))
+                if isinstance(ids, list) and len(ids) == len(now["target_ids"])
+                else len(now["target_ids"])
+            )
+            differences.append(
+                f"its vocabulary differs ({moved} of the {len(now['target_ids'])} target words have another id in it; "
+                f"{now['oov']} are outside it, {record.get('oov')} were at training)"
+            )
+        return differences
+    fingerprint = saved.get("lm_fingerprint")
+    if fingerprint is None:
+        return None
+    return [] if fingerprint == target_lm.fingerprint() else ["its weights or its vocabulary differ"]
 
 
 def load_translator(path: str | Path, lm: str | None = None) -> tuple[Seq2Seq, dict]:
@@ -78,33 +204,31 @@ def load_translator(path: str | Path, lm: str | None = None) -> tuple[Seq2Seq, d
         config = Seq2SeqConfig(**saved["config"])
     except TypeError as err:
         raise InputError(f"--model {path}: its config does not fit this elmo-pipeline ({err})") from None
+    for key, size in (("source_words", config.source_vocab_size), ("target_words", config.target_vocab_size)):
+        if len(saved[key]) != size:
+            raise InputError(f"--model {path}: {len(saved[key])} {key} for a model of {size}; {DAMAGED}")
+    try:
+        Vocabulary(saved["source_words"])
+    except ValueError as err:
+        raise InputError(f"--model {path}: its source_words are not a vocabulary ({err}); {DAMAGED}") from None
     for name, tensor in saved["state_dict"].items():
         check_finite(tensor, f"--model {path}: {name}")
     target_lm = None
-    lm = lm or saved["lm"]
-    if lm is not None:  # cold fusion needs it; shallow fusion (--lm-weight) uses it
-        bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
-        target_lm = TargetLM(bilm, lm_vocabulary, saved["target_words"])
-        trained_with = saved.get("lm_fingerprint")
-        if trained_with is None:
-            log.warning("%s: made before seq2seq.pt recorded its LM; cannot check that %s is the same LM", path, lm)
-        elif target_lm.fingerprint() != trained_with:
-            raise InputError(
-                f"--lm {lm}: not the LM this model was trained with ({saved['lm']}): its weights or its vocabulary "
-                "differ, and the translations would be different. Pass the LM of the run, or retrain"
-            )
-        if target_lm.oov:
-            log.warning(
-                "translate: %d of the %d target words are not in the LM's vocabulary (they take its <UNK> score)",
-                target_lm.oov,
-                len(saved["target_words"]),
-            )
+    if lm or saved["lm"]:  # cold fusion needs it; shallow fusion (--lm-weight) uses it
+        target_lm = _load_lm(path, saved, lm)
     model = Seq2Seq(config, target_lm)
-    result = model.load_state_dict(saved["state_dict"], strict=False)
+    try:
+        result = model.load_state_dict(saved["state_dict"], strict=False)
+    except RuntimeError as err:  # a tensor of another shape: name it, not the header of torch's list
+        mismatch = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
+        raise InputError(
+            f"--model {path}: the weights do not fit its config ({(mismatch or _first_line(err))[:200]}); {DAMAGED}"
+        ) from None
     missing = [k for k in result.missing_keys if not k.startswith("lm.")]
     if missing or result.unexpected_keys:
         raise InputError(
-            f"{path}: the weights do not fit the model (missing {missing}, unexpected {result.unexpected_keys})"
+            f"--model {path}: the weights do not fit the model (missing {missing[:3]}, unexpected "
+            f"{result.unexpected_keys[:3]}); {DAMAGED}"
         )
     return model.eval(), saved
 
@@ -134,21 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         if args.output.is_dir():
             raise InputError(f"--output {args.output} is a folder; give a file path")
-        if args.output.exists() and args.output.resolve() == args.input.resolve():
+        if args.output.exists() and os.path.samefile(args.output, args.input):  # a link to it, too
             raise WouldOverwriteError(
-                f"--output {args.output} is the --input file; writing the translations there would destroy the "
-                "source text. Give another --output"
+                f"--output {args.output} is the --input file {args.input}; writing the translations there would "
+                "destroy the source text, even with --overwrite. Give another --output"
+            )
+        model_file = Path(args.model) / "seq2seq.pt" if Path(args.model).is_dir() else Path(args.model)
+        if args.output.exists() and model_file.exists() and os.path.samefile(args.output, model_file):
+            raise WouldOverwriteError(
+                f"--output {args.output} is the --model file {model_file}; writing the translations there would "
+                "destroy the model, even with --overwrite. Give another --output"
             )
         if args.output.exists() and not args.overwrite:
             raise WouldOverwriteError(f"--output {args.output} exists; pass --overwrite to replace it")
-    model, saved = load_translator(args.model, args.lm)
-    vocabulary = Vocabulary(saved["source_words"])
-    sources = []
+    sentences = []  # read before the model and its LM load: a bad line fails fast
     for number, line in open_lines(args.input):
         tokens = tokenize(line)
         if not tokens:
             raise ReaderError(args.input, number, "empty line; every line must hold one sentence")
-        sources.append(torch.tensor(vocabulary.ids(w.lower() for w in tokens)))
+        sentences.append(tokens)
+    model, saved = load_translator(args.model, args.lm)
+    vocabulary = Vocabulary(saved["source_words"])
+    sources = [torch.tensor(vocabulary.ids(w.lower() for w in tokens)) for tokens in sentences]
     beam = saved["beam"] if args.beam is None else args.beam
     weight = saved["lm_weight"] if args.lm_weight is None else args.lm_weight
     words = saved["target_words"]
@@ -159,5 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is None:
         sys.stdout.writelines(lines)
     else:
-        write_bytes_atomic(args.output, "".join(lines).encode("utf-8"))  # complete, or the old file stays
+        data = "".join(lines).encode("utf-8")
+        try:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(args.output, data)  # complete, or the old file stays
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full(args.output, len(data)) from None
+            raise CannotProceed(
+                f"--output {args.output}: cannot be written ({err.strerror or err}); an earlier file there is "
+                "unchanged. Give another --output"
+            ) from None
     return 0

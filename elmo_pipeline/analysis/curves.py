@@ -11,13 +11,15 @@ import io
 import math
 from pathlib import Path
 
-from elmo_pipeline.errors import InputError
+from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.files import read_utf8
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a Lightning CSV log, numbers only (empty cells left out)."""
     rows = []
+    if not Path(path).is_dir() and not Path(path).is_file():
+        raise MissingFileError(f"{path}: no such file; give a run's logs/version_N/metrics.csv")
     text = read_utf8(path, "metrics CSV")
     for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
         try:

@@ -37,8 +37,10 @@ def sample_word(
     log_probs: torch.Tensor, banned: list[int], temperature: float, top_k: int, generator: torch.Generator
 ) -> int:
     """Draw one id from ``softmax(log_probs / temperature)``, restricted to the top k (0: all), never a banned id."""
-    logits = (log_probs / temperature).clone()  # (V,)
+    logits = log_probs.to(torch.float64, copy=True)  # (V,); float64 as the temperature is: 1e-300 is not 0
     logits[banned] = float("-inf")
+    # the best allowed word at 0 before dividing: a tiny temperature sends the others to -inf, never all to NaN
+    logits = (logits - logits.max()) / temperature  # (V,)
     if 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits[logits < kth] = float("-inf")
@@ -68,8 +70,10 @@ def generate(
     Returns:
         The sampled words, without the prompt.
     """
-    if temperature <= 0:
-        raise ValueError(f"generate: temperature must be > 0, got {temperature} (--temperature; --top-k 1 is greedy)")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"generate: temperature must be a finite number > 0, got {temperature} (--temperature; --top-k 1 is greedy)"
+        )
     if top_k < 0:
         raise ValueError(f"generate: top-k must be >= 0, got {top_k} (--top-k)")
     if bilm.softmax is None or bilm.softmax.vocab_size != len(vocab):

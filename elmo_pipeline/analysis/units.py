@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
-from elmo_pipeline.files import read_utf8
+from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.source import BILM_HELP
 from elmo_pipeline.text import tokenize, tokenize_wikitext
@@ -66,18 +66,32 @@ def text_properties(tokens: list[str]) -> dict[str, np.ndarray]:
 
 
 def read_sequences(path: str | Path, tokenizer: str = "regex", max_tokens: int = 100, max_lines: int = 200):
-    """Token sequences of a text file: each non-blank line, cut into pieces of at most ``max_tokens``."""
+    """Token sequences of a text file: each non-blank line, cut into pieces of at most ``max_tokens``.
+
+    The file is read line by line up to ``max_lines`` sequences (a whole corpus may be given); a byte
+    that is not UTF-8 is named with its line and column.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--text {path} is a folder; give a UTF-8 text file")
     if not path.is_file():
-        raise FileNotFoundError(f"cells: {path} does not exist (--text)")
+        raise MissingFileError(f"--text {path}: no such file")
     sequences: list[list[str]] = []
-    for line in read_utf8(path, "--text").splitlines():  # checked whole first: a bad byte is named with its line
-        tokens = _TOKENIZERS[tokenizer](line)
-        sequences += [tokens[i : i + max_tokens] for i in range(0, len(tokens), max_tokens)]
-        if len(sequences) >= max_lines:
-            break
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{path}:{number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); re-encode "
+                    "the file as UTF-8, e.g. `iconv -f latin1 -t utf-8` (--text)"
+                ) from None
+            tokens = _TOKENIZERS[tokenizer](line)
+            sequences += [tokens[i : i + max_tokens] for i in range(0, len(tokens), max_tokens)]
+            if len(sequences) >= max_lines:
+                break
     if not sequences:
-        raise ValueError(f"cells: {path} holds no text (--text)")
+        raise InputError(f"--text {path} holds no text")
     return sequences[:max_lines]
 
 
@@ -314,9 +328,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-tokens", type=int, default=100, help="longer lines are cut into pieces of this size")
     parser.add_argument("--top", type=int, default=5, help="units per property in the ranking")
     args = parser.parse_args(argv)
+    for name in ("max_lines", "max_tokens", "top"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sequences = read_sequences(args.text, args.tokenizer, args.max_tokens, args.max_lines)  # before the biLM loads
     bilm, _ = load_for_inference(args.bilm)
-    sequences = read_sequences(args.text, args.tokenizer, args.max_tokens, args.max_lines)
     cells = args.cells.split(",") if args.cells else None
     ranking = analyze(bilm, sequences, args.out, cells, args.top)
     for prop, units in ranking.items():

@@ -16,6 +16,7 @@ the two agree, which a test checks. LSTMP biLMs only (every published ELMo and e
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,17 +57,37 @@ class TargetLM(nn.Module):
             table = bilm.token_encoder.encode(chars)  # (V, P)
         self.register_buffer("token_vectors", table, persistent=False)
         self.oov = sum(1 for w in target_words if w not in lm_vocab.index)
+        self._digest()
 
     def fingerprint(self) -> str:
         """sha256 of what decides the LM's scores of the target words: its weights and where each word sits
         in its vocabulary (``translate`` checks that an LM given later is the one a model was trained with)."""
+        return self._fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        """What tells this LM from another, recorded in ``seq2seq.pt`` so that ``translate`` can say what differs.
+
+        Returns:
+            ``config`` (the biLM's config), ``weights`` (sha256 of its weights), ``target_ids`` (the id in
+            its vocabulary of each target word, ``<UNK>``'s for a word outside it) and ``oov`` (how many those are).
+        """
+        return {
+            "config": self.config.to_dict(),
+            "weights": self._weights_sha256,
+            "target_ids": self.lm_ids.tolist(),
+            "oov": self.oov,
+        }
+
+    def _digest(self) -> None:
+        """Hash the weights as loaded, before a trainer moves them or casts them to another precision."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.bilm.state_dict().items()):
             flat = tensor.detach().cpu().contiguous().reshape(-1)
             digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
+            digest.update(flat.view(torch.uint8).numpy())  # the raw bytes, no copy
+        self._weights_sha256 = digest.hexdigest()
         digest.update(self.lm_ids.cpu().numpy().astype("int64").tobytes())
-        return digest.hexdigest()
+        self._fingerprint = digest.hexdigest()
 
     def train(self, mode: bool = True) -> TargetLM:
         """The LM stays in eval mode (no dropout): it is frozen."""

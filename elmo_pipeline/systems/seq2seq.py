@@ -112,6 +112,13 @@ class Seq2SeqSystem(L.LightningModule):
         if lm is not None:  # cold fusion trains with it; the others decode with it (shallow fusion)
             bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
             target_lm = TargetLM(bilm, lm_vocabulary, self.target_words)
+            log.info(
+                "seq2seq: %d of the %d target words are outside the vocabulary of the LM %s (they take its <UNK> "
+                "score)",
+                target_lm.oov,
+                len(self.target_words),
+                lm,
+            )
         self.model = Seq2Seq(self.config, target_lm)
         self.lm_weight = lm_weight
         self._val: list[tuple[str, str]] = []
@@ -199,6 +206,7 @@ class Seq2SeqSystem(L.LightningModule):
                 "config": self.config.to_dict(),
                 "lm": self.hparams.lm,
                 "lm_fingerprint": None if self.model.lm is None else self.model.lm.fingerprint(),
+                "lm_identity": None if self.model.lm is None else self.model.lm.identity(),  # what translate compares
                 "lm_weight": lm_weight,
                 "beam": self.hparams.beam,
                 "length_penalty": self.hparams.length_penalty,
