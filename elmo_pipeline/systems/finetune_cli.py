@@ -185,14 +185,11 @@ CLASS_PATH_PACKAGES = ("elmo_pipeline.", "lightning.", "pytorch_lightning.", "to
 def check_config_files(argv: list[str]) -> None:
     """Refuse, in one line, a ``--config`` file that is not plain data: a YAML tag (``!!python/...``) or a
     ``class_path`` outside :data:`CLASS_PATH_PACKAGES`. jsonargparse runs neither, but answers with its
-    whole usage text; this names the file, the line and the fix."""
-    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
-    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-    for path in map(Path, paths):
-        if not path.is_file():
-            continue  # jsonargparse names a missing file itself
+    whole usage text; this names the file, the line and the fix. Checked: ``--config``/``-c`` files and
+    any other option's value that is a YAML file (``--trainer trainer.yaml``: a group's config)."""
+    for option, path in _config_files(argv):
         try:
-            data = yaml.safe_load(read_utf8(path, "--config"))
+            data = yaml.safe_load(read_utf8(path, option))
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -207,6 +204,24 @@ def check_config_files(argv: list[str]) -> None:
                     f"{path}: class_path {class_path!r} is not a class of elmo_pipeline, lightning or torch; a config "
                     "may only name those (nothing else is imported or run)"
                 )
+
+
+def _config_files(argv: list[str]) -> Iterator[tuple[str, Path]]:
+    """``(option, file)`` for each config file in ``argv``; a missing one jsonargparse names itself."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            continue
+        option, equals, value = arg.partition("=")
+        if not equals and i + 1 < len(argv):
+            value = argv[i + 1]
+        if option not in ("--config", "-c") and not value.lower().endswith((".yaml", ".yml")):
+            continue
+        try:
+            found = Path(value).is_file()
+        except (OSError, ValueError):  # a name too long or with a NUL byte is no file
+            found = False
+        if found:
+            yield option, Path(value)
 
 
 def _class_paths(data: Any) -> Iterator[Any]:

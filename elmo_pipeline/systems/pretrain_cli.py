@@ -56,10 +56,26 @@ class PretrainCLI(SafeCheckpointCLI):
             )
         config["ckpt_path"] = best
 
+    def _bilm_of_the_checkpoint(self, subcommand: str) -> None:
+        """A run whose ``--model.init_from`` is gone takes the biLM's architecture from the checkpoint it restores.
+
+        ``--ckpt_path FILE`` gets it from LightningCLI, which reads the file's hyper-parameters while it parses;
+        ``last`` and ``best`` are resolved only after the model was built from the config, without the source
+        that set its architecture. Everything else stays as this run's config says.
+        """
+        ckpt_path = self.config_init[subcommand].get("ckpt_path")
+        if not ckpt_path or getattr(self.model, "_init_from_missing", None) is None:
+            return
+        saved = load_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {}).get("bilm")
+        if isinstance(saved, dict) and saved != self.model.hparams["bilm"]:
+            self.model = PretrainSystem(**{**self.model.hparams, "bilm": saved})
+
     def before_fit(self) -> None:
         self.check_checkpoint("fit")
+        self._bilm_of_the_checkpoint("fit")
         hp = self.model.hparams
-        if hp.get("init_from") and hp.get("init_softmax"):  # the kept softmax's rows must mean the same words
+        gone = getattr(self.model, "_init_from_missing", None) is not None  # resumed: the checkpoint's softmax
+        if hp.get("init_from") and hp.get("init_softmax") and not gone:  # the kept rows must mean the same words
             vocab = BiLMSource.parse(hp["init_from"]).vocabulary()
             words = getattr(self.datamodule, "vocab", None)
             if vocab is None or words is None or list(vocab.words) != list(words.words):
@@ -71,6 +87,7 @@ class PretrainCLI(SafeCheckpointCLI):
     def before_test(self) -> None:
         self._resolve_best("test")
         self.check_checkpoint("test")
+        self._bilm_of_the_checkpoint("test")
 
     def after_test(self) -> None:
         metrics = self.trainer.callback_metrics
@@ -86,6 +103,7 @@ class PretrainCLI(SafeCheckpointCLI):
     def before_validate(self) -> None:
         self._resolve_best("validate")
         self.check_checkpoint("validate")
+        self._bilm_of_the_checkpoint("validate")
 
 
 def build_cli(argv: list[str], run: bool = True) -> PretrainCLI:
