@@ -115,12 +115,15 @@ class OutputLock:
     Args:
         output: the file the run writes.
         option: how the user named it, for the message (``--output``).
+        wait: wait for the holder instead of refusing (ranks that build one shared file: the first
+            builds it, the others wait, then read it).
     """
 
-    def __init__(self, output: str | Path, option: str = "--output") -> None:
+    def __init__(self, output: str | Path, option: str = "--output", wait: bool = False) -> None:
         self.output = Path(output)
         self.path = self.output.with_name(self.output.name + ".lock")
         self.option = option
+        self.wait = wait
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -128,7 +131,7 @@ class OutputLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "?"
                 os.close(fd)

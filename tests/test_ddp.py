@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,29 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from elmo_pipeline.data.lm import build_vocabulary
+from elmo_pipeline.data.lm import LMBatches, build_vocabulary
 from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.models.export import load_export
+from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.text.vocab import Vocabulary
+
+ROOT = Path(__file__).parents[1]
+TIMEOUT_S = 240  # a hung run: killed with all its ranks, and the test fails
+
+
+def run_ranks(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a command that starts DDP ranks; on a timeout kill every rank (rank 0 starts the others)."""
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # a hung rank ignores SIGTERM
+        proc.communicate()
+        raise AssertionError(f"the ranks hung: no end within {TIMEOUT_S} s: {' '.join(command)}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def test_two_ranks_train_on_different_shards_and_end_identical(tmp_path):
@@ -45,3 +65,36 @@ def test_two_ranks_train_on_different_shards_and_end_identical(tmp_path):
     initial = PretrainSystem(config, vocab_size=len(Vocabulary.load(vocab))).state_dict()
     changed = [n for n, t in initial.items() if not torch.equal(t, state0[n])]
     assert "bilm.forward_layers.0.weight_ih" in changed
+
+
+def test_two_ranks_validate_a_set_of_one_batch(tmp_path):
+    """Two sentences make one validation batch, so rank 1 has none: it must still take part (it hung before),
+    and the perplexity must be the one of the whole set. Checkpoints on, bf16 where the CPU has it."""
+    val = tmp_path / "val2.txt"
+    val.write_text("The cat sat on the mat .\nA dog ran in the park .\n")
+    precision = "bf16-mixed" if bf16_supported(torch.device("cpu")) else "32-true"
+    command = [
+        *(sys.executable, "-m", "elmo_pipeline.cli", "pretrain", "--config", str(ROOT / "configs/pretrain/tiny.yaml")),
+        *("--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"),
+        *("--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.precision", precision),
+        f"--data.sources=[{ROOT / 'data/sample/us_speeches.txt.gz'}]",
+        *("--data.weights=null", "--data.val_sources=[val2.txt]", "--data.vocab_max_size=500"),
+        *("--data.batch_size=8", "--model.bilm.cell_dim=32", "--model.bilm.projection_dim=16"),
+        *("--model.bilm.num_samples=50", "--trainer.enable_progress_bar=false"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    proc = run_ranks(command, tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run = tmp_path / "runs/pretrain/tiny"
+    assert (run / "checkpoints/last.ckpt").is_file() and (run / "checkpoints/best-step000004.ckpt").is_file()
+    metrics = json.loads((run / "export/metrics.json").read_text())
+    assert metrics["global_step"] == 4 and metrics["checkpoint"].endswith("best-step000004.ckpt")
+    # the perplexity the two ranks reported is the one of the whole set on one process
+    bilm, vocab = load_export(run / "export")
+    (batch,) = LMBatches([str(val)], vocab, tokenizer="wikitext", batch_size=64, even_shards=False)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        out = bilm.eval()(batch["chars"], batch["forward_targets"], batch["backward_targets"], sampled=False)
+    ppl = 0.5 * (torch.exp(out.forward_loss) + torch.exp(out.backward_loss))
+    assert metrics["best_score"] == metrics["last_val_ppl"]
+    assert abs(metrics["best_score"] - float(ppl)) <= 1e-4 * float(ppl)

@@ -95,7 +95,8 @@ def test_ranks_split_the_batches_evenly_without_overlap(tmp_path):
     assert len(ranks[0]) == len(ranks[1]) == 7  # the 15th batch is dropped: ranks stay in step
     assert ranks[0] == full[0:14:2] and ranks[1] == full[1:14:2]
     evaluation = [_ids(LMBatches([corpus], vocab, rank=r, world_size=2, even_shards=False, **kwargs)) for r in (0, 1)]
-    assert len(evaluation[0]) + len(evaluation[1]) == 15  # evaluation keeps every batch
+    assert len(evaluation[0]) == len(evaluation[1]) == 8  # evaluation keeps every batch, and the ranks stay in step
+    assert evaluation[0] == full[0::2] and evaluation[1] == [*full[1::2], (IGNORE,)]  # rank 1 ends on an empty batch
 
 
 def test_workers_reproduce_the_single_process_order(tmp_path):

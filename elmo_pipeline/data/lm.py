@@ -10,9 +10,12 @@ Each batch is a dict::
     num_replaced      ()         int64   tokens holding U+FFFD (undecodable bytes, encoding_errors=replace)
 
 The order of batches is a pure function of (seed, epoch): the stream is deterministic, every rank
-of a distributed run computes the same global sequence of batches and keeps every world_size-th
-(a trailing incomplete round is dropped so that all ranks see the same number of batches), and
-DataLoader workers split a rank's batches round-robin. That is what makes resuming exact: the
+of a distributed run computes the same global sequence of batches and keeps every world_size-th,
+and DataLoader workers split a rank's batches round-robin. Every rank gets the same number of
+batches, so that no rank waits in a collective (DDP's buffer broadcast, a metric's sync) for one
+that has none: training drops a trailing incomplete round; evaluation keeps every batch and gives
+the ranks without one in that round an empty batch (:func:`empty_batch`: no target, no token), so a
+metric summed over the ranks is exactly the one over the whole set. That is what makes resuming exact: the
 loader saves how many batches of the epoch were consumed and, on resume, skips exactly those.
 """
 
@@ -31,8 +34,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from elmo_pipeline.data.corpus import iter_lines, resolve_files
 from elmo_pipeline.errors import InputError, WouldOverwriteError
+from elmo_pipeline.files import OutputLock
 from elmo_pipeline.models.bilm import IGNORE
-from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, batch_to_char_ids, is_truncated
+from elmo_pipeline.text.chars import BOS_TOKEN, EOS_TOKEN, MAX_CHARS, batch_to_char_ids, is_truncated
 from elmo_pipeline.text.tokenize import split_sentences, tokenize, tokenize_wikitext
 from elmo_pipeline.text.vocab import Vocabulary
 
@@ -120,8 +124,28 @@ def bucketed_batches(
         yield from flush()
 
 
+def empty_batch() -> dict[str, torch.Tensor]:
+    """A batch with no sentence: one padded position, no target, zero tokens.
+
+    It pads the ranks that have no evaluation batch left in the last round (:class:`LMBatches`). It
+    holds one all-padding row rather than none, because every backend runs on a (1, 1) input while
+    the character CNN cannot reshape a batch of zero rows; the biLM's loss over no target is 0 and
+    counts 0 targets, so the batch adds nothing to a metric weighted by targets.
+    """
+    return {
+        "chars": torch.zeros(1, 1, MAX_CHARS, dtype=torch.long),  # (1, 1, 50), all padding
+        "forward_targets": torch.full((1, 1), IGNORE, dtype=torch.long),  # (1, 1)
+        "backward_targets": torch.full((1, 1), IGNORE, dtype=torch.long),  # (1, 1)
+        "num_tokens": torch.tensor(0),
+        "num_truncated": torch.tensor(0),
+        "num_replaced": torch.tensor(0),
+    }
+
+
 def make_batch(sentences: list[list[str]], vocab: Vocabulary) -> dict[str, torch.Tensor]:
-    """Tensors of one batch (see the module docstring)."""
+    """Tensors of one batch (see the module docstring); no sentence gives :func:`empty_batch`."""
+    if not sentences:
+        return empty_batch()
     wrapped = [[BOS_TOKEN, *s, EOS_TOKEN] for s in sentences]
     chars = batch_to_char_ids(wrapped)  # (B, T, 50)
     B, T = chars.shape[:2]
@@ -160,7 +184,8 @@ class LMBatches(IterableDataset):
         max_sentences: stop after this many sentences (None: the whole corpus).
         encoding_errors: ``strict`` (error naming the line) or ``replace`` (U+FFFD, counted).
         even_shards: drop a trailing incomplete round so every rank gets as many batches (training);
-            False keeps every batch (evaluation, where ranks need not stay in step).
+            False keeps every batch and pads the ranks left without one in that round with an empty
+            batch (evaluation: every batch counts, and the ranks still run as many steps).
     """
 
     def __init__(
@@ -205,7 +230,11 @@ class LMBatches(IterableDataset):
         )
 
     def rank_batches(self) -> Iterator[list[list[str]]]:
-        """This rank's batches: the ``rank``-th of each complete round of ``world_size`` batches."""
+        """This rank's batches: the ``rank``-th of each round of ``world_size`` batches.
+
+        A trailing incomplete round is dropped (``even_shards``) or, for evaluation, gives this rank
+        its batch or, where it has none, ``[]`` (an empty batch): every rank yields as many batches.
+        """
         if self.world_size == 1:
             yield from self.global_batches()
             return
@@ -215,8 +244,8 @@ class LMBatches(IterableDataset):
             if len(round_) == self.world_size:
                 yield round_[self.rank]
                 round_ = []
-        if not self.even_shards and self.rank < len(round_):
-            yield round_[self.rank]
+        if not self.even_shards and round_:
+            yield round_[self.rank] if self.rank < len(round_) else []
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -337,10 +366,25 @@ def vocab_main(argv: list[str]) -> int:
 
 
 def load_or_build_vocabulary(path: str | Path, sources: list[str], **kwargs: Any) -> Vocabulary:
+    """The vocabulary at ``path`` (``--data.vocab_path``); built from ``sources`` and saved there first if absent.
+
+    Every rank of a distributed run calls this at once (torchrun, SLURM: each builds its data module).
+    The first to take the lock on ``<path>.lock`` builds and saves the vocabulary; the others wait
+    for it, then load the file it wrote, so every rank has the same vocabulary and it is built once.
+
+    Args:
+        path: the vocabulary file.
+        sources: the corpora to count if it does not exist.
+        **kwargs: passed to :func:`build_vocabulary`.
+    """
     path = Path(path)
     if path.is_file():
         return Vocabulary.load(path)
-    log.info("%s does not exist: building the vocabulary from %s", path, sources)
-    vocab = build_vocabulary(sources, **kwargs)
-    vocab.save(path)
-    return vocab
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(path, option="--data.vocab_path", wait=True):
+        if path.is_file():  # another rank built it while this one waited
+            return Vocabulary.load(path)
+        log.info("%s does not exist: building the vocabulary from %s", path, sources)
+        vocab = build_vocabulary(sources, **kwargs)
+        vocab.save(path)
+        return vocab

@@ -30,6 +30,9 @@ from elmo_pipeline.systems.rng import TrainingRNG
 log = logging.getLogger(__name__)
 
 _REHORIZON_EVERY = 250  # steps between re-estimates of a time-budget horizon (PretrainSystem.follow_the_time_budget)
+# consecutive steps fp16's GradScaler may skip (non-finite scaled gradients) before the run counts as diverged:
+# halving its scale each time, 30 skips take the default 2**16 below 1e-4 (fairseq's min_loss_scale)
+_MAX_SCALER_SKIPS = 30
 
 
 # what the run chooses when it starts from another biLM; the rest of the architecture is the source's
@@ -105,8 +108,9 @@ class PretrainSystem(L.LightningModule):
             validation perplexity if there is one, else the final weights).
         spike_factor: stop training when a step's loss exceeds this many times the mean loss of the
             previous ``spike_window`` steps (0: off). A non-finite loss, gradient norm or validation
-            perplexity always stops it. A stopped run raises :class:`TrainingDiverged` (the command
-            exits non-zero, naming the step) and exports nothing.
+            perplexity always stops it, except the gradients of a step that fp16's GradScaler skips
+            (``--trainer.precision 16-mixed``; up to 30 in a row). A stopped run raises
+            :class:`TrainingDiverged` (the command exits non-zero, naming the step) and exports nothing.
         spike_window: steps in that running mean; the spike check starts once it is full.
         init_from: start from this biLM (any :class:`BiLMSource` form: an export folder, the published
             ``OPTIONS,WEIGHTS``, ...) and continue on this run's corpus: domain-adaptive pretraining.
@@ -199,6 +203,7 @@ class PretrainSystem(L.LightningModule):
         self._train_rng = TrainingRNG()  # the RNG as the last training step left it (systems/rng.py)
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
         self.health_stop: str | None = None  # why training diverged, if it did (TrainingDiverged says it too)
+        self._scaler_skips = 0  # consecutive steps fp16's GradScaler skipped (on_before_optimizer_step)
 
     def forward(self, chars: torch.Tensor):
         return self.bilm(chars)
@@ -268,11 +273,37 @@ class PretrainSystem(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norms = grad_norm(self.bilm, norm_type=2)
         total = norms.get("grad_2.0_norm_total")
-        if total is not None:
-            self.log("train/grad_norm", total)
-            if not math.isfinite(float(total)):  # a finite loss with exploding gradients: do not apply them
-                optimizer.zero_grad(set_to_none=True)
-                self._stop(f"the gradient norm is {float(total)}")
+        if total is None:
+            return
+        self.log("train/grad_norm", total)
+        if math.isfinite(float(total)):
+            self._scaler_skips = 0
+            return
+        # a finite loss with non-finite gradients (the same on every rank: they are all-reduced)
+        scaler = self._grad_scaler()
+        if scaler is not None and self._scaler_skips < _MAX_SCALER_SKIPS:
+            # fp16: the scaled gradients overflowed (normal while the scale settles); the scaler skips
+            # this update and halves its scale, so the gradients are never applied
+            self._scaler_skips += 1
+            log.info(
+                "pretrain: fp16 gradients overflowed at global step %d; the GradScaler skips the step (scale %g)",
+                self.global_step,
+                scaler.get_scale(),
+            )
+            return
+        optimizer.zero_grad(set_to_none=True)  # do not apply them
+        problem = f"the gradient norm is {float(total)}"
+        if scaler is not None:
+            problem += (
+                f" after fp16's GradScaler skipped {self._scaler_skips} steps in a row (its scale is down to "
+                f"{scaler.get_scale():g})"
+            )
+        self._stop(problem)
+
+    def _grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The active GradScaler of ``--trainer.precision 16-mixed`` (None for other precisions)."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -439,6 +470,8 @@ class PretrainSystem(L.LightningModule):
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
         out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"], sampled=False)
+        # weighted by targets: the empty batch that pads a rank (data/lm.py, empty_batch) adds nothing, and
+        # the metric synced over the ranks is the mean over the whole set, as on one device
         forward.update(out.forward_loss, out.num_targets)
         backward.update(out.backward_loss, out.num_targets)
 
@@ -528,11 +561,18 @@ class PretrainSystem(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir:
-            self.export(self.hparams.export_dir)
+            # every rank reads trainer.log_dir (under DDP a broadcast from rank 0, which a rank-zero-only
+            # export would wait on forever); rank 0 alone writes the export
+            self.export(self.hparams.export_dir, log_dir=self.trainer.log_dir)
 
     @rank_zero_only
-    def export(self, directory: str) -> None:
-        """Write the export folder: best checkpoint's weights (or the current ones), vocab, run config."""
+    def export(self, directory: str, log_dir: str | None = None) -> None:
+        """Write the export folder: best checkpoint's weights (or the current ones), vocab, run config.
+
+        Args:
+            directory: the export folder.
+            log_dir: the folder holding the run's ``config.yaml`` (``trainer.log_dir``; None: no run config).
+        """
         trainer = self.trainer
         bilm = self.bilm
         ckpt = trainer.checkpoint_callback
@@ -551,8 +591,8 @@ class PretrainSystem(L.LightningModule):
             if torch.is_tensor(value) and value.numel() == 1 and math.isfinite(float(value)):
                 metrics.setdefault("last_" + key.replace("/", "_"), float(value))
         run_config = None
-        if trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").is_file():
-            run_config = (Path(trainer.log_dir) / "config.yaml").read_text()
+        if log_dir and (Path(log_dir) / "config.yaml").is_file():
+            run_config = (Path(log_dir) / "config.yaml").read_text()
         vocab = getattr(trainer.datamodule, "vocab", None) if trainer.datamodule is not None else None
         save_export(directory, bilm, vocab, run_config=run_config, metrics=metrics)
         if self.hparams.init_from and bilm.config.cell == "lstmp":  # also as the official files (lstmp only)
