@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm
 
 from elmo_pipeline.data.activation_cache import (
     ActivationCache,
@@ -18,21 +19,6 @@ from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import Elmo, bilm_layers
 
 SENTENCES = [["a", "short", "one"], ["hello"], [], ["four", "tokens", "right", "here"], ["x", "y"]]
-
-
-def tiny_bilm(seed: int = 0, vocab_size: int = 0) -> BiLM:
-    torch.manual_seed(seed)
-    config = BiLMConfig(
-        vocab_size=vocab_size,
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 4], [3, 8]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        num_samples=0,
-    )
-    return BiLM(config).eval()
 
 
 def fresh_layers(bilm: BiLM, sentence: list[str]) -> np.ndarray:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm as shared_tiny_bilm
 
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import Elmo, add_sentence_boundaries, remove_sentence_boundaries
 from elmo_pipeline.text.chars import batch_to_char_ids
 
@@ -14,18 +15,8 @@ SENTENCES = [["a", "tiny", "test", "sentence", "."], ["hello"], ["three", "more"
 
 
 def tiny_bilm(seed: int = 0, dropout: float = 0.0) -> BiLM:
-    torch.manual_seed(seed)
-    config = BiLMConfig(
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 4], [3, 8]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        dropout=dropout,
-        num_samples=0,
-    )
-    return BiLM(config)
+    """The shared tiny biLM in training mode (Elmo decides the mode it runs in)."""
+    return shared_tiny_bilm(seed, dropout=dropout).train()
 
 
 def test_mix_matches_hand_computation_from_the_bilm_layers():

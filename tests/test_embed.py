@@ -6,12 +6,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm
 
 from elmo_pipeline import cli
 from elmo_pipeline import embed as embed_module
 from elmo_pipeline.embed import InputFileError, embed_file, length_batches, main
 from elmo_pipeline.interop import save_bilm_tf
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.export import save_export
 
@@ -27,17 +28,7 @@ LINES = [
 
 @pytest.fixture
 def bilm() -> BiLM:
-    torch.manual_seed(0)
-    config = BiLMConfig(
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 4], [3, 8]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        num_samples=0,
-    )
-    return BiLM(config).eval()
+    return tiny_bilm()
 
 
 @pytest.fixture

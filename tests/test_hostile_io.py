@@ -19,11 +19,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm
 
 from elmo_pipeline import cli, export_cli, files
 from elmo_pipeline import embed as embed_module
 from elmo_pipeline.files import OutputLock
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.export import save_export
 from elmo_pipeline.models.portable import PortableEmbedder
 from elmo_pipeline.text.chars import batch_to_char_ids
@@ -34,17 +35,7 @@ LINES = ["The cat sat on the mat .", "Hi", "one two three four five six", "a b",
 
 @pytest.fixture
 def bilm() -> BiLM:
-    torch.manual_seed(0)
-    config = BiLMConfig(
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 4], [3, 8]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        num_samples=0,
-    )
-    return BiLM(config).eval()
+    return tiny_bilm()
 
 
 @pytest.fixture
