@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -11,6 +13,15 @@ from elmo_pipeline.models.config import BiLMConfig
 @pytest.fixture(autouse=True)
 def seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers():
+    """A command may call logging.basicConfig on the captured stderr; drop those handlers after each test,
+    so a later test's log never writes to a closed capture (a "Logging error" traceback in its stderr)."""
+    before = list(logging.getLogger().handlers)
+    yield
+    logging.getLogger().handlers[:] = before
 
 
 @pytest.fixture

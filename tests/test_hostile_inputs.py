@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pickle
 from pathlib import Path
 
@@ -17,10 +16,12 @@ import lightning  # noqa: F401  (imported here, not under capsys: its log handle
 import numpy as np
 import pytest
 import torch
+from cli_runs import run
+from tiny_models import encoder_config
 
 from elmo_pipeline import cli
 from elmo_pipeline.interop import save_bilm_tf
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.export import save_export
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.target_lm import TargetLM
@@ -29,26 +30,6 @@ from elmo_pipeline.text.vocab import SPECIALS, Vocabulary
 ROOT = Path(__file__).parents[1]
 SOURCE_WORDS = [*SPECIALS, "ein", "mann", "hund", "läuft", "."]
 TARGET_WORDS = [*SPECIALS, "a", "man", "dog", "runs", "on", "the", "grass", "."]
-
-
-def encoder_config(**overrides) -> BiLMConfig:
-    base = dict(char_embed_dim=4, filters=[[1, 4], [2, 4]], num_highway=1, projection_dim=8, cell_dim=16, num_layers=2)
-    return BiLMConfig(**{**base, "num_samples": 0, **overrides})
-
-
-@pytest.fixture(autouse=True)
-def _root_handlers():
-    """Commands call logging.basicConfig on the captured stderr; drop those handlers after each test."""
-    before = list(logging.getLogger().handlers)
-    yield
-    logging.getLogger().handlers[:] = before
-
-
-def run(capsys, *argv: object) -> tuple[int, str]:
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err[-3000:]
-    return code, err
 
 
 @pytest.fixture

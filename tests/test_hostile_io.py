@@ -19,10 +19,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runs import run
 from tiny_models import tiny_bilm
 
-from elmo_pipeline import cli, export_cli, files
 from elmo_pipeline import embed as embed_module
+from elmo_pipeline import export_cli, files
 from elmo_pipeline.files import OutputLock
 from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.export import save_export
@@ -48,14 +49,6 @@ def sentences(tmp_path) -> Path:
     path = tmp_path / "sentences.txt"
     path.write_text("\n".join(LINES * 40) + "\n", encoding="utf-8")
     return path
-
-
-def run(capsys, *argv: str) -> tuple[int, str]:
-    """``elmo-pipeline ARGV`` in process: its exit status and its stderr (checked to be without a traceback)."""
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, err
 
 
 def embed_args(sentences: Path, output: Path, export_dir: Path, *extra: str) -> list[str]:

@@ -72,14 +72,6 @@ def setup(tmp_path, made) -> tuple[Path, Path, Path]:
     return run_dir, source, made["lm"]
 
 
-@pytest.fixture(autouse=True)
-def _root_handlers():
-    """A command may call logging.basicConfig on the captured stderr; drop those handlers after each test."""
-    before = list(logging.getLogger().handlers)
-    yield
-    logging.getLogger().handlers[:] = before
-
-
 def run(capsys, *argv: object) -> tuple[int, str]:
     """rc and the one error line (or all of stderr when it succeeded); never a traceback."""
     code = cli.main([str(a) for a in argv])

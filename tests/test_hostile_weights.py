@@ -15,11 +15,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from cli_runs import run
+from tiny_models import encoder_config
 
 from elmo_pipeline import cli
 from elmo_pipeline.errors import InputError, UnsafeCheckpointError
 from elmo_pipeline.interop import save_bilm_tf
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.export import load_export, save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.finetune_cli import check_config_files
@@ -27,19 +29,6 @@ from elmo_pipeline.text.vocab import SPECIALS, Vocabulary
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "data" / "sample"
-
-
-def encoder_config(**overrides) -> BiLMConfig:
-    base = dict(char_embed_dim=4, filters=[[1, 4], [2, 4]], num_highway=1, projection_dim=8, cell_dim=16, num_layers=2)
-    return BiLMConfig(**{**base, "num_samples": 0, **overrides})
-
-
-def run(capsys, *argv: object) -> tuple[int, str]:
-    """``elmo-pipeline ARGV``'s exit status and stderr, which never holds a traceback."""
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return code, err
 
 
 @pytest.fixture

@@ -32,3 +32,8 @@ def tiny_bilm(seed: int = 0, **overrides: Any) -> BiLM:
     """A tiny biLM initialised from ``seed``, in eval mode."""
     torch.manual_seed(seed)
     return BiLM(tiny_config(**overrides)).eval()
+
+
+def encoder_config(**overrides: Any) -> BiLMConfig:
+    """The tiny configuration with two filters (no CNN projection needed in the published format)."""
+    return tiny_config(**{"filters": [[1, 4], [2, 4]], **overrides})
