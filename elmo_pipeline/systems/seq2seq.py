@@ -87,7 +87,7 @@ class Seq2SeqSystem(L.LightningModule):
         beam: int = 5,
         length_penalty: float = 1.0,
         lm_weight: float = 0.0,
-        lm_weights: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5),
+        lm_weights: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["target_vocabulary"])

@@ -53,16 +53,71 @@ def main() -> None:
         epochs = ", ".join(str(r["epochs"]) for r in found)
         minutes = ", ".join(format(r["fit_seconds"] / 60, ".0f") + ("*" if resumed(r) else "") for r in found)
         val, test = mean_std([x["val_bleu"] for x in d]), mean_std([x["test_bleu"] for x in d])
+        if decoding == "shallow" and all(x["lm_weight"] == 0 for x in d):  # val chose no LM: not a row of its own
+            lines.append(
+                f"| {label} | {seeds} | = no fusion | = no fusion (val chose λ = 0 on every seed) | {weights} | "
+                f"{epochs} | {minutes} |"
+            )
+            continue
         lines.append(f"| {label} | {seeds} | {val} | **{test}** | {weights} | {epochs} | {minutes} |")
     out = ["# Multi30k de→en: no fusion, shallow fusion, cold fusion", "", *lines, ""]
     if any(resumed(r) for arm in records.values() for r in arm):
         out.append("\\* resumed after an interruption: the minutes of the resumed attempt only.\n")
     out.append(f"LM: `{lm}`; its val perplexity over the target vocabulary: {ppl}. BLEU: sacrebleu `{signature}`.")
+    out += ["", *significance(records)]
     out += ["", "## Examples (seed 0) where fusion changed the translation", ""]
     out += examples()
     (HERE / "table.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     print("\n".join(out))
     plot_curves(HERE.parents[1] / "docs" / "img" / "seq2seq_val_bleu.png")
+
+
+def significance(records: dict[str, list[dict]]) -> list[str]:
+    """Each fusion arm against no fusion: Welch's t over the seeds' test BLEU, and sacrebleu's paired
+    bootstrap over the test sentences of each seed (1,000 resamples)."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    from elmo_pipeline.metrics.seeds import welch_t_test
+
+    references = gzip.open(DATA / "test_2016_flickr.en.gz", "rt", encoding="utf-8").read().splitlines()
+    base = {r["seed"]: r["decoding"]["none"]["test_bleu"] for r in records["none"] if "none" in r.get("decoding", {})}
+    out = [
+        "## Is a fusion arm better than no fusion?",
+        "",
+        "Welch's t over the seeds' test BLEU (two-sided), and sacrebleu's paired bootstrap of each seed's test",
+        "translations against the same seed's no-fusion ones (1,000 resamples; p: sacrebleu's estimate that a",
+        "difference this large, either way, arises by chance). An arm whose val chose λ = 0 is no fusion, untested.",
+        "",
+        "| arm vs no fusion | Δ test BLEU (mean) | Welch p (two-sided) | paired bootstrap p per seed |",
+        "|---|---|---|---|",
+    ]
+    for arm, decoding, folder in (("shallow fusion", "shallow", "none"), ("cold fusion", "cold", "cold")):
+        found = {r["seed"]: r for r in records[folder] if decoding in r.get("decoding", {})}
+        if not found or all(
+            r["decoding"][decoding]["lm_weight"] == 0 and decoding == "shallow" for r in found.values()
+        ):
+            out.append(f"| {arm} | — | — | — (= no fusion) |")
+            continue
+        scores = [r["decoding"][decoding]["test_bleu"] for r in found.values()]
+        shared = sorted(set(found) & set(base))
+        test = welch_t_test(scores, [base[s] for s in shared]) if len(scores) > 1 and len(shared) > 1 else None
+        per_seed = []
+        for seed in shared:
+            plain = HERE / "none" / f"seed{seed}" / "translations.none.test.txt"
+            fused = HERE / folder / f"seed{seed}" / f"translations.{decoding}.test.txt"
+            if not (plain.is_file() and fused.is_file()):
+                continue
+            systems = [
+                ("none", plain.read_text(encoding="utf-8").splitlines()),
+                (decoding, fused.read_text(encoding="utf-8").splitlines()),
+            ]
+            _, result = PairedTest(systems, {"BLEU": BLEU()}, [references], test_type="bs", n_samples=1000)()
+            per_seed.append(f"seed {seed}: {result['BLEU'][1].p_value:.3f}")
+        delta = "—" if test is None else f"{test['delta']:+.2f}"
+        welch = "—" if test is None else f"{test['p_two_sided']:.3f}"
+        out.append(f"| {arm} | {delta} | {welch} | {', '.join(per_seed) or '—'} |")
+    return out
 
 
 def plot_curves(path: Path) -> None:
