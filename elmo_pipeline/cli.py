@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vocab": ("elmo_pipeline.data.lm:vocab_main", "build a word vocabulary from a corpus"),
     "curves": ("elmo_pipeline.analysis.curves:main", "plot a pretraining run's learning curves"),
     "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
-    "embed": ("elmo_pipeline.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
+    "embed": ("elmo_pipeline.embed_cli:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
     "merge-embeddings": (
         "elmo_pipeline.embed_shards:merge_main",
         "merge the shards of `embed --shard-lines` into one file",

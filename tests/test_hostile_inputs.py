@@ -298,7 +298,7 @@ def test_options_json_fields_must_have_their_types(tmp_path, path, value, messag
     data = json.loads(Path(options).read_text())
     data[path[0]][path[1]] = value
     Path(options).write_text(json.dumps(data))
-    from elmo_pipeline.interop.bilm_tf import read_options
+    from elmo_pipeline.models.bilm_tf import read_options
 
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         read_options(options)

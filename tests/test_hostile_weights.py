@@ -139,7 +139,7 @@ def test_embed_names_the_field_and_file_of_an_options_value_of_the_wrong_type(
 
 
 def test_whole_clip_values_are_read_as_floats(tmp_path):
-    from elmo_pipeline.interop.bilm_tf import read_options
+    from elmo_pipeline.models.bilm_tf import read_options
 
     options, _ = save_bilm_tf(BiLM(encoder_config()).eval(), tmp_path / "published")
     data = json.loads(Path(options).read_text())

@@ -1,5 +1,7 @@
 """The floors of the package: models are plain torch, and no module reaches back into its own package face.
 
+- every import (at module level or inside a function) goes down the floors of ``elmo_pipeline/floors.py``,
+  every module stands on a floor, and ``docs/architecture.md`` draws the same floors;
 - modules/, models/, text/ and interop/ (every file, subfolders included) import without lightning;
 - no module imports from its own package's ``__init__`` (shared types live in a ``base.py``);
 - the only imports inside functions are the lazy ones of command entry points (``main``) and the
@@ -9,11 +11,15 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+from elmo_pipeline.floors import FLOORS, floor_of
+
 PACKAGE = Path(__file__).parents[1] / "elmo_pipeline"
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
 
 BLOCK_LIGHTNING = """
 import importlib, importlib.abc, sys
@@ -62,7 +68,7 @@ def test_no_module_imports_from_its_own_package_face():
 # function -> why its imports are lazy (nothing here dodges an import cycle)
 LAZY_IMPORTS = {
     "reproduce/report.py:log_table_to_wandb": "W&B and Lightning load only when a table is logged",
-    "embed.py:_sharded_main": "embed's entry for --shard-lines; the single-file path starts without Lightning",
+    "embed_cli.py:_sharded_main": "embed's entry for --shard-lines; the single-file path starts without Lightning",
     "embed_shards.py:embed_sharded": "Lightning loads only for a sharded run, not for the reader or the merge",
 }
 
@@ -84,3 +90,75 @@ def test_imports_inside_functions_are_only_lazy_entry_points():
                 if module and module.startswith("elmo_pipeline"):
                     offenders.append(f"{key}:{node.lineno} imports {module}")
     assert not offenders, offenders
+
+
+def _place(module: str) -> str:
+    """The floor table's place of a module: ``elmo_pipeline.models.bilm`` -> ``models/``."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "__init__.py"
+    return f"{parts[1]}/" if (PACKAGE / parts[1]).is_dir() else f"{parts[1]}.py"
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every package module that ``path`` imports, at module level or inside a function, with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolve against the importing module's package
+                base = _package_of(path).split(".")[: len(_package_of(path).split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            if module == "elmo_pipeline":  # from elmo_pipeline import cli: the names are modules
+                found += [(node.lineno, f"elmo_pipeline.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, module))
+    return [(line, name) for line, name in found if name.split(".")[0] == "elmo_pipeline"]
+
+
+def test_every_module_stands_on_a_floor():
+    places = {_place(_module_name(path)) for path in PACKAGE.rglob("*.py")}
+    listed = [place for floor in FLOORS for place in floor.places]
+    assert len(listed) == len(set(listed)), "a place is on two floors of elmo_pipeline/floors.py"
+    assert sorted(places - set(listed)) == [], "modules on no floor of elmo_pipeline/floors.py"
+    assert sorted(set(listed) - places) == [], "floors.py names places that do not exist"
+
+
+def test_imports_go_down_the_floors():
+    """No import climbs a floor, and two places of one floor do not import each other."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = _place(_module_name(path))
+        for line, module in _imported_modules(path):
+            imported = _place(module)
+            if imported == importer or floor_of(imported) < floor_of(importer):
+                continue
+            where = f"{path.relative_to(PACKAGE)}:{line}"
+            offenders.append(
+                f"{where} imports {module}: {importer} is on floor {floor_of(importer)}, "
+                f"{imported} on floor {floor_of(imported)}"
+            )
+    assert not offenders, offenders
+
+
+def _drawn_floors() -> dict[str, int]:
+    """The floor of each place in the floor block of docs/architecture.md (``floor 3  models/  ...``)."""
+    drawn, floor = {}, None
+    for line in ARCHITECTURE.read_text().splitlines():
+        match = re.match(r"floor (\d+)  ", line)
+        if match:
+            floor = int(match.group(1))
+        elif floor is None or not line.startswith(" " * 9) or line[9:10] in (" ", ""):
+            if line.startswith("```") and floor is not None:
+                break
+            continue
+        for place in line[9:].split("  ")[0].split(", "):
+            drawn[place.strip()] = floor
+    return drawn
+
+
+def test_the_docs_draw_the_floor_table():
+    table = {place: number for number, floor in enumerate(FLOORS) for place in floor.places}
+    assert _drawn_floors() == table

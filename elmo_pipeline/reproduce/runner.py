@@ -32,7 +32,7 @@ import yaml
 from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.errors import CannotProceed
 from elmo_pipeline.files import write_json_atomic
-from elmo_pipeline.interop.bilm_tf import save_bilm_tf
+from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 from elmo_pipeline.reproduce.supervisor import RunFailed, Supervisor, log_tail

@@ -18,8 +18,8 @@ from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
 from elmo_pipeline.errors import InputError, MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
-from elmo_pipeline.interop.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import check_replaceable, save_export
 from elmo_pipeline.models.source import BiLMSource
