@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_embed.py --preset small --sentences 200
     .venv/bin/python benchmarks/bench_embed.py --preset original --sentences 200
     .venv/bin/python benchmarks/bench_embed.py --preset tiny --sentences 0 --repeat 3   # memory profile, 27k lines
+    .venv/bin/python benchmarks/bench_embed.py --preset original --device cuda --precision bf16   # on a GPU
 
 The sentences come from WikiText-2 valid (``tokenize_wikitext``, paragraphs cut into sentences
 with ``split_sentences``), written one per line to a temporary file, and embedded with the same
@@ -92,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         "--buffer-size", type=int, default=None, help="sentences sorted at a time (default: 32 batches)"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="where the biLM runs: cpu (default) or cuda[:i]")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch sees no CUDA GPU")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_tokens=args.max_batch_tokens,
             precision=args.precision,
             buffer_size=args.buffer_size,
-            device="cpu",
+            device=args.device,
             progress=False,
             on_batch=on_batch,
         )
@@ -152,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": cpu_name(),
+        "device": str(device),
     }
+    if device.type == "cuda":
+        figures["gpu"] = torch.cuda.get_device_name(device)
+        figures["gpu_max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     for key, value in figures.items():
         log.info("%-28s %s", key, value)
     if args.json:

@@ -152,3 +152,23 @@ def test_every_config_field_declares_whether_it_changes_the_layers():
         new_switch: bool = dataclasses.field(default=False, metadata=NOT_LAYERS)
 
     assert "new_switch" not in Marked.layer_fields()
+
+
+def test_cache_is_built_on_the_device_it_is_given_and_the_bilm_goes_home(tmp_path, monkeypatch):
+    bilm = tiny_bilm().train()
+    reference = build_activation_cache(bilm, SENTENCES, tmp_path / "cpu")
+    moves: list[torch.device] = []
+    real_to = bilm.to
+
+    def spy_to(device, *args, **kwargs):  # a stand-in accelerator: record the move, stay on the CPU
+        moves.append(torch.device(device))
+        return real_to("cpu", *args, **kwargs)
+
+    monkeypatch.setattr(bilm, "to", spy_to)
+    cache = build_activation_cache(bilm, SENTENCES, tmp_path / "meta", device=torch.device("meta"))
+    assert moves == [torch.device("meta"), torch.device("cpu")]  # to the given device, then back where it was
+    assert bilm.training  # its mode restored too
+    np.testing.assert_allclose(
+        np.asarray(cache.activations, dtype=np.float32), np.asarray(reference.activations, dtype=np.float32), atol=2e-3
+    )
+    assert np.array_equal(cache.index, reference.index)

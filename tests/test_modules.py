@@ -12,7 +12,7 @@ from torch import nn
 from elmo_pipeline.modules.char_cnn import CharCNNEncoder
 from elmo_pipeline.modules.highway import Highway
 from elmo_pipeline.modules.lstm import LSTMPLayer
-from elmo_pipeline.modules.softmax import LMSoftmax
+from elmo_pipeline.modules.softmax import DEFAULT_LOGITS_BUDGET_BYTES, LMSoftmax
 from elmo_pipeline.text import NUM_CHARS, batch_to_char_ids
 
 
@@ -166,7 +166,8 @@ def test_char_cnn_rejects_unknown_activation() -> None:
 
 
 def test_full_nll_equals_cross_entropy() -> None:
-    softmax = LMSoftmax(input_dim=8, vocab_size=30, chunk_size=3)  # several chunks, one partial
+    softmax = LMSoftmax(input_dim=8, vocab_size=30, logits_budget_bytes=3 * 4 * 30)  # chunks of 3 rows, one partial
+    assert softmax.chunk_rows == 3
     with torch.no_grad():
         softmax.bias.normal_()
     h = torch.randn(10, 8)
@@ -175,6 +176,22 @@ def test_full_nll_equals_cross_entropy() -> None:
     expected = nn.functional.cross_entropy(logits, targets, reduction="none")
     torch.testing.assert_close(softmax.full_nll(h, targets), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(softmax.log_probs(h).gather(1, targets[:, None])[:, 0], -expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 4 * 30, 4 * 30 * 4 - 1, 4 * 30 * 7, 2**28])
+def test_full_nll_is_the_same_for_every_logits_budget(budget: int) -> None:
+    torch.manual_seed(0)
+    softmax = LMSoftmax(input_dim=8, vocab_size=30, logits_budget_bytes=budget)
+    assert softmax.chunk_rows == max(1, budget // (4 * 30))  # 0, 1 and 120 bytes: one row at a time
+    h, targets = torch.randn(13, 8), torch.randint(0, 30, (13,))  # (N, P), (N,)
+    unchunked = nn.functional.cross_entropy(h @ softmax.weight.T + softmax.bias, targets, reduction="none")  # (N,)
+    torch.testing.assert_close(softmax.full_nll(h, targets), unchunked, atol=1e-6, rtol=1e-6)
+    assert softmax.full_nll(h[:0], targets[:0]).shape == (0,)
+
+
+def test_default_logits_budget_bounds_a_large_vocabulary() -> None:
+    softmax = LMSoftmax(input_dim=4, vocab_size=793_471)  # the Original biLM's vocabulary
+    assert softmax.chunk_rows == 84 and softmax.chunk_rows * 793_471 * 4 <= DEFAULT_LOGITS_BUDGET_BYTES
 
 
 def test_log_q_is_log_uniform_and_normalised() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from elmo_pipeline.data import task_datamodule
 from elmo_pipeline.data.task_datamodule import UNK, BucketBatchSampler, TaskDataModule
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
@@ -120,3 +122,22 @@ def test_word_vectors_lowercase_lookup_and_words_of_other_splits(tmp_path):
     item = data.splits["train"][instance]
     assert item["words"][0] == [data.word_index[w.lower()] for w in tokens]  # looked up in lowercase
     assert item["chars"][0][0][0] == data.char_index[tokens[0][0]]  # the characters keep their case
+
+
+def test_caches_are_built_on_the_trainers_device(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    bilm = BiLM(BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, filters=[[1, 8], [2, 8]], num_samples=0))
+    export = save_export(tmp_path / "export", bilm)
+    data = TaskDataModule("sentiment_sst5", data_root=FIXTURES, elmo=str(export), cache_dir=str(tmp_path / "cache"))
+    assert data.cache_device() == torch.device("cpu")  # no trainer attached: the CPU
+    asked: list[torch.device] = []
+    real_build = task_datamodule.build_activation_cache
+
+    def spy_build(*args, device, **kwargs):  # record the device, build on the CPU (no GPU here)
+        asked.append(torch.device(device))
+        return real_build(*args, device="cpu", **kwargs)
+
+    monkeypatch.setattr(task_datamodule, "build_activation_cache", spy_build)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 1)))
+    data.setup("fit")
+    assert asked == [torch.device("cuda", 1)] * 2  # train and validation, on the trainer's root device

@@ -186,7 +186,9 @@ def build_activation_cache(
         sentences: the dataset, one list of tokens per sentence; cache index i is sentence i.
         root: folder that holds the caches of every biLM and dataset.
         batch_size: sentences per biLM call (sorted by length to limit padding).
-        device: where the biLM runs while building.
+        device: where the biLM runs while building (the finetuning data module passes its trainer's
+            device); the biLM goes back to where it was afterwards. The files are the same on any
+            device up to float tolerance (float32 math, stored as float16).
         keep_sentence_boundaries: cache the ``<S>``/``</S>`` positions too.
         progress: show a progress bar while building.
 
@@ -264,6 +266,7 @@ def _write(
     else:
         np.save(path, np.zeros((0, num_layers, dim), dtype=np.float16))
     was_training = bilm.training
+    home = next(bilm.parameters()).device
     bilm.to(device).eval()
     batches = list(length_sorted_batches(lengths.tolist(), batch_size)) if total else []
     runner = StreamingBiLM(bilm) if StreamingBiLM.supports(bilm) else None  # the fast path of `embed`
@@ -285,7 +288,7 @@ def _write(
             store.flush()
             del store
     finally:
-        bilm.train(was_training)
+        bilm.to(home).train(was_training)
     np.save(directory / "index.npy", np.stack([offsets, lengths], axis=1))  # (S, 2)
     meta = {
         "format": CACHE_FORMAT,

@@ -354,13 +354,20 @@ class TaskDataModule(L.LightningDataModule):
             data = self.splits[split]
             if data.cache is None:
                 log.info("%s %s: biLM layers of %d distinct texts", self.spec.name, split, len(data.texts))
-                data.cache = build_activation_cache(self.bilm, data.texts, Path(self.cache_dir), batch_size=64)
+                data.cache = build_activation_cache(
+                    self.bilm, data.texts, Path(self.cache_dir), batch_size=64, device=self.cache_device()
+                )
                 if data.cache.num_layers != self.elmo_num_layers or data.cache.dim != self.elmo_dim:
                     raise ValueError(f"{data.cache.directory}: cached layers do not match the biLM")
         if self.source is not None and self.source.random and self.match_scale and self.layer_scale is None:
             self.layer_scale = self._matched_scale()
             for data in self.splits.values():
                 data.layer_scale = self.layer_scale
+
+    def cache_device(self) -> torch.device:
+        """Where the biLM runs while the caches are built: the attached trainer's device (its rank's GPU), else CPU."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def _matched_scale(self, sample_size: int = 2000) -> list[float]:
         """Per-layer factors that give the random control the pretrained biLM's layer RMS.
@@ -374,9 +381,9 @@ class TaskDataModule(L.LightningDataModule):
         random.Random(0).shuffle(order)
         sample = [texts[i] for i in sorted(order[:sample_size])]
         pretrained = BiLMSource(self.source.paths).load(frozen=True)
-        root = Path(self.cache_dir)
-        target = layer_rms(build_activation_cache(pretrained, sample, root, batch_size=64))
-        current = layer_rms(build_activation_cache(self.bilm, sample, root, batch_size=64))
+        root, device = Path(self.cache_dir), self.cache_device()
+        target = layer_rms(build_activation_cache(pretrained, sample, root, batch_size=64, device=device))
+        current = layer_rms(build_activation_cache(self.bilm, sample, root, batch_size=64, device=device))
         scale = [t / c if c > 0 else 1.0 for t, c in zip(target, current, strict=True)]
         log.info(
             "%s: random control scaled per layer by %s (layer RMS %s -> the pretrained biLM's %s)",

@@ -17,6 +17,10 @@ import math
 import torch
 from torch import nn
 
+# bytes of the float32 (rows, V) logits block that the full softmax computes at once: 256 MiB is 84 rows
+# of the Original biLM's 793,471 words (a fixed 2,048 rows was 6.5 GB there), 3,355 rows of a 20,000-word one
+DEFAULT_LOGITS_BUDGET_BYTES = 256 * 2**20
+
 
 class LMSoftmax(nn.Module):
     """Softmax over a V-word vocabulary from P-dimensional LSTM outputs.
@@ -25,14 +29,22 @@ class LMSoftmax(nn.Module):
         input_dim: P.
         vocab_size: V.
         num_samples: negatives for the sampled loss (0: always the full softmax).
-        chunk_size: rows of the full softmax computed at once (bounds the (N, V) logits' memory).
+        logits_budget_bytes: memory of the float32 (rows, V) logits block of the full softmax; the rows
+            computed at once are ``max(1, logits_budget_bytes // (4 V))`` (:attr:`chunk_rows`).
     """
 
-    def __init__(self, input_dim: int, vocab_size: int, num_samples: int = 0, chunk_size: int = 2048) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        vocab_size: int,
+        num_samples: int = 0,
+        logits_budget_bytes: int = DEFAULT_LOGITS_BUDGET_BYTES,
+    ) -> None:
         super().__init__()
         if vocab_size < 4:
             raise ValueError(f"softmax: vocab_size must be at least 4, got {vocab_size} (--model.bilm.vocab_size)")
-        self.vocab_size, self.num_samples, self.chunk_size = vocab_size, min(num_samples, vocab_size), chunk_size
+        self.vocab_size, self.num_samples = vocab_size, min(num_samples, vocab_size)
+        self.logits_budget_bytes = logits_budget_bytes
         self.weight = nn.Parameter(torch.empty(vocab_size, input_dim))
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         nn.init.normal_(self.weight, std=input_dim**-0.5)
@@ -41,15 +53,18 @@ class LMSoftmax(nn.Module):
         """Args: h (..., P). Returns: (..., V) log-probabilities."""
         return torch.log_softmax(nn.functional.linear(h, self.weight, self.bias).float(), dim=-1)
 
+    @property
+    def chunk_rows(self) -> int:
+        """Rows of the full softmax computed at once, so that their float32 (rows, V) logits fit the budget."""
+        return max(1, self.logits_budget_bytes // (4 * self.vocab_size))
+
     def full_nll(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Args: h (N, P), targets (N,). Returns: (N,) negative log-likelihoods."""
-        out = []
-        for start in range(0, h.shape[0], self.chunk_size):
-            logits = nn.functional.linear(h[start : start + self.chunk_size], self.weight, self.bias)  # (n, V)
-            out.append(
-                nn.functional.cross_entropy(logits.float(), targets[start : start + self.chunk_size], reduction="none")
-            )
-        return torch.cat(out) if out else h.new_zeros(0)
+        out, rows = [], self.chunk_rows
+        for start in range(0, h.shape[0], rows):
+            logits = nn.functional.linear(h[start : start + rows], self.weight, self.bias)  # (n, V)
+            out.append(nn.functional.cross_entropy(logits.float(), targets[start : start + rows], reduction="none"))
+        return torch.cat(out) if out else h.new_zeros(0)  # (N,)
 
     def log_q(self, ids: torch.Tensor) -> torch.Tensor:
         """log q(k) of the log-uniform sampler."""
