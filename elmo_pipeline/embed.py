@@ -131,11 +131,6 @@ def scan_input(path: str | Path) -> tuple[int, int]:
     return count, tokens
 
 
-def check_input(path: str | Path) -> int:
-    """Check every line of ``path`` (streamed) and return how many sentences it holds."""
-    return scan_input(path)[0]
-
-
 def check_output(input_path: str | Path, output_path: str | Path, overwrite: bool = False) -> None:
     """Refuse an output that would destroy a file: the input itself, a folder, or (unasked) an existing file."""
     input_path, output_path = Path(input_path), Path(output_path)
@@ -302,7 +297,7 @@ def embed_file(
         )
     total, total_tokens = scan_input(input_path)
     bilm = bilm.to(target).eval()
-    runner = StreamingBiLM(bilm, precision, chunk_tokens) if StreamingBiLM.supports(bilm) else None
+    runner = StreamingBiLM.for_bilm(bilm, precision, chunk_tokens)
     return write_embeddings(
         bilm,
         runner,

@@ -13,11 +13,14 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from elmo_pipeline.embed import DiskFullWhileWriting, check_output, embed_file
-from elmo_pipeline.errors import UserError, WouldOverwriteError
+from elmo_pipeline.embed_shards import embed_sharded
+from elmo_pipeline.errors import UserError
 from elmo_pipeline.files import terminate_as_interrupt
+from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.source import BILM_HELP, BiLMSource
 from elmo_pipeline.models.streaming import LAYER_MODES, PRECISIONS
 
@@ -108,28 +111,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("several --input files need --shard-lines (one file per shard, numbered across the inputs)")
     if args.shard_lines is None and (args.devices != 1 or args.num_nodes != 1):
         parser.error("--devices and --num-nodes need --shard-lines")
-    if args.shard_lines is not None:
-        return _sharded_main(args)
-    args.input = args.input[0]
+    return _reporting_errors(_single_file if args.shard_lines is None else _sharded, args)
+
+
+def _reporting_errors(job: Callable[[argparse.Namespace, BiLM], object], args: argparse.Namespace) -> int:
+    """Load the biLM and run ``job``: a user's error is one line (exit 1); SIGTERM cleans up as Ctrl-C does."""
     try:
-        check_output(args.input, args.output, args.overwrite)  # before the model loads: fail fast
-        source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
-        bilm = source.load()
-        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: no .partial left behind
-            embed_file(
-                bilm,
-                args.input,
-                args.output,
-                layers=args.layers,
-                batch_size=args.batch_size,
-                max_batch_tokens=args.max_batch_tokens,
-                device=args.device,
-                precision=args.precision,
-                chunk_tokens=args.chunk_tokens,
-                buffer_size=args.buffer_size,
-                progress=not args.no_progress,
-                overwrite=args.overwrite,
-            )
+        if args.shard_lines is None:  # before the model loads: fail fast
+            check_output(args.input[0], args.output, args.overwrite)
+        bilm = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights)).load()
+        with terminate_as_interrupt():  # no .partial left behind
+            job(args, bilm)
     except DiskFullWhileWriting as err:
         sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
         sys.stderr.flush()
@@ -140,41 +132,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sharded_main(args: argparse.Namespace) -> int:
-    from elmo_pipeline.embed_shards import embed_sharded  # Lightning: only for a sharded run
+def _single_file(args: argparse.Namespace, bilm: BiLM) -> None:
+    embed_file(
+        bilm,
+        args.input[0],
+        args.output,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        device=args.device,
+        precision=args.precision,
+        chunk_tokens=args.chunk_tokens,
+        buffer_size=args.buffer_size,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
 
-    try:
-        for path in args.input:
-            if args.output.exists() and path.exists() and args.output.resolve() == path.resolve():
-                raise WouldOverwriteError(f"--output {args.output} is an input file; give a folder for the shards")
-        source = BiLMSource.parse(args.bilm if args.bilm is not None else (args.options, args.weights))
-        bilm = source.load()
-        with terminate_as_interrupt():
-            shards = embed_sharded(
-                bilm,
-                list(args.input),
-                args.output,
-                args.shard_lines,
-                layers=args.layers,
-                precision=args.precision,
-                device=args.device,
-                devices=args.devices,
-                num_nodes=args.num_nodes,
-                batch_size=args.batch_size,
-                max_batch_tokens=args.max_batch_tokens,
-                chunk_tokens=args.chunk_tokens,
-                buffer_size=args.buffer_size,
-                progress=not args.no_progress,
-            )
-    except DiskFullWhileWriting as err:
-        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
-        sys.stderr.flush()
-        os._exit(1)
-    except (UserError, ValueError, OSError) as err:
-        sys.stderr.write(f"elmo-pipeline embed: error: {err}\n")
-        return 1
+
+def _sharded(args: argparse.Namespace, bilm: BiLM) -> None:
+    shards = embed_sharded(
+        bilm,
+        list(args.input),
+        args.output,
+        args.shard_lines,
+        layers=args.layers,
+        precision=args.precision,
+        device=args.device,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        chunk_tokens=args.chunk_tokens,
+        buffer_size=args.buffer_size,
+        progress=not args.no_progress,
+    )
     log.info("%s: this process is done; %d shard(s) finished so far", args.output, len(shards))
-    return 0
 
 
 if __name__ == "__main__":

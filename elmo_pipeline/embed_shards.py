@@ -210,23 +210,18 @@ def embed_sharded(
         folder / "shard.hdf5",
         _dataset_bytes(bilm, layers, sum(s.tokens for s in left)) + DATASET_OVERHEAD * sum(s.lines for s in left),
     )
-    runners: dict[str, tuple[BiLM, StreamingBiLM | None]] = {}
+    runner: list[StreamingBiLM | None] = []  # made once per process, on its device, at its first shard
 
     def work(index: int, rank_device: torch.device) -> None:
         shard, output = shards[index], shard_path(folder, index)
         if output.exists():  # finished by an earlier run: never rewritten
             return
-        target = resolve_device(device) if device != "auto" else rank_device
-        if str(target) not in runners:
-            model = bilm.to(target).eval()
-            runners[str(target)] = (
-                model,
-                StreamingBiLM(model, precision, chunk_tokens) if StreamingBiLM.supports(model) else None,
-            )
-        model, runner = runners[str(target)]
+        if not runner:
+            bilm.to(resolve_device(device) if device != "auto" else rank_device).eval()
+            runner.append(StreamingBiLM.for_bilm(bilm, precision, chunk_tokens))
         write_embeddings(
-            model,
-            runner,
+            bilm,
+            runner[0],
             shard_sentences(inputs[shard.input], shard),
             shard.lines,
             shard.tokens,

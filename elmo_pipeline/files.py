@@ -23,14 +23,7 @@ def write_json_atomic(path: str | Path, record: Any) -> None:
     ``reproduce`` treats a run's ``results.json`` as the proof that the run finished, so a crash in the
     middle of a write must never leave a partial file under that name.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

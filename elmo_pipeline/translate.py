@@ -16,7 +16,6 @@ import argparse
 import logging
 import math
 import os
-import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from elmo_pipeline.errors import (
     MissingFileError,
     UnsafeCheckpointError,
     WouldOverwriteError,
-    unpickling_reason,
 )
 from elmo_pipeline.files import disk_full, is_disk_full, write_bytes_atomic
 from elmo_pipeline.models.bilm import check_finite
@@ -38,6 +36,7 @@ from elmo_pipeline.models.search import beam_search
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.models.target_lm import TargetLM
+from elmo_pipeline.models.weights_only import first_line, load_weights_only
 from elmo_pipeline.text.tokenize import detokenize, tokenize
 from elmo_pipeline.text.vocab import Vocabulary
 
@@ -48,27 +47,11 @@ SAVED_KEYS = ("config", "lm", "lm_weight", "beam", "length_penalty", "source_wor
 DAMAGED = "the file is damaged or not a seq2seq.pt; give the run folder of `elmo-pipeline seq2seq`"
 
 
-def _first_line(err: BaseException) -> str:
-    """The error's type and the first line of its message, short enough for one line."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
-
-
 def _read_saved(path: Path) -> dict[str, Any]:
     """The dict of a ``seq2seq.pt``, loaded weights-only; anything else is one line naming the file."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" not in str(err).lower():  # a damaged pickle stream
-            raise InputError(f"--model {path}: cannot be read ({_first_line(err)}); {DAMAGED}") from None
-        # weights_only refused an object: loading it could run code
-        raise UnsafeCheckpointError(
-            f"--model {path}: holds objects other than tensors and plain data, and loading it could run code; it "
-            f"was not loaded ({unpickling_reason(err)}). Use only models you trained or trust"
-        ) from None
-    except Exception as err:  # a truncated, empty or foreign file fails in many ways (EOFError,
-        # RuntimeError of the zip reader, OSError [Errno 22], KeyError or IndexError of the legacy format ...)
-        raise InputError(f"--model {path}: cannot be read ({_first_line(err)}); {DAMAGED}") from None
+    saved = load_weights_only(
+        path, f"--model {path}:", damaged_fix=DAMAGED, unsafe_fix="Use only models you trained or trust"
+    )
     missing = [k for k in SAVED_KEYS if not isinstance(saved, dict) or k not in saved]
     if missing:
         raise InputError(
@@ -222,7 +205,7 @@ def load_translator(path: str | Path, lm: str | None = None) -> tuple[Seq2Seq, d
     except RuntimeError as err:  # a tensor of another shape: name it, not the header of torch's list
         mismatch = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), None)
         raise InputError(
-            f"--model {path}: the weights do not fit its config ({(mismatch or _first_line(err))[:200]}); {DAMAGED}"
+            f"--model {path}: the weights do not fit its config ({(mismatch or first_line(err))[:200]}); {DAMAGED}"
         ) from None
     missing = [k for k in result.missing_keys if not k.startswith("lm.")]
     if missing or result.unexpected_keys:

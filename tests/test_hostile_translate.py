@@ -247,7 +247,7 @@ def _edit(**changes):
 DAMAGES = {
     "crafted pickle": (lambda m: torch.save({"config": _Payload()}, m), "loading it could run code"),
     "plain pickle": (lambda m: m.write_bytes(pickle.dumps({"config": 1})), "was not loaded"),
-    "empty": (lambda m: m.write_bytes(b""), "cannot be read (EOFError)"),
+    "empty": (lambda m: m.write_bytes(b""), "cannot be read (truncated or corrupt? EOFError)"),
     "truncated": (lambda m: m.write_bytes(m.read_bytes()[: m.stat().st_size // 3]), "cannot be read"),
     "text": (lambda m: m.write_text("hello\n"), "cannot be read"),
     "foreign dict": (lambda m: torch.save({"weights": torch.zeros(2)}, m), "not a seq2seq.pt of elmo-pipeline (no"),

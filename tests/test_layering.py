@@ -68,7 +68,6 @@ def test_no_module_imports_from_its_own_package_face():
 # function -> why its imports are lazy (nothing here dodges an import cycle)
 LAZY_IMPORTS = {
     "reproduce/report.py:log_table_to_wandb": "W&B and Lightning load only when a table is logged",
-    "embed_cli.py:_sharded_main": "embed's entry for --shard-lines; the single-file path starts without Lightning",
     "embed_shards.py:embed_sharded": "Lightning loads only for a sharded run, not for the reader or the merge",
 }
 

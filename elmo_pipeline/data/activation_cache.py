@@ -269,7 +269,7 @@ def _write(
     home = next(bilm.parameters()).device
     bilm.to(device).eval()
     batches = list(length_sorted_batches(lengths.tolist(), batch_size)) if total else []
-    runner = StreamingBiLM(bilm) if StreamingBiLM.supports(bilm) else None  # the fast path of `embed`
+    runner = StreamingBiLM.for_bilm(bilm)  # the fast path of `embed`
     try:
         with torch.inference_mode():
             for chunk in tqdm(batches, desc="cache", disable=not progress):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ import torch
 from elmo_pipeline.errors import (
     InputError,
     MissingFileError,
-    UnsafeCheckpointError,
     WouldOverwriteError,
-    unpickling_reason,
 )
 from elmo_pipeline.files import disk_full, is_disk_full
 from elmo_pipeline.models.bilm import BiLM, check_finite
 from elmo_pipeline.models.config import BiLMConfig
+from elmo_pipeline.models.weights_only import load_weights_only
 from elmo_pipeline.text.vocab import Vocabulary
 
 FORMAT_VERSION = 1
@@ -92,19 +90,13 @@ def check_replaceable(directory: str | Path) -> None:
 
 def _load_weights(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
     """A ``weights.pt``'s tensors, loaded weights-only; anything else is one line naming the file."""
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # weights_only refused an object: loading it could run code
-        first = unpickling_reason(err)
-        raise UnsafeCheckpointError(
-            f"{path}: holds objects other than tensors, and loading it could run code; it was not loaded ({first}). "
-            "Use only exports you made or trust, or export the biLM again"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:  # truncated, or not a torch file
-        raise InputError(
-            f"{path}: cannot be read as a torch state dict ({str(err).strip().splitlines()[0][:200]}); the file is "
-            "damaged or incomplete. Export the biLM again"
-        ) from None
+    state = load_weights_only(
+        path,
+        f"{path}:",
+        damaged_fix="export the biLM again",
+        unsafe_fix="Use only exports you made or trust, or export the biLM again",
+        map_location=map_location,
+    )
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: holds {type(state).__name__}, not a state dict of tensors; export the biLM again")
     return state

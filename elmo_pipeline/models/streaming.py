@@ -103,6 +103,11 @@ class StreamingBiLM:
         self._slots: dict[str, int] = {}
         self._vectors = torch.zeros(1, self.P, device=self.device)  # (1 + cached, P), grown as needed
 
+    @classmethod
+    def for_bilm(cls, bilm: BiLM, precision: Precision = "fp32", chunk_tokens: int = 1024) -> StreamingBiLM | None:
+        """The runner of ``bilm``, or None for cells it does not implement (callers then use ``BiLM.forward``)."""
+        return cls(bilm, precision, chunk_tokens) if cls.supports(bilm) else None
+
     @staticmethod
     def supports(bilm: BiLM) -> bool:
         """Whether every recurrent layer of ``bilm`` is an LSTMP layer (the cells this runner implements)."""

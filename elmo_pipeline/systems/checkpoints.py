@@ -11,8 +11,6 @@ there it is an error that says where it looked, never a silent fresh start.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from elmo_pipeline.errors import InputError, MissingFileError, UnsafeCheckpointError, unpickling_reason
+from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.models.weights_only import load_weights_only
 
 # types besides tensors and plain data that a checkpoint of this package may hold (none so far: the
 # systems save their hyper-parameters as plain dicts). Add a type here only if it cannot run code.
@@ -40,21 +39,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint {path}: no such file")
-    try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        first = unpickling_reason(err)
-        raise UnsafeCheckpointError(
-            f"checkpoint {path} holds objects other than tensors and plain data, and loading it could run code; "
-            f"it was not loaded ({first[:200]}). Use only checkpoints you made or trust; to load a trusted one "
-            "anyway, pass --weights_only false"
-        ) from err
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise InputError(
-            f"checkpoint {path} cannot be read (truncated or corrupt? {type(err).__name__}: {str(err)[:200]}); "
-            "resume from an earlier checkpoint, or start a new run without --ckpt_path"
-        ) from err
+    checkpoint = load_weights_only(
+        path,
+        f"checkpoint {path}",
+        damaged_fix="resume from an earlier checkpoint, or start a new run without --ckpt_path",
+        unsafe_fix="Use only checkpoints you made or trust; to load a trusted one anyway, pass --weights_only false",
+        map_location=map_location,
+        mmap=mmap,
+        safe_globals=SAFE_GLOBALS,
+    )
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise InputError(f"checkpoint {path} is not a Lightning checkpoint (no state_dict in it)")
     return checkpoint
