@@ -85,9 +85,10 @@ def significance(records: dict[str, list[dict]]) -> list[str]:
     out = [
         "## Is a fusion arm better than no fusion?",
         "",
-        "Welch's t over the seeds' test BLEU (two-sided), and sacrebleu's paired bootstrap of each seed's test",
-        "translations against the same seed's no-fusion ones (1,000 resamples; p: sacrebleu's estimate that a",
-        "difference this large, either way, arises by chance). An arm whose val chose λ = 0 is no fusion, untested.",
+        "Welch's t over the seeds' test BLEU (the seeds are the samples; two-sided), and sacrebleu's paired",
+        "bootstrap of each seed's test",
+        "translations against the same seed's no-fusion ones (resampling the 1,000 test sentences 1,000 times;",
+        "two-sided: sacrebleu tests the absolute difference). An arm whose val chose λ = 0 is no fusion, untested.",
         "",
         "| arm vs no fusion | Δ test BLEU (mean) | Welch p (two-sided) | paired bootstrap p per seed |",
         "|---|---|---|---|",
