@@ -23,7 +23,7 @@ class DumpRank(Callback):
         self.out, self.seen = out, []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self.seen.extend(batch["forward_targets"][:, 0].tolist())
+        self.seen.append(batch["forward_targets"][:, 0].tolist())  # each sentence's first word, batch by batch
 
     def on_train_end(self, trainer, pl_module) -> None:
         rank = trainer.global_rank

@@ -87,9 +87,10 @@ def test_stream_is_deterministic_and_epochs_differ(tmp_path):
 
 
 def test_ranks_split_the_batches_evenly_without_overlap(tmp_path):
+    """With shard_reading off, the ranks share the single-process order (evaluation always does)."""
     corpus = _write(tmp_path / "c.txt", [f"w{i} x ." for i in range(58)])
     vocab = build_vocabulary([corpus])
-    kwargs = dict(batch_size=4, shuffle_buffer=10, seed=1)
+    kwargs = dict(batch_size=4, shuffle_buffer=10, seed=1, shard_reading=False)
     full = _ids(LMBatches([corpus], vocab, **kwargs))  # 15 batches
     ranks = [_ids(LMBatches([corpus], vocab, rank=r, world_size=2, **kwargs)) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 7  # the 15th batch is dropped: ranks stay in step

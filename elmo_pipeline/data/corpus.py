@@ -147,3 +147,120 @@ def _caused_by(err: BaseException | None, kinds: tuple[type[BaseException], ...]
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def _decode(raw: bytes, path: Path, offset: int | None, line: int | None, encoding_errors: str) -> list[str]:
+    """The lines of one raw line, split at universal newlines (``\\n``, ``\\r\\n``, ``\\r``) as the
+    ``datasets`` text reader splits (so the parts hold exactly the lines of the whole file); a byte
+    that is not UTF-8 is an error naming the file and line (``strict``) or U+FFFD (``replace``)."""
+    try:
+        text = raw.decode("utf-8", encoding_errors)
+    except UnicodeDecodeError as err:
+        number = line if line is not None else _line_at(path, offset or 0)
+        raise InputError(
+            f"{path}:{number}: byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8; convert the "
+            "file (e.g. `iconv -f latin1 -t utf-8`) or set --data.encoding_errors replace to replace and count "
+            "such bytes"
+        ) from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The 1-based number of the line that starts at byte ``offset`` of a plain file (for error messages)."""
+    newlines, done = 0, 0
+    with open(path, "rb") as fh:
+        while done < offset:
+            chunk = fh.read(min(1 << 20, offset - done))
+            if not chunk:
+                break
+            newlines += chunk.count(b"\n")
+            done += len(chunk)
+    return newlines + 1
+
+
+def _byte_range_lines(path: Path, start: int, end: int, encoding_errors: str) -> Iterator[str]:
+    """The lines of a plain file that *start* in bytes ``[start, end)``: a line crossing ``end`` is
+    read whole here, and the part that begins at ``end`` skips it, so parts never share or lose a line."""
+    with open(path, "rb") as fh:
+        position = start
+        if start > 0:
+            fh.seek(start - 1)
+            if fh.read(1) != b"\n":  # mid-line: that line belongs to the part before
+                position += len(fh.readline())
+        while position < end:
+            raw = fh.readline()
+            if not raw:
+                break
+            yield from _decode(raw, path, position, None, encoding_errors)
+            position += len(raw)
+
+
+def _strided_lines(paths: list[Path], part: int, parts: int, encoding_errors: str) -> Iterator[str]:
+    """Every ``parts``-th line of ``paths`` read one after another, from line ``part``: for files that
+    cannot be split by bytes (gzip), read whole by every part but decoded and kept by one."""
+    index = 0
+    for path in paths:
+        lines = 0
+        try:
+            with _open_text(path) as fh:
+                for lines, raw in enumerate(fh, start=1):  # noqa: B007 (the count is the message)
+                    if index % parts == part:
+                        yield from _decode(raw, path, None, lines, encoding_errors)
+                    index += 1
+        except _GZIP_ERRORS as error:
+            raise _corrupt_gzip(path, lines, error) from None
+
+
+def iter_part_lines(source: str, part: int, parts: int, encoding_errors: str = "strict") -> Iterator[str]:
+    """The lines of part ``part`` of ``parts`` disjoint parts of one source; together the parts hold
+    every line of the source once.
+
+    Plain files are split by byte ranges of the source's files laid end to end, each line going to
+    the part its first byte falls in, so each part reads about 1/``parts`` of the bytes. Gzip files
+    cannot be entered mid-stream: with at least ``parts`` of them, part k reads files k, k + parts, ...
+    whole; with fewer, every part reads them and keeps every ``parts``-th line. A ``hf:`` source is
+    strided the same way.
+
+    Raises:
+        InputError: naming the file and line of the first non-UTF-8 byte of this part (strict mode).
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"corpus: part {part} of {parts} does not exist")
+    if encoding_errors not in ("strict", "replace"):
+        raise ValueError(f"corpus: encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
+    if source.startswith("hf:"):
+        yield from (
+            line
+            for index, line in enumerate(iter_lines(source, encoding_errors=encoding_errors))
+            if index % parts == part
+        )
+        return
+    files = resolve_files(source)
+    plain = [path for path in files if path.suffix != ".gz"]
+    gzipped = [path for path in files if path.suffix == ".gz"]
+    sizes = [path.stat().st_size for path in plain]
+    total = sum(sizes)
+    start, end = part * total // parts, (part + 1) * total // parts
+    offset = 0
+    for path, size in zip(plain, sizes):
+        local_start, local_end = max(start - offset, 0), min(end - offset, size)
+        if local_start < local_end:
+            yield from _byte_range_lines(path, local_start, local_end, encoding_errors)
+        offset += size
+    if len(gzipped) >= parts:
+        for path in gzipped[part::parts]:
+            yield from _strided_lines([path], 0, 1, encoding_errors)
+    elif gzipped:
+        if part == 0:
+            log.info(
+                "%s: %d gzip file(s) for %d readers: each reads them whole and keeps every %d-th line "
+                "(split the corpus into at least %d files, or un-gzip it, for each to read 1/%d)",
+                source,
+                len(gzipped),
+                parts,
+                parts,
+                parts,
+                parts,
+            )
+        yield from _strided_lines(gzipped, part, parts, encoding_errors)

@@ -9,19 +9,32 @@ Each batch is a dict::
     num_truncated     ()         int64   tokens longer than 48 bytes (their characters were cut)
     num_replaced      ()         int64   tokens holding U+FFFD (undecodable bytes, encoding_errors=replace)
 
-The order of batches is a pure function of (seed, epoch): the stream is deterministic, every rank
-of a distributed run computes the same global sequence of batches and keeps every world_size-th,
-and DataLoader workers split a rank's batches round-robin. Every rank gets the same number of
-batches, so that no rank waits in a collective (DDP's buffer broadcast, a metric's sync) for one
-that has none: training drops a trailing incomplete round; evaluation keeps every batch and gives
-the ranks without one in that round an empty batch (:func:`empty_batch`: no target, no token), so a
-metric summed over the ranks is exactly the one over the whole set. That is what makes resuming exact: the
-loader saves how many batches of the epoch were consumed and, on resume, skips exactly those.
+The order of batches is a pure function of (seed, epoch) and the number of readers, so that resuming
+is exact: the loader saves how many batches of the epoch were consumed and, on resume, skips exactly
+those. Every rank gets the same number of batches, so that no rank waits in a collective (DDP's
+gradient all-reduce, its buffer broadcast, a metric's sync) for one that has none.
+
+**Training reads the corpus in parts** (``shard_reading``, the default). With R readers (ranks x
+DataLoader workers, at least 1 each), reader r reads only part r of R of every source
+(:func:`~elmo_pipeline.data.corpus.iter_part_lines`: byte ranges of plain files, whole gzip files), so
+N ranks read and tokenise 1/N of the corpus each. The parts differ a little in size, so an epoch is
+``epoch_batches`` batches for every reader, the most that any reader's part makes (counted once per
+run, before the first epoch, and agreed over the ranks): a reader whose part makes fewer goes on into
+a fresh shuffle of its part, so no sentence is dropped and the ranks stay in step. A rank's workers
+are its readers and the DataLoader takes their batches in turn. ``shard_reading=False`` is the
+single-process order at any scale: every rank reads the whole corpus, computes one global sequence of
+batches and keeps every world_size-th (dropping a trailing incomplete round), and workers split a
+rank's batches round-robin.
+
+**Evaluation** keeps that global order and every batch: the ranks without a batch in the last round
+get an empty batch (:func:`empty_batch`: no target, no token), so a metric summed over the ranks is
+exactly the one over the whole set.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import random
 from collections import Counter
@@ -32,7 +45,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from elmo_pipeline.data.corpus import iter_lines, resolve_files
+from elmo_pipeline.data.corpus import iter_lines, iter_part_lines, resolve_files
 from elmo_pipeline.errors import InputError, WouldOverwriteError
 from elmo_pipeline.files import OutputLock
 from elmo_pipeline.models.bilm import IGNORE
@@ -60,21 +73,33 @@ def sentences_from_lines(lines: Iterator[str], tokenizer: Tokenizer, max_tokens:
 
 
 def mix_sources(
-    sources: list[str], weights: list[float] | None, rng: random.Random, encoding_errors: str = "strict"
+    sources: list[str],
+    weights: list[float] | None,
+    rng: random.Random,
+    encoding_errors: str = "strict",
+    part: int = 0,
+    parts: int = 1,
 ) -> Iterator[str]:
     """Interleave the lines of several sources, drawing source i with probability ``weights[i]``.
 
     A source that runs out starts again; the mix ends once every source has been read to its end at
     least once (so every line is seen each epoch, and small sources are repeated as their weight asks).
+    With ``parts`` > 1 it mixes part ``part`` of each source (:func:`iter_part_lines`).
     """
+
+    def read(source: str) -> Iterator[str]:
+        if parts == 1:
+            return iter_lines(source, encoding_errors=encoding_errors)
+        return iter_part_lines(source, part, parts, encoding_errors)
+
     if weights is None:
         weights = [1.0] * len(sources)
     if len(weights) != len(sources) or min(weights) <= 0:
         raise ValueError(f"lm data: need one positive weight per source, got {weights} for {len(sources)} sources")
     if len(sources) == 1:
-        yield from iter_lines(sources[0], encoding_errors=encoding_errors)
+        yield from read(sources[0])
         return
-    iterators = [iter_lines(s, encoding_errors=encoding_errors) for s in sources]
+    iterators = [read(s) for s in sources]
     finished = [False] * len(sources)
     while not all(finished):
         i = rng.choices(range(len(sources)), weights=weights)[0]
@@ -82,7 +107,7 @@ def mix_sources(
             yield next(iterators[i])
         except StopIteration:
             finished[i] = True
-            iterators[i] = iter_lines(sources[i], encoding_errors=encoding_errors)
+            iterators[i] = read(sources[i])
 
 
 def shuffled(items: Iterator[Any], buffer_size: int, rng: random.Random) -> Iterator[Any]:
@@ -186,6 +211,8 @@ class LMBatches(IterableDataset):
         even_shards: drop a trailing incomplete round so every rank gets as many batches (training);
             False keeps every batch and pads the ranks left without one in that round with an empty
             batch (evaluation: every batch counts, and the ranks still run as many steps).
+        shard_reading: with ``even_shards`` and more than one reader, each reader reads its part of
+            the corpus only (the module docstring); False: every rank reads the whole corpus.
     """
 
     def __init__(
@@ -204,6 +231,7 @@ class LMBatches(IterableDataset):
         max_sentences: int | None = None,
         encoding_errors: str = "strict",
         even_shards: bool = True,
+        shard_reading: bool = True,
     ) -> None:
         if not sources:
             raise ValueError("lm data: no corpus source given (--data.sources)")
@@ -213,13 +241,14 @@ class LMBatches(IterableDataset):
         self.max_tokens, self.batch_size, self.bucket_batches = max_tokens, batch_size, bucket_batches
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
         self.max_sentences, self.encoding_errors, self.even_shards = max_sentences, encoding_errors, even_shards
+        self.shard_reading = shard_reading
+        self.readers_per_rank = 1  # the DataLoader's workers (set by ResumableLoader)
+        self.epoch_batches: int | None = None  # batches of every reader per epoch (read in parts)
         self.epoch = 0
         self.skip = 0  # batches of this rank to skip (resuming mid-epoch)
 
-    def global_batches(self) -> Iterator[list[list[str]]]:
-        """Every rank's batches, in the one deterministic order of this epoch."""
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        lines = mix_sources(self.sources, self.weights, rng, self.encoding_errors)
+    def _batches(self, lines: Iterator[str], rng: random.Random) -> Iterator[list[list[str]]]:
+        """Lines -> sentences -> (shuffled) -> length-bucketed batches of sentences."""
         sentences = sentences_from_lines(lines, self.tokenizer, self.max_tokens)
         if self.max_sentences is not None:
             sentences = (s for s, _ in zip(sentences, range(self.max_sentences)))
@@ -228,6 +257,11 @@ class LMBatches(IterableDataset):
         return bucketed_batches(
             sentences, self.batch_size, self.bucket_batches, rng if self.shuffle_buffer > 1 else None
         )
+
+    def global_batches(self) -> Iterator[list[list[str]]]:
+        """Every rank's batches, in the one deterministic order of this epoch."""
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        return self._batches(mix_sources(self.sources, self.weights, rng, self.encoding_errors), rng)
 
     def rank_batches(self) -> Iterator[list[list[str]]]:
         """This rank's batches: the ``rank``-th of each round of ``world_size`` batches.
@@ -247,13 +281,85 @@ class LMBatches(IterableDataset):
         if not self.even_shards and round_:
             yield round_[self.rank] if self.rank < len(round_) else []
 
+    @property
+    def readers(self) -> int:
+        """How many readers share the corpus: ranks x workers."""
+        return self.world_size * self.readers_per_rank
+
+    @property
+    def reads_in_parts(self) -> bool:
+        """Whether each reader reads its own part of the corpus (training, more than one reader)."""
+        return self.shard_reading and self.even_shards and self.readers > 1
+
+    def part_batches(self, reader: int, epoch: int, fill: int = 0) -> Iterator[list[list[str]]]:
+        """One pass over reader ``reader``'s part of the corpus; ``fill`` > 0 are further passes of an
+        epoch (:meth:`reader_batches`), each shuffled anew."""
+        rng = random.Random(f"{self.seed}/{epoch}/{reader}/{self.readers}/{fill}")
+        lines = mix_sources(self.sources, self.weights, rng, self.encoding_errors, part=reader, parts=self.readers)
+        return self._batches(lines, rng)
+
+    def count_part_batches(self, reader: int) -> int:
+        """The batches one pass over a reader's part makes (its sentences are read, not turned into tensors)."""
+        return sum(1 for _ in self.part_batches(reader, epoch=0))
+
+    def reader_batches(self, reader: int) -> Iterator[list[list[str]]]:
+        """The ``epoch_batches`` batches of one reader in this epoch: its part, then fresh passes over it.
+
+        Raises:
+            InputError: the reader's part holds no sentence (a corpus too small for so many readers).
+        """
+        if self.epoch_batches is None:
+            raise RuntimeError("lm data: epoch_batches is not set; ResumableLoader counts it before the first epoch")
+        produced = 0
+        for fill in itertools.count():
+            before = produced
+            for batch in self.part_batches(reader, self.epoch, fill):
+                if produced == self.epoch_batches:
+                    if fill == 0:  # a weighted mix draws a different number of lines each epoch
+                        log.warning(
+                            "lm data: reader %d's pass of epoch %d makes more than the %d batches of an epoch "
+                            "(its weighted mix drew more lines than at the count); the rest is not read this epoch",
+                            reader,
+                            self.epoch,
+                            self.epoch_batches,
+                        )
+                    return
+                yield batch
+                produced += 1
+            if produced == self.epoch_batches:
+                return
+            if produced == before:
+                raise InputError(_too_small(self.sources, self.readers))
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # The DataLoader takes its workers' batches in turn from worker 0, also when it resumes after
+        # `skip` batches; so worker i plays the part of worker (i + skip) % W of the uninterrupted
+        # epoch, whose turn comes first, and the resumed order is the uninterrupted one.
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        role = (worker + self.skip) % num_workers
+        if self.reads_in_parts:
+            if num_workers != self.readers_per_rank:
+                raise RuntimeError(
+                    f"lm data: {num_workers} DataLoader workers read {self.readers_per_rank} parts per rank; "
+                    "iterate through ResumableLoader"
+                )
+            done = max(0, -(-(self.skip - role) // num_workers))  # the role's batches among the first `skip`
+            reader_batches = self.reader_batches(self.rank * num_workers + role)
+            for sentences in itertools.islice(reader_batches, done, None):
+                yield make_batch(sentences, self.vocab)
+            return
         for index, sentences in enumerate(self.rank_batches()):
-            if index < self.skip or index % num_workers != worker:
-                continue
-            yield make_batch(sentences, self.vocab)
+            if index >= self.skip and index % num_workers == role:
+                yield make_batch(sentences, self.vocab)
+
+
+def _too_small(sources: list[str], readers: int) -> str:
+    return (
+        f"lm data: {', '.join(sources)} is too small to read in {readers} parts (ranks x DataLoader workers): "
+        "a part holds no sentence. Use fewer --data.num_workers or devices, or more text, or set "
+        "--data.shard_reading false"
+    )
 
 
 class ResumableLoader(DataLoader):
@@ -266,13 +372,52 @@ class ResumableLoader(DataLoader):
     Args:
         dataset: the batches of this rank.
         progress: returns (epoch, batches processed in that epoch) from the trainer.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; with ``dataset.shard_reading`` each reads a part.
+        reduce_max: the elementwise maximum of a tensor over the ranks (None: one rank); it agrees
+            the epoch's length when the corpus is read in parts.
     """
 
-    def __init__(self, dataset: LMBatches, progress: Callable[[], tuple[int, int]], num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: LMBatches,
+        progress: Callable[[], tuple[int, int]],
+        num_workers: int = 0,
+        reduce_max: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
+        dataset.readers_per_rank = max(1, num_workers)
         self.progress = progress
+        self.reduce_max = reduce_max
         self._resume: tuple[int, int] | None = None
+
+    def count_epoch_batches(self) -> int:
+        """Count the batches of this rank's parts and agree with the other ranks on an epoch's length:
+        the most any reader makes (each rank reads 1/N of the corpus once for this, at the first epoch).
+
+        Raises:
+            InputError: some reader's part holds no sentence.
+        """
+        dataset = self.dataset
+        first = dataset.rank * dataset.readers_per_rank
+        log.info(
+            "reading the corpus in %d parts: counting the batches of this rank's %d",
+            dataset.readers,
+            dataset.readers_per_rank,
+        )
+        counts = [dataset.count_part_batches(reader) for reader in range(first, first + dataset.readers_per_rank)]
+        extremes = torch.tensor([max(counts), -min(counts)])  # (2,): the most, minus the fewest
+        if self.reduce_max is not None:
+            extremes = self.reduce_max(extremes)
+        most, fewest = int(extremes[0]), -int(extremes[1])
+        if fewest == 0:
+            raise InputError(_too_small(dataset.sources, dataset.readers))
+        log.info(
+            "an epoch is %d batches per reader (%d parts; the smallest makes %d, then reads itself again)",
+            most,
+            dataset.readers,
+            fewest,
+        )
+        return most
 
     def __iter__(self):
         epoch, _ = self.progress()
@@ -284,6 +429,8 @@ class ResumableLoader(DataLoader):
                 self.dataset.skip = done
                 log.info("resuming epoch %d after %d batches", epoch, done)
             self._resume = None
+        if self.dataset.reads_in_parts and self.dataset.epoch_batches is None:
+            self.dataset.epoch_batches = self.count_epoch_batches()
         return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from elmo_pipeline.data.lm import LMBatches, ResumableLoader, Tokenizer, load_or_build_vocabulary
@@ -38,6 +40,9 @@ class LMDataModule(L.LightningDataModule):
         shuffle_buffer: sentences held in the streaming shuffle buffer.
         val_max_sentences: validate on the first N sentences only (None: all).
         num_workers: DataLoader workers for training batches.
+        shard_reading: each rank (and each of its workers) reads and tokenises only its part of the
+            training corpus, so N ranks read 1/N each (see :mod:`elmo_pipeline.data.lm`); False: every
+            rank reads the whole corpus and keeps its share of the single-process batch order.
         encoding_errors: ``strict`` stops at a non-UTF-8 byte naming file and line; ``replace`` counts.
         seed: seed of the data order (epoch e uses seed + e).
     """
@@ -60,6 +65,7 @@ class LMDataModule(L.LightningDataModule):
         shuffle_buffer: int = 10_000,
         val_max_sentences: int | None = None,
         num_workers: int = 0,
+        shard_reading: bool = True,
         encoding_errors: str = "strict",
         seed: int = 0,
     ) -> None:
@@ -127,8 +133,21 @@ class LMDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             encoding_errors=hp.encoding_errors,
+            shard_reading=hp.shard_reading,
         )
-        return ResumableLoader(dataset, self._progress, num_workers=hp.num_workers)
+        return ResumableLoader(dataset, self._progress, num_workers=hp.num_workers, reduce_max=self._reduce_max())
+
+    def _reduce_max(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The elementwise maximum over the ranks, through the trainer's strategy (None: one rank)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        strategy = trainer.strategy
+
+        def reduce_max(values: torch.Tensor) -> torch.Tensor:
+            return strategy.reduce(values.to(strategy.root_device), reduce_op="max").cpu()  # (n,)
+
+        return reduce_max
 
     def _eval_loader(self, sources: list[str], max_sentences: int | None) -> DataLoader:
         hp = self.hparams

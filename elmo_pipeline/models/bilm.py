@@ -43,7 +43,7 @@ class BiLMOutput:
         loss: mean of ``forward_loss`` and ``backward_loss`` (only with targets).
         forward_loss: mean forward negative log-likelihood per target token.
         backward_loss: mean backward negative log-likelihood per target token.
-        num_targets: target tokens per direction.
+        num_targets: target tokens per direction, a 0-dim tensor on the model's device.
     """
 
     activations: list[torch.Tensor]
@@ -51,7 +51,21 @@ class BiLMOutput:
     loss: torch.Tensor | None = None
     forward_loss: torch.Tensor | None = None
     backward_loss: torch.Tensor | None = None
-    num_targets: int = 0
+    num_targets: torch.Tensor | int = 0
+
+
+def check_targets(targets: torch.Tensor, vocab_size: int) -> None:
+    """Refuse target ids outside ``[IGNORE, vocab_size)``: a vocabulary that changed, or a bad batch.
+
+    Raises:
+        ValueError: naming the bound that was crossed.
+    """
+    if not targets.numel():
+        return
+    if targets.min() < IGNORE:
+        raise ValueError(f"BiLM: a target id is < {IGNORE}; mark positions without a target with {IGNORE}")
+    if targets.max() >= vocab_size:
+        raise ValueError(f"BiLM: a target id is >= vocab_size {vocab_size}; was the vocabulary changed?")
 
 
 def check_finite(weights: torch.Tensor | np.ndarray, where: str) -> None:
@@ -108,6 +122,7 @@ class BiLM(nn.Module):
         self.forward_layers = stack()
         self.backward_layers = stack()
         self.dropout = nn.Dropout(config.dropout)
+        self.host_waits: bool | None = None  # may the loss make the host wait for the device? (_may_wait)
         self.softmax: LMSoftmax | AdaptiveLMSoftmax | None = None
         if config.vocab_size and config.softmax == "adaptive":
             self.softmax = AdaptiveLMSoftmax(P, config.vocab_size, config.adaptive_cutoffs, config.adaptive_div_value)
@@ -183,14 +198,27 @@ class BiLM(nn.Module):
                     f"BiLM: targets of shape {tuple(targets.shape)} do not match the input {tuple(h.shape[:2])}"
                 )
             valid = targets != IGNORE  # (B, T)
-            if targets.numel() and targets.min() < IGNORE:
-                raise ValueError(f"BiLM: a target id is < {IGNORE}; mark positions without a target with {IGNORE}")
-            if targets.numel() and targets.max() >= self.softmax.vocab_size:
-                raise ValueError(
-                    f"BiLM: a target id is >= vocab_size {self.softmax.vocab_size}; was the vocabulary changed?"
-                )
-            picked = self.dropout(h[valid])  # (N, P)
-            losses.append(nll(picked, targets[valid]).mean() if picked.shape[0] else h.sum() * 0.0)
+            if self._may_wait(h):
+                check_targets(targets, self.softmax.vocab_size)
+                picked = self.dropout(h[valid])  # (N, P)
+                losses.append(nll(picked, targets[valid]).mean() if picked.shape[0] else h.sum() * 0.0)
+                continue
+            # every row, the ones without a target masked out: no data-dependent shape, no wait
+            rows = self.dropout(h.reshape(-1, h.shape[-1]))  # (B*T, P)
+            weights = valid.reshape(-1).to(rows.dtype)  # (B*T,)
+            row_nll = nll(rows, targets.reshape(-1).clamp(min=0))  # (B*T,)
+            losses.append((row_nll * weights).sum() / weights.sum().clamp(min=1.0))
         out.forward_loss, out.backward_loss = losses
         out.loss = 0.5 * (losses[0] + losses[1])
-        out.num_targets = int((forward_targets != IGNORE).sum())
+        out.num_targets = (forward_targets != IGNORE).sum()  # a tensor: reading it would stop the host
+
+    def _may_wait(self, h: torch.Tensor) -> bool:
+        """Whether the loss may make the host wait for the device (``host_waits``; None: on the CPU only).
+
+        Where it may (the CPU, where a wait costs nothing), the target ids are range-checked here and
+        the loss scores the target rows only (a boolean mask: less work). Where it may not (a GPU,
+        where a wait stops the host from queuing the next kernels), every row is scored and the
+        padding masked out, and the caller checks the ids on the host before the batch moves
+        (:class:`~elmo_pipeline.systems.pretrain.PretrainSystem` does).
+        """
+        return h.device.type == "cpu" if self.host_waits is None else self.host_waits

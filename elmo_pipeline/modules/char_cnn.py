@@ -20,7 +20,9 @@ class CharCNNEncoder(nn.Module):
     result is gathered back to every occurrence; gradients flow back through the gather (they sum
     over a token's occurrences, exactly as the per-occurrence computation's do). A batch of
     running text holds each frequent word many times: 64 sentences of 40 Wikipedia tokens have
-    about 970 distinct tokens among 2,560.
+    about 970 distinct tokens among 2,560. It runs on the CPU only: on a GPU ``torch.unique``'s
+    data-dependent size would make the host wait for the device at every batch, and the CNN is cheap
+    there.
 
     Args:
         num_chars: rows of the character embedding (262: 261 ids + the zero row).
@@ -29,7 +31,7 @@ class CharCNNEncoder(nn.Module):
         num_highway: highway layers after the CNN.
         output_dim: size of the projection (the biLM's P).
         activation: ``relu`` (ELMo) or ``tanh``.
-        dedup: encode each distinct token once (False: every position, the plain path).
+        dedup: encode each distinct token once, on the CPU (False: every position, the plain path).
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class CharCNNEncoder(nn.Module):
         """Args: chars (B, T, C) int. Returns: (B, T, P)."""
         B, T, C = chars.shape
         flat = chars.reshape(B * T, C)  # (B*T, C)
-        if not self.dedup:
+        if not self.dedup or flat.device.type != "cpu":
             return self.encode(flat).reshape(B, T, -1)  # (B, T, P)
         distinct, occurrence = torch.unique(flat, dim=0, return_inverse=True)  # (U, C), (B*T,)
         return self.encode(distinct)[occurrence].reshape(B, T, -1)  # (B, T, P)

@@ -13,12 +13,12 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.utilities import grad_norm, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
 from elmo_pipeline.errors import InputError, MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
-from elmo_pipeline.models.bilm import BiLM
+from elmo_pipeline.models.bilm import BiLM, check_targets
 from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export import check_replaceable, save_export
@@ -204,54 +204,71 @@ class PretrainSystem(L.LightningModule):
         self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
         self.health_stop: str | None = None  # why training diverged, if it did (TrainingDiverged says it too)
         self._scaler_skips = 0  # consecutive steps fp16's GradScaler skipped (on_before_optimizer_step)
+        self._step_losses: list[torch.Tensor] = []  # the losses since the last update, on the device
+        self._batch_tokens = 0  # tokens of the batch being trained on, read on the host
 
     def forward(self, chars: torch.Tensor):
         return self.bilm(chars)
 
     # ---- training ---------------------------------------------------------------------------
+    # On a GPU the host must not wait for the device inside a step, or it cannot queue the next
+    # kernels while the device runs: the counts of a batch are read on the host before the batch is
+    # moved, and the one wait of a step is the guard's (the loss and the gradient norm, read together
+    # just before the update; under DDP the loss decision is agreed over the ranks as well).
+    # tests/test_host_syncs.py counts the waits.
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "num_tokens" in batch and self.trainer.training:
+            self._batch_tokens = int(batch["num_tokens"])  # still on the host: no wait
+            if self.bilm.softmax is not None:
+                for key in ("forward_targets", "backward_targets"):
+                    check_targets(batch[key], self.bilm.softmax.vocab_size)
+        return batch
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.bilm(batch["chars"], batch["forward_targets"], batch["backward_targets"])
         self._train_rng.capture()
-        if not self._loss_is_healthy(out.loss):
-            return None  # Lightning skips the backward pass and the update
-        num_tokens = int(batch["num_tokens"])
-        self.tokens_seen += num_tokens * self.trainer.world_size
-        self.log("train/loss", out.loss, prog_bar=True)
+        self._step_losses.append(out.loss.detach())  # checked with the gradients (on_before_optimizer_step)
+        tokens = self._batch_tokens * self.trainer.world_size
+        self.tokens_seen += tokens
         self.log("train/loss_forward", out.forward_loss)
         self.log("train/loss_backward", out.backward_loss)
-        self.log("train/tokens_seen", float(self.tokens_seen))
         # counted, never silent: over-long tokens (characters cut at 48 bytes), replaced bytes
         self.log("train/truncated_tokens", batch["num_truncated"].float(), reduce_fx="sum")
         self.log("train/replaced_tokens", batch["num_replaced"].float(), reduce_fx="sum")
+        self._window.append((time.perf_counter(), tokens))
+        return out.loss
+
+    def _check_losses(self, losses: list[float]) -> None:
+        """Stop (raise) on a non-finite loss or a spike, on any rank; else remember the losses."""
+        recent = self._recent_losses
+        problem = None
+        for value in losses:
+            if not math.isfinite(value):
+                problem = f"the loss is {value}"
+            elif self.hparams.spike_factor > 0 and len(recent) == recent.maxlen:
+                mean = sum(recent) / len(recent)
+                if value > self.hparams.spike_factor * mean:
+                    problem = (
+                        f"the loss spiked to {value:.4g}, {value / mean:.1f} x its mean {mean:.4g} over the last "
+                        f"{len(recent)} steps (--model.spike_factor {self.hparams.spike_factor})"
+                    )
+            if problem is not None:
+                break
+        # every rank must stop together, or the others would wait in the next collective forever
+        if self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+            self._stop(problem or "another rank's loss is non-finite or spiked")
+        recent.extend(losses)
+
+    def _log_step(self, losses: list[float]) -> None:
+        """The step's host values, logged right after the guard's wait (the device queue is empty then)."""
+        self.log("train/loss", sum(losses) / len(losses), prog_bar=True)
+        self.log("train/tokens_seen", float(self.tokens_seen))
         # tokens/s over the last 50 whole steps (data, forward, backward, update), all ranks
-        self._window.append((time.perf_counter(), num_tokens * self.trainer.world_size))
         if len(self._window) > 1:
             elapsed = self._window[-1][0] - self._window[0][0]
             self.log(
                 "train/tokens_per_s", sum(n for _, n in list(self._window)[1:]) / max(elapsed, 1e-9), prog_bar=True
             )
-        return out.loss
-
-    def _loss_is_healthy(self, loss: torch.Tensor) -> bool:
-        """False (and the trainer told to stop) on a non-finite loss or a spike, on any rank."""
-        value = float(loss.detach())  # one host sync per step: the price of never training on a NaN
-        recent = self._recent_losses
-        problem = None
-        if not math.isfinite(value):
-            problem = f"the loss is {value}"
-        elif self.hparams.spike_factor > 0 and len(recent) == recent.maxlen:
-            mean = sum(recent) / len(recent)
-            if value > self.hparams.spike_factor * mean:
-                problem = (
-                    f"the loss spiked to {value:.4g}, {value / mean:.1f} x its mean {mean:.4g} over the last "
-                    f"{len(recent)} steps (--model.spike_factor {self.hparams.spike_factor})"
-                )
-        # every rank must skip the step together, or the gradient all-reduce would wait forever
-        if not self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
-            recent.append(value)
-            return True
-        self._stop(problem or "another rank's loss is non-finite or spiked")
-        return False
 
     def _stop(self, problem: str) -> None:
         """Training diverged: stop now, before the update, with an error; nothing is exported.
@@ -271,12 +288,20 @@ class PretrainSystem(L.LightningModule):
         self._window.clear()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.bilm, norm_type=2)
-        total = norms.get("grad_2.0_norm_total")
+        losses, self._step_losses = self._step_losses, []
+        grads = [p.grad for p in self.bilm.parameters() if p.grad is not None]
+        norms = [torch.linalg.vector_norm(g.detach()).float() for g in grads]  # one () per parameter
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else None  # ()
+        watched = [loss.float() for loss in losses] + ([total] if total is not None else [])
+        values = torch.stack(watched).tolist() if watched else []  # the step's one wait for the device
+        if losses:
+            self._check_losses(values[: len(losses)])
+            self._log_step(values[: len(losses)])
         if total is None:
             return
-        self.log("train/grad_norm", total)
-        if math.isfinite(float(total)):
+        total_value = values[-1]
+        self.log("train/grad_norm", total_value)
+        if math.isfinite(total_value):
             self._scaler_skips = 0
             return
         # a finite loss with non-finite gradients (the same on every rank: they are all-reduced)
@@ -292,7 +317,7 @@ class PretrainSystem(L.LightningModule):
             )
             return
         optimizer.zero_grad(set_to_none=True)  # do not apply them
-        problem = f"the gradient norm is {float(total)}"
+        problem = f"the gradient norm is {total_value}"
         if scaler is not None:
             problem += (
                 f" after fp16's GradScaler skipped {self._scaler_skips} steps in a row (its scale is down to "
