@@ -3,9 +3,13 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # PYTHON=/path/to/python to use another interpreter
 #
-# Parts, each under its own timeout (seconds: 30 + 140 + 180 + 2 x 60 + 10 = 480 at most):
-#   bench      the Original biLM's training tokens/s, fp32 and bf16-mixed (`elmo-pipeline bench`, the
-#              bundled sample corpus, the config's batch of 128), and each variant's peak GPU memory
+# Parts, each under its own timeout (seconds: 30 + 110 + 110 + 130 + 2 x 45 + 10 = 480 at most):
+#   bench      the Original biLM's training tokens/s for each recurrence path (`elmo-pipeline bench`,
+#              the bundled sample corpus, the config's batch of 128): the fast path in fp32 and
+#              bf16-mixed, and unclipped on cuDNN (`fused`); each variant's peak GPU memory
+#   bench_compiled
+#              the same for the clipped recurrence under torch.compile with CUDA graphs, bf16-mixed
+#              (`compiled-bf16`; its first steps compile each padded length, hence its own part)
 #   ddp        a 1-GPU DDP pretraining run of the tiny config through two validations (the full softmax)
 #              and a checkpoint: --trainer.strategy ddp --trainer.devices 1 --trainer.accelerator gpu
 #   embed_fp32, embed_bf16
@@ -52,12 +56,14 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 cd "$ROOT" || exit 2
-part bench 140 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
-    --variants fast,fast-bf16 --steps 10 --warmup 3 --device cuda --json "$OUT/bench.json"
+part bench 110 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
+    --variants fast,fast-bf16,fused --steps 10 --warmup 3 --device cuda --json "$OUT/bench.json"
+part bench_compiled 110 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
+    --variants compiled-bf16 --steps 10 --warmup 6 --device cuda --json "$OUT/bench_compiled.json"
 
 SAMPLE="$ROOT/data/sample"
 cd "$OUT/ddp" || exit 2  # the tiny config's relative paths (runs/pretrain/tiny/...) land here
-part ddp 180 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
+part ddp 130 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
     --trainer.strategy ddp --trainer.devices 1 --trainer.accelerator gpu --trainer.precision bf16-mixed \
     --trainer.max_steps 20 --trainer.val_check_interval 10 --trainer.enable_progress_bar=false \
     "--data.sources=[$SAMPLE/gutenberg_emma.txt.gz,$SAMPLE/us_speeches.txt.gz]" \
@@ -66,7 +72,7 @@ part ddp 180 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
 cd "$ROOT" || exit 2
 
 for precision in fp32 bf16; do
-    part "embed_$precision" 60 "$PY" benchmarks/bench_embed.py --preset original --device cuda \
+    part "embed_$precision" 45 "$PY" benchmarks/bench_embed.py --preset original --device cuda \
         --precision "$precision" --data "$SAMPLE/wikitext2_valid_excerpt.txt" --sentences 0 --repeat 20 \
         --json "$OUT/embed_$precision.json"
 done
@@ -94,21 +100,26 @@ def status(name: str) -> str:
     return "ok" if rc == 0 else "timed out" if rc in (124, 137) else f"failed (exit {rc}, see {out / name}.log)"
 
 
-bench = load("bench.json")
+def variants(name: str) -> dict:
+    found = load(name)
+    return {
+        "status": status(name.removesuffix(".json")),
+        "device": found.get("device"),
+        "batch_size": found.get("batch_size"),
+        **{
+            variant: {k: v.get(k) for k in ("tokens_per_s", "speedup", "step_ms", "peak_memory_mib")}
+            for variant, v in found.get("variants", {}).items()
+        },
+    }
+
+
 ddp = out / "ddp/runs/pretrain/tiny"
 metrics = load("ddp/runs/pretrain/tiny/export/metrics.json")
 smi_file = out / "nvidia_smi_mib.csv"
 smi = [int(x) for x in smi_file.read_text().split() if x.isdigit()] if smi_file.is_file() else []
 summary = {
-    "bench": {
-        "status": status("bench"),
-        "device": bench.get("device"),
-        "batch_size": bench.get("batch_size"),
-        **{
-            name: {k: v.get(k) for k in ("tokens_per_s", "speedup", "step_ms", "peak_memory_mib")}
-            for name, v in bench.get("variants", {}).items()
-        },
-    },
+    "bench": variants("bench.json"),
+    "bench_compiled": variants("bench_compiled.json"),
     "ddp": {
         "status": status("ddp"),
         "last_ckpt": (ddp / "checkpoints/last.ckpt").is_file(),

@@ -26,8 +26,9 @@ token, the clipped LSTMP's hand-written backward); ``fast-bf16`` the same with
 ``--trainer.precision bf16-mixed`` (bf16 matrix multiplies, fp32 element-wise work, cell state,
 loss and weights); ``today`` the step before the fast path (per-occurrence character CNN,
 autograd-traced recurrence, sampled softmax with 512 negatives); ``plain`` that step with the
-config's softmax; ``fused`` unclipped, on PyTorch's fused LSTM kernel; ``-adaptive`` swaps in the
-adaptive softmax.
+config's softmax; ``fused`` unclipped, on PyTorch's fused LSTM kernel (cuDNN on a GPU);
+``compiled`` the clipped recurrence under ``torch.compile`` (CUDA graphs on a GPU;
+``compile_recurrence``); ``-adaptive`` swaps in the adaptive softmax.
 """
 
 from __future__ import annotations
@@ -55,7 +56,17 @@ from elmo_pipeline.text.vocab import Vocabulary
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLE_TEXT = Path(__file__).resolve().parent.parent / "data" / "sample"
-VARIANTS = ("today", "plain", "fused", "fast", "fast-bf16", "fast-adaptive", "fast-adaptive-bf16")
+VARIANTS = (
+    "today",
+    "plain",
+    "fused",
+    "fast",
+    "fast-bf16",
+    "fast-adaptive",
+    "fast-adaptive-bf16",
+    "compiled",
+    "compiled-bf16",
+)
 
 
 def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
@@ -66,6 +77,8 @@ def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
         return replace(base, fast=False), "fp32"
     if name == "fused":
         return replace(base, fast=False, cell_clip=None, proj_clip=None), "fp32"
+    if name.startswith("compiled"):
+        return replace(base, fast=True, compile_recurrence=True), "bf16" if name.endswith("-bf16") else "fp32"
     if not name.startswith("fast"):
         raise ValueError(f"bench: unknown variant {name!r}; choose from {list(VARIANTS)} (--variants)")
     config = replace(base, fast=True)

@@ -138,6 +138,7 @@ def test_every_config_field_declares_whether_it_changes_the_layers():
         "adaptive_cutoffs",
         "adaptive_div_value",
         "fast",
+        "compile_recurrence",
     }
 
     @dataclasses.dataclass

@@ -115,7 +115,16 @@ class BiLM(nn.Module):
 
         def stack() -> nn.ModuleList:
             return nn.ModuleList(
-                make_cell(config.cell, P, P, H, config.cell_clip, config.proj_clip, fast=config.fast)
+                make_cell(
+                    config.cell,
+                    P,
+                    P,
+                    H,
+                    config.cell_clip,
+                    config.proj_clip,
+                    fast=config.fast,
+                    compiled=config.compile_recurrence,
+                )
                 for _ in range(config.num_layers)
             )
 

@@ -43,6 +43,10 @@ class BiLMConfig:
         fast: the fast training step: the character CNN runs once per distinct token of a batch,
             and the clipped LSTMP runs a hand-written forward and backward (false: the plain,
             autograd-only path; same numbers, slower; kept for benchmarks and tests).
+        compile_recurrence: run the clipped LSTMP (and any LSTMP under bf16 autocast) through
+            ``torch.compile`` (CUDA graphs on a GPU, where the eager step is launch-bound); each
+            length, padded to a multiple of 8, compiles once. Unclipped fp32 layers use the fused
+            kernel (cuDNN on a GPU) either way. For GPUs: on a CPU the fast path is the quicker.
         num_chars: rows of the character embedding (262 = 261 ids + the zero row).
         max_chars_per_token: characters per token (50).
         cell: the recurrent cell of every layer: ``lstmp`` (ELMo's projected LSTM, cell_dim H projected
@@ -71,6 +75,7 @@ class BiLMConfig:
     adaptive_cutoffs: list[int] = field(default_factory=lambda: [2000, 10000], metadata=NOT_LAYERS)
     adaptive_div_value: float = field(default=4.0, metadata=NOT_LAYERS)
     fast: bool = field(default=True, metadata=NOT_LAYERS)
+    compile_recurrence: bool = field(default=False, metadata=NOT_LAYERS)
 
     def __post_init__(self) -> None:
         for name in ("projection_dim", "cell_dim", "num_layers", "char_embed_dim"):

@@ -183,6 +183,7 @@ class StreamingBiLM:
         c = [torch.zeros(B, H, device=self.device) for _ in range(L)]
         half = slice(0, P) if name == "forward" else slice(P, 2 * P)
         start = 0
+        pending = None  # the previous chunk's copy and where it goes
         while start < T:
             width = active(start)
             steps = min(T - start, max(1, self.chunk_tokens // width))
@@ -207,8 +208,15 @@ class StreamingBiLM:
                     out = out + x
                 outputs.append(out)
                 x = out
-            self._write(outputs, sinks, lengths, start, end, width, half, name, layers, keep)
+            # the chunk's copy to the host starts now and is written out after the next chunk is
+            # queued, so on a GPU the copy and the writing overlap the next chunk's compute
+            copy = self._start_copy(outputs, layers)
+            if pending is not None:
+                self._write(*pending)
+            pending = (copy, sinks, lengths, start, end, width, half, name, layers, keep)
             start = end
+        if pending is not None:
+            self._write(*pending)
 
     def _layer_chunk(self, weights, layer, x, h, c, running) -> torch.Tensor:
         """One layer over one chunk, state (h, c) carried in place. x (S, W, X) -> (S, W, P) fp32."""
@@ -235,14 +243,29 @@ class StreamingBiLM:
         c[:width], h[:width] = cells[steps], hs[steps]
         return hs[1:].float()  # (S, W, P)
 
-    def _write(self, outputs, sinks, lengths, start, end, width, half, name, layers, keep) -> None:
-        """Copy the chunk's positions of every running row into its sink's half."""
+    @staticmethod
+    def _start_copy(outputs: list[torch.Tensor], layers: str) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """The chunk's layers in host memory: on a GPU an asynchronous copy into pinned memory and
+        the event that marks its end; on the CPU the tensor itself."""
         stacked = torch.stack(outputs, dim=2)  # (S, W, L+1, P)
         if layers == "average":
             stacked = stacked.mean(dim=2)  # (S, W, P)
         elif layers == "top":
             stacked = stacked[:, :, -1]  # (S, W, P)
-        values = stacked.cpu().numpy()
+        if stacked.device.type != "cuda":
+            return stacked.cpu(), None
+        host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+        host.copy_(stacked, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    def _write(self, copy, sinks, lengths, start, end, width, half, name, layers, keep) -> None:
+        """Copy the chunk's positions of every running row into its sink's half."""
+        host, done = copy
+        if done is not None:
+            done.synchronize()  # the chunk's copy has landed
+        values = host.numpy()
         for r in range(width):
             length = lengths[r]
             last = min(end, length)  # steps start .. last - 1 of this row are in the chunk

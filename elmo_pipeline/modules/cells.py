@@ -289,15 +289,17 @@ def make_cell(
     cell_clip: float | None = None,
     proj_clip: float | None = None,
     fast: bool = True,
+    compiled: bool = False,
 ) -> nn.Module:
     """One layer of the cell ``name`` mapping (B, T, input_size) to (B, T, output_size).
 
     ``lstmp`` has a cell of ``cell_size`` projected to ``output_size`` and is the only cell that
-    clips (``cell_clip``, ``proj_clip``). Every other cell has no projection: its state and output
-    are ``output_size`` wide, and ``cell_size`` and the clip values do not apply to it.
+    clips (``cell_clip``, ``proj_clip``) or compiles (``compiled``, see LSTMPLayer). Every other
+    cell has no projection: its state and output are ``output_size`` wide, and ``cell_size`` and the
+    clip values do not apply to it.
     """
     if name not in CELLS:
         raise ValueError(f"cells: unknown cell {name!r}; choose one of {sorted(CELLS)} (--model.bilm.cell)")
     if name == "lstmp":
-        return LSTMPLayer(input_size, cell_size, output_size, cell_clip, proj_clip, fast=fast)
+        return LSTMPLayer(input_size, cell_size, output_size, cell_clip, proj_clip, fast=fast, compiled=compiled)
     return CELLS[name](input_size, output_size)

@@ -23,6 +23,14 @@ as ``torch.nn.LSTM`` keeps one set of equations behind several kernels:
   gradients as one matrix multiply over all steps, as cuDNN does). The streaming runner and the
   target LM call :func:`lstmp_scan` directly.
 - **the fused kernel**: ``torch.lstm`` (cuDNN on GPU) for an unclipped layer in full precision.
+  On a GPU the layer keeps its weights in one flat buffer, as ``nn.LSTM.flatten_parameters`` does,
+  so cuDNN does not copy them at every call.
+- **the compiled recurrence** (``compiled``, for a GPU): :func:`lstmp_recurrence`, the reference,
+  under ``torch.compile`` (``mode="reduce-overhead"`` on CUDA: CUDA graphs). On a GPU the eager step
+  is launch-bound (about 15 kernels a step forward and 18 backward); compiled, the loop over time is
+  unrolled into fused kernels and replayed as one graph. Lengths are padded up to a multiple of
+  ``COMPILE_STEPS`` so that few lengths compile (the padding comes after the real steps, and a
+  recurrence never looks ahead, so the real steps' outputs are the same).
 
 **Precision.** Every fast entry point takes the dtype of the matrix multiplies. In ``bfloat16``
 the products run on the bf16 matrix units (accumulating in float32 inside the kernel): the input
@@ -38,7 +46,7 @@ The tests check every backend and every runner against the reference, forward an
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -79,6 +87,8 @@ class LSTMPLayer(nn.Module):
         cell_clip: clip the cell state to +-this value (None: no clipping).
         proj_clip: clip the projected output to +-this value (None: no clipping).
         fast: run the fast backend (:class:`LSTMPFunction`); False: the reference loop under autograd.
+        compiled: run the compiled recurrence where the fused kernel does not serve (a clipped layer,
+            or autocast's bf16); for GPUs, where the eager step is launch-bound.
     """
 
     def __init__(
@@ -89,11 +99,12 @@ class LSTMPLayer(nn.Module):
         cell_clip: float | None = None,
         proj_clip: float | None = None,
         fast: bool = True,
+        compiled: bool = False,
     ) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.proj_size = input_size, hidden_size, proj_size
         self.cell_clip, self.proj_clip = cell_clip, proj_clip
-        self.fast = fast
+        self.fast, self.compiled = fast, compiled
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, proj_size))
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
@@ -121,8 +132,10 @@ class LSTMPLayer(nn.Module):
         and the fused kernel return what their ops give there (autocast's dtype).
         """
         dtype = matmul_dtype(x.device, self.weight_hh.dtype)
-        if not self.clipped and (dtype == self.weight_hh.dtype or not self.fast):
+        if not self.clipped and (dtype == self.weight_hh.dtype or not (self.fast or self.compiled)):
             return self._fused(x)
+        if self.compiled:
+            return self._compiled(x)
         if not self.fast:
             cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
             return lstmp_recurrence(
@@ -141,6 +154,47 @@ class LSTMPLayer(nn.Module):
                 dtype,
             )  # (T, B, P)
         return h.transpose(0, 1)  # (B, T, P)
+
+    def _compiled(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        padded = -(-T // COMPILE_STEPS) * COMPILE_STEPS
+        if padded != T:  # zeros after the real steps: they cannot change the real steps' outputs
+            x = nn.functional.pad(x, (0, 0, 0, padded - T))  # (B, T', X)
+        cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
+        recurrence = compiled_recurrence(x.device.type)
+        h = recurrence(x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip)
+        return h[:, :T]  # (B, T, P)
+
+    def _apply(self, fn, recurse: bool = True):
+        module = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return module
+
+    def flatten_parameters(self) -> None:
+        """On a GPU, put the fused kernel's weights in one buffer (cuDNN's layout), as
+        ``nn.LSTM.flatten_parameters`` does, so cuDNN does not compact them at every call. The
+        parameters stay the same objects (views into the buffer), so optimizers and state dicts are
+        not affected."""
+        weights = [self.weight_ih, self.weight_hh, self.bias, self._zero_bias, self.weight_hr]
+        first = weights[0]
+        if self.clipped or first.device.type != "cuda" or len({w.dtype for w in weights}) != 1:
+            return
+        if not torch.backends.cudnn.is_acceptable(first):
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        with torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(
+                weights,
+                5,
+                self.input_size,
+                cudnn_rnn.get_cudnn_mode("LSTM"),
+                self.hidden_size,
+                self.proj_size,
+                1,
+                True,
+                False,
+            )
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
@@ -204,6 +258,24 @@ def lstmp_recurrence(
     if len(outputs) == 0:
         return x.new_zeros(B, 0, P)
     return torch.stack(outputs, dim=1)  # (B, T, P)
+
+
+# ------------------------------------------------------------------------------- compiled recurrence
+COMPILE_STEPS = 8  # the compiled recurrence runs lengths padded up to a multiple of this
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def compiled_recurrence(device_type: str) -> Callable[..., torch.Tensor]:
+    """:func:`lstmp_recurrence` under ``torch.compile``, one per device type (made on first use).
+
+    On CUDA with ``mode="reduce-overhead"``: the unrolled loop's kernels are fused and the whole
+    recurrence, forward and backward, is replayed as CUDA graphs. Each padded length compiles once
+    (the loop over time is unrolled), and every layer and direction of one shape shares it.
+    """
+    if device_type not in _COMPILED:
+        mode = "reduce-overhead" if device_type == "cuda" else None
+        _COMPILED[device_type] = torch.compile(lstmp_recurrence, mode=mode)
+    return _COMPILED[device_type]
 
 
 # ------------------------------------------------------------------------------------- fast backend
