@@ -29,7 +29,7 @@ from elmo_pipeline.errors import CannotProceed, WouldOverwriteError
 from elmo_pipeline.files import check_free_space, disk_full, is_disk_full, write_bytes_atomic
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.bilm_tf import save_bilm_tf
-from elmo_pipeline.models.export import EXPORT_FILES, check_replaceable, save_export
+from elmo_pipeline.models.export_folder import EXPORT_FILES, check_replaceable, save_export
 from elmo_pipeline.models.portable import PortableEmbedder
 from elmo_pipeline.models.source import BILM_HELP, BiLMSource
 from elmo_pipeline.text.chars import batch_to_char_ids

@@ -13,7 +13,7 @@ import torch
 from elmo_pipeline.analysis import ablation, sentiment_neuron
 from elmo_pipeline.analysis import units as cells
 from elmo_pipeline.models import BiLM, BiLMConfig, BiLMOutput
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.text import batch_to_char_ids
 
 TEXT = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from elmo_pipeline.models import IGNORE, BiLM, BiLMConfig
-from elmo_pipeline.models.export import load_export, save_export
+from elmo_pipeline.models.export_folder import load_export, save_export
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids, word_char_ids
 
 SENTENCE = "the cat sat on the mat .".split()

@@ -13,7 +13,7 @@ import elmo_pipeline.systems.pretrain_cli  # noqa: F401  (Lightning's log handle
 from elmo_pipeline.cli import main as cli_main
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import BiLMSource, arm_of
 from elmo_pipeline.text import Vocabulary
 

@@ -14,7 +14,7 @@ import torch
 
 from elmo_pipeline.data.lm import LMBatches, build_vocabulary
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export import load_export
+from elmo_pipeline.models.export_folder import load_export
 from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.text.vocab import Vocabulary

@@ -15,7 +15,7 @@ from elmo_pipeline.embed_cli import main
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 
 LINES = [
     "The cat sat on the mat .",

@@ -18,7 +18,7 @@ import torch
 from elmo_pipeline import cli
 from elmo_pipeline.embed_shards import MANIFEST, ShardedEmbeddings
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 
 SAMPLE = Path(__file__).parents[1] / "data" / "sample" / "wikitext2_valid_excerpt.txt"
 

@@ -15,7 +15,7 @@ from elmo_pipeline.cli import main as cli_main
 from elmo_pipeline.data.activation_cache import bilm_fingerprint
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.finetune_cli import main as finetune_main
 

@@ -9,7 +9,7 @@ import torch
 
 from elmo_pipeline.analysis.generate import detokenize, generate, main, next_word_log_probs
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.text import Vocabulary
 
 WORDS = "the a cat dog sat ran on under mat barn red big . , and".split()

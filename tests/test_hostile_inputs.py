@@ -22,7 +22,7 @@ from tiny_models import encoder_config
 from elmo_pipeline import cli
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.target_lm import TargetLM
 from elmo_pipeline.text.vocab import SPECIALS, Vocabulary

@@ -26,7 +26,7 @@ from elmo_pipeline import embed as embed_module
 from elmo_pipeline import export_cli, files
 from elmo_pipeline.files import OutputLock
 from elmo_pipeline.models import BiLM
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.portable import PortableEmbedder
 from elmo_pipeline.text.chars import batch_to_char_ids
 from elmo_pipeline.text.vocab import Vocabulary

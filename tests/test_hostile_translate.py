@@ -23,7 +23,7 @@ from elmo_pipeline import cli
 from elmo_pipeline.analysis.generate import generate
 from elmo_pipeline.analysis.units import read_sequences
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import load_export, save_export
+from elmo_pipeline.models.export_folder import load_export, save_export
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem
 from elmo_pipeline.text.vocab import SPECIALS, Vocabulary
 
@@ -50,7 +50,7 @@ def export_run(folder: Path, lm: Path | None) -> Path:
         len(SOURCE_WORDS), len(TARGET_WORDS), Vocabulary(TARGET_WORDS), 8, 8, 16, 8, dropout=0.0,
         fusion="none" if lm is None else "shallow", lm=None if lm is None else str(lm), beam=2,
     )  # fmt: skip
-    system.export(folder / "seq2seq.pt", SOURCE_WORDS, 0.5)
+    system.write_translator(folder / "seq2seq.pt", SOURCE_WORDS, 0.5)
     return folder
 
 

@@ -22,7 +22,7 @@ from elmo_pipeline import cli
 from elmo_pipeline.errors import InputError, UnsafeCheckpointError
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM
-from elmo_pipeline.models.export import load_export, save_export
+from elmo_pipeline.models.export_folder import load_export, save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.finetune_cli import check_config_files
 from elmo_pipeline.text.vocab import SPECIALS, Vocabulary

@@ -11,7 +11,7 @@ from elmo_pipeline.data.lm import make_batch
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.text import Vocabulary

@@ -26,7 +26,7 @@ from elmo_pipeline.export_cli import main as convert_main
 from elmo_pipeline.interop import load_bilm_tf, read_options, save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import load_bilm
 
 SENTENCES = [["The", "cat", "sat", "on", "mats"], ["é"], ["x" * 60, "naïve", "ok"]]  # a >48-byte token too

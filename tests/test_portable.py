@@ -11,7 +11,7 @@ import torch
 
 from elmo_pipeline.export_cli import main as export_main
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.portable import PortableEmbedder
 from elmo_pipeline.text import batch_to_char_ids
 

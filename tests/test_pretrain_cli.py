@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from elmo_pipeline.cli import main as cli_main
-from elmo_pipeline.models.export import load_export
+from elmo_pipeline.models.export_folder import load_export
 
 ROOT = Path(__file__).parents[1]
 SAMPLE = ROOT / "data" / "sample"

@@ -14,7 +14,7 @@ from elmo_pipeline import cli
 from elmo_pipeline.data.readers.base import ReaderError
 from elmo_pipeline.data.translation import TranslationDataModule, read_parallel
 from elmo_pipeline.models import BiLM, BiLMConfig
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.search import beam_search, greedy
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.target_lm import TargetLM

@@ -13,7 +13,7 @@ from elmo_pipeline.data.task_datamodule import UNK, BucketBatchSampler, TaskData
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers
-from elmo_pipeline.models.export import save_export
+from elmo_pipeline.models.export_folder import save_export
 
 FIXTURES = str(Path(__file__).parent / "fixtures" / "tasks")
 

@@ -1,7 +1,7 @@
 """The published ELMo format (options.json + weights.hdf5), read and written: its public name.
 
 The reader and writer live in :mod:`elmo_pipeline.models.bilm_tf`, beside the export folder
-(:mod:`elmo_pipeline.models.export`), so that :class:`elmo_pipeline.models.source.BiLMSource`, the
+(:mod:`elmo_pipeline.models.export_folder`), so that :class:`elmo_pipeline.models.source.BiLMSource`, the
 one loader of every biLM, imports them without climbing a floor. This face keeps
 ``from elmo_pipeline.interop import load_bilm_tf, save_bilm_tf`` working.
 """

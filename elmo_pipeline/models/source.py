@@ -29,7 +29,7 @@ from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.bilm_tf import OPTIONS_FILE, WEIGHTS_FILE, load_bilm_tf, read_options
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export import load_export, read_export_config
+from elmo_pipeline.models.export_folder import load_export, read_export_config
 from elmo_pipeline.text.vocab import Vocabulary
 
 RANDOM_PREFIX = "random:"

@@ -21,7 +21,7 @@ from elmo_pipeline.errors import InputError, MissingFileError, TrainingDiverged,
 from elmo_pipeline.models.bilm import BiLM, check_targets
 from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export import check_replaceable, save_export
+from elmo_pipeline.models.export_folder import check_replaceable, save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.modules.lstm import bf16_supported
 from elmo_pipeline.systems.checkpoints import load_checkpoint
@@ -588,10 +588,10 @@ class PretrainSystem(L.LightningModule):
         if self.hparams.export_dir:
             # every rank reads trainer.log_dir (under DDP a broadcast from rank 0, which a rank-zero-only
             # export would wait on forever); rank 0 alone writes the export
-            self.export(self.hparams.export_dir, log_dir=self.trainer.log_dir)
+            self.write_export_folder(self.hparams.export_dir, log_dir=self.trainer.log_dir)
 
     @rank_zero_only
-    def export(self, directory: str, log_dir: str | None = None) -> None:
+    def write_export_folder(self, directory: str, log_dir: str | None = None) -> None:
         """Write the export folder: best checkpoint's weights (or the current ones), vocab, run config.
 
         Args:

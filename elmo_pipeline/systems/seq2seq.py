@@ -196,7 +196,7 @@ class Seq2SeqSystem(L.LightningModule):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.Adam(trainable, lr=self.hparams.lr)
 
-    def export(self, path: str | Path, source_words: list[str], lm_weight: float) -> Path:
+    def write_translator(self, path: str | Path, source_words: list[str], lm_weight: float) -> Path:
         """Everything ``elmo-pipeline translate`` needs, in one weights-only file (the LM by its name)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ class Seq2SeqCLI(SafeCheckpointCLI):
                     "".join(t + "\n" for t in test_lines), encoding="utf-8"
                 )
             own = record["decoding"]["cold" if hp.fusion == "cold" else hp.fusion if hp.fusion in arms else "none"]
-            model.export(out / "seq2seq.pt", list(data.source_vocabulary.words), own["lm_weight"])
+            model.write_translator(out / "seq2seq.pt", list(data.source_vocabulary.words), own["lm_weight"])
             write_json_atomic(out / "results.json", record)
             log.info("seq2seq: wrote %s", out / "results.json")
 
