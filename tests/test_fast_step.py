@@ -212,30 +212,30 @@ def _system(**kwargs) -> PretrainSystem:
 
 def test_lr_schedule_warmup_then_decay_to_the_horizon():
     linear = _system(warmup_steps=10, lr_schedule="linear", schedule_steps=110, min_lr_ratio=0.1)
-    assert linear.lr_factor(0) == pytest.approx(0.1)
-    assert linear.lr_factor(9) == pytest.approx(1.0)
-    assert linear.lr_factor(10) == pytest.approx(1.0)
-    assert linear.lr_factor(60) == pytest.approx(0.55)
-    assert linear.lr_factor(110) == pytest.approx(0.1)
-    assert linear.lr_factor(500) == pytest.approx(0.1)  # past the horizon: stays at the floor
+    assert linear.schedule.factor(0) == pytest.approx(0.1)
+    assert linear.schedule.factor(9) == pytest.approx(1.0)
+    assert linear.schedule.factor(10) == pytest.approx(1.0)
+    assert linear.schedule.factor(60) == pytest.approx(0.55)
+    assert linear.schedule.factor(110) == pytest.approx(0.1)
+    assert linear.schedule.factor(500) == pytest.approx(0.1)  # past the horizon: stays at the floor
     cosine = _system(warmup_steps=0, lr_schedule="cosine", schedule_steps=100, min_lr_ratio=0.0)
-    assert cosine.lr_factor(0) == pytest.approx(1.0)
-    assert cosine.lr_factor(50) == pytest.approx(0.5)
-    assert cosine.lr_factor(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
-    assert cosine.lr_factor(100) == pytest.approx(0.0, abs=1e-12)
+    assert cosine.schedule.factor(0) == pytest.approx(1.0)
+    assert cosine.schedule.factor(50) == pytest.approx(0.5)
+    assert cosine.schedule.factor(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert cosine.schedule.factor(100) == pytest.approx(0.0, abs=1e-12)
     constant = _system(warmup_steps=4)
-    assert [constant.lr_factor(s) for s in (0, 3, 50)] == pytest.approx([0.25, 1.0, 1.0])
+    assert [constant.schedule.factor(s) for s in (0, 3, 50)] == pytest.approx([0.25, 1.0, 1.0])
 
 
 def test_lr_horizon_travels_in_the_checkpoint():
     system = _system(lr_schedule="linear")
-    system.horizon = 1234  # fixed from the time budget during the run
+    system.schedule.horizon = 1234  # fixed from the time budget during the run
     checkpoint: dict = {}
     system.on_save_checkpoint(checkpoint)
     restored = _system(lr_schedule="linear")
-    assert restored.horizon is None
+    assert restored.schedule.horizon is None
     restored.on_load_checkpoint(checkpoint)
-    assert restored.horizon == 1234
+    assert restored.schedule.horizon == 1234
 
 
 def test_a_time_budget_horizon_follows_the_step_rate_and_keeps_the_lr_continuous(monkeypatch):
@@ -257,25 +257,27 @@ def test_a_time_budget_horizon_follows_the_step_rate_and_keeps_the_lr_continuous
     monkeypatch.setattr(PretrainSystem, "trainer", property(lambda self: trainer))
     system = _system(lr_schedule="linear", warmup_steps=20, min_lr_ratio=0.05)
     monkeypatch.setattr(system, "log", lambda name, value, **kw: logged.__setitem__(name, value))
-    system.horizon = 520  # first estimate, at the end of warm-up
-    before = system.lr_factor(300)
+    system.schedule.horizon = 520  # first estimate, at the end of warm-up
+    before = system.schedule.factor(300)
     # the run slowed down: 290 steps in 100 s since step 10 (2.9 steps/s), 50 s left
     trainer.global_step, budget.left = 300, 50.0
     system._attempt_start = (time.monotonic() - 100.0, 10)
     system.follow_the_time_budget()
-    assert system.horizon == pytest.approx(300 + 0.93 * 50 * 2.9, abs=2)
-    assert system.horizon < 520 and logged["train/lr_horizon"] == system.horizon
-    assert system.lr_factor(300) == pytest.approx(before)  # continuous at the re-estimate
-    assert system.lr_factor(system.horizon) == pytest.approx(0.05)  # the floor at the new horizon
-    assert system.lr_factor(system.horizon + 50) == pytest.approx(0.05)
-    middle = (300 + system.horizon) // 2
-    assert system.lr_factor(middle) == pytest.approx((before + 0.05) / 2, abs=0.01)
+    assert system.schedule.horizon == pytest.approx(300 + 0.93 * 50 * 2.9, abs=2)
+    assert system.schedule.horizon < 520 and logged["train/lr_horizon"] == system.schedule.horizon
+    assert system.schedule.factor(300) == pytest.approx(before)  # continuous at the re-estimate
+    assert system.schedule.factor(system.schedule.horizon) == pytest.approx(0.05)  # the floor at the new horizon
+    assert system.schedule.factor(system.schedule.horizon + 50) == pytest.approx(0.05)
+    middle = (300 + system.schedule.horizon) // 2
+    assert system.schedule.factor(middle) == pytest.approx((before + 0.05) / 2, abs=0.01)
     # horizon and anchor travel in the checkpoint
     checkpoint: dict = {}
     system.on_save_checkpoint(checkpoint)
     restored = _system(lr_schedule="linear", warmup_steps=20, min_lr_ratio=0.05)
     restored.on_load_checkpoint(checkpoint)
-    assert [restored.lr_factor(s) for s in (300, middle, 400)] == [system.lr_factor(s) for s in (300, middle, 400)]
+    assert [restored.schedule.factor(s) for s in (300, middle, 400)] == [
+        system.schedule.factor(s) for s in (300, middle, 400)
+    ]
 
 
 def test_a_step_budget_is_not_re_estimated(monkeypatch):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from elmo_pipeline.data.lm import make_batch
 from elmo_pipeline.errors import TrainingDiverged
 from elmo_pipeline.models import BiLMConfig
-from elmo_pipeline.systems import pretrain
+from elmo_pipeline.systems import divergence
 from elmo_pipeline.systems.pretrain import PretrainSystem
 from elmo_pipeline.text import Vocabulary
 
@@ -202,7 +202,7 @@ def test_fp16_a_non_finite_loss_still_stops(tmp_path, tiny_config) -> None:
 
 def test_fp16_overflow_that_never_ends_stops(tmp_path, tiny_config, monkeypatch) -> None:
     """Gradients non-finite at every scale: after the bounded number of skips in a row, a divergence."""
-    monkeypatch.setattr(pretrain, "_MAX_SCALER_SKIPS", 3)
+    monkeypatch.setattr(divergence, "MAX_SCALER_SKIPS", 3)
 
     def explode(system):
         system.bilm.softmax.bias.register_hook(lambda grad: grad * float("inf"))

@@ -12,75 +12,23 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
-from elmo_pipeline.errors import InputError, MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
+from elmo_pipeline.errors import MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM, check_targets
-from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.models.export_folder import check_replaceable, save_export
+from elmo_pipeline.models.export_folder import check_replaceable
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.modules.lstm import bf16_supported
-from elmo_pipeline.systems.checkpoints import load_checkpoint
+from elmo_pipeline.systems.divergence import DivergenceGuard
+from elmo_pipeline.systems.init_from import adapted_config, load_encoder, source_exists
+from elmo_pipeline.systems.lr_schedule import REHORIZON_EVERY, LRSchedule, time_budget_horizon
 from elmo_pipeline.systems.rng import TrainingRNG
+from elmo_pipeline.systems.run_export import export_run
 
 log = logging.getLogger(__name__)
-
-_REHORIZON_EVERY = 250  # steps between re-estimates of a time-budget horizon (PretrainSystem.follow_the_time_budget)
-# consecutive steps fp16's GradScaler may skip (non-finite scaled gradients) before the run counts as diverged:
-# halving its scale each time, 30 skips take the default 2**16 below 1e-4 (fairseq's min_loss_scale)
-_MAX_SCALER_SKIPS = 30
-
-
-# what the run chooses when it starts from another biLM; the rest of the architecture is the source's
-RUN_CHOICES = ("vocab_size", "softmax", "num_samples", "adaptive_cutoffs", "adaptive_div_value", "dropout", "fast")
-
-
-def adapted_config(source: BiLMConfig, run: BiLMConfig) -> BiLMConfig:
-    """The source's architecture with this run's softmax, vocabulary, dropout and training path."""
-    differs = [
-        f"{name} {getattr(run, name)} -> {getattr(source, name)}"
-        for name in dataclasses.asdict(source)
-        if name not in RUN_CHOICES and getattr(run, name) != getattr(source, name)
-    ]
-    if differs:
-        log.warning("pretrain: init_from sets the architecture of the source biLM: %s", ", ".join(differs))
-    return dataclasses.replace(source, **{name: getattr(run, name) for name in RUN_CHOICES})
-
-
-def load_encoder(bilm: BiLM, source: BiLMSource, init_softmax: bool = False) -> None:
-    """Copy the source biLM's character CNN and LSTM layers (and, with ``init_softmax``, its softmax) into ``bilm``."""
-    weights = source.load().state_dict()
-    own = bilm.state_dict()
-    encoder = {k: v for k, v in weights.items() if not k.startswith("softmax.")}
-    missing = [k for k in own if not k.startswith("softmax.") and k not in encoder]
-    if missing:
-        raise InputError(
-            f"--model.init_from {source}: the source biLM has no {missing[:3]}; is it a biLM of this project?"
-        )
-    if init_softmax:
-        softmax = {k: v for k, v in weights.items() if k.startswith("softmax.")}
-        expected = {k: tuple(v.shape) for k, v in own.items() if k.startswith("softmax.")}
-        found = {k: tuple(v.shape) for k, v in softmax.items()}
-        if found != expected:
-            raise InputError(
-                f"--model.init_from {source}: its softmax {found or '(none: the published files have none)'} is "
-                f"not this run's {expected}; pass the source's vocab.txt as --data.vocab_path and the same "
-                "softmax settings, or drop --model.init_softmax to train a new softmax"
-            )
-        encoder.update(softmax)
-    bilm.load_state_dict(encoder, strict=False)
-
-
-def _exists(source: BiLMSource) -> bool:
-    try:
-        source.files()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 class PretrainSystem(L.LightningModule):
@@ -154,7 +102,7 @@ class PretrainSystem(L.LightningModule):
             bilm = dataclasses.replace(bilm, vocab_size=vocab_size)
         source = BiLMSource.parse(init_from) if init_from else None
         self._init_from_missing: str | None = None
-        if source is not None and not _exists(source):
+        if source is not None and not source_exists(source):
             # a run reloaded from its checkpoint (resumed, tested) needs no source: the checkpoint's
             # hyper-parameters hold the adapted architecture, and its weights are restored over these.
             # Without a checkpoint it is an error, raised when the run starts (on_fit_start, on_test_start)
@@ -195,15 +143,13 @@ class PretrainSystem(L.LightningModule):
         self.test_unigram = MeanMetric()  # the unigram baseline's -log p over the same test targets
         self._unigram_log_probs: torch.Tensor | None = None  # (V,), set by on_test_start
         self.tokens_seen = 0
-        self.horizon: int | None = schedule_steps  # the step where the decay ends, once known
-        self.lr_anchor: tuple[int, float] | None = None  # (step, decay progress) the decay runs on from
+        self.schedule = LRSchedule(warmup_steps, lr_schedule, min_lr_ratio, horizon=schedule_steps)
         self._attempt_start: tuple[float, int] | None = None  # (time, step) from which the step rate is measured
         self._attempt_first_step = 0
         self._window: deque[tuple[float, int]] = deque(maxlen=51)
         self._train_rng = TrainingRNG()  # the RNG as the last training step left it (systems/rng.py)
-        self._recent_losses: deque[float] = deque(maxlen=max(1, spike_window))
+        self.guard = DivergenceGuard(spike_factor, spike_window)
         self.health_stop: str | None = None  # why training diverged, if it did (TrainingDiverged says it too)
-        self._scaler_skips = 0  # consecutive steps fp16's GradScaler skipped (on_before_optimizer_step)
         self._step_losses: list[torch.Tensor] = []  # the losses since the last update, on the device
         self._batch_tokens = 0  # tokens of the batch being trained on, read on the host
 
@@ -237,27 +183,6 @@ class PretrainSystem(L.LightningModule):
         self.log("train/replaced_tokens", batch["num_replaced"].float(), reduce_fx="sum")
         self._window.append((time.perf_counter(), tokens))
         return out.loss
-
-    def _check_losses(self, losses: list[float]) -> None:
-        """Stop (raise) on a non-finite loss or a spike, on any rank; else remember the losses."""
-        recent = self._recent_losses
-        problem = None
-        for value in losses:
-            if not math.isfinite(value):
-                problem = f"the loss is {value}"
-            elif self.hparams.spike_factor > 0 and len(recent) == recent.maxlen:
-                mean = sum(recent) / len(recent)
-                if value > self.hparams.spike_factor * mean:
-                    problem = (
-                        f"the loss spiked to {value:.4g}, {value / mean:.1f} x its mean {mean:.4g} over the last "
-                        f"{len(recent)} steps (--model.spike_factor {self.hparams.spike_factor})"
-                    )
-            if problem is not None:
-                break
-        # every rank must stop together, or the others would wait in the next collective forever
-        if self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
-            self._stop(problem or "another rank's loss is non-finite or spiked")
-        recent.extend(losses)
 
     def _log_step(self, losses: list[float]) -> None:
         """The step's host values, logged right after the guard's wait (the device queue is empty then)."""
@@ -295,35 +220,19 @@ class PretrainSystem(L.LightningModule):
         watched = [loss.float() for loss in losses] + ([total] if total is not None else [])
         values = torch.stack(watched).tolist() if watched else []  # the step's one wait for the device
         if losses:
-            self._check_losses(values[: len(losses)])
+            problem = self.guard.loss_problem(values[: len(losses)])
+            # every rank must stop together, or the others would wait in the next collective forever
+            if self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
+                self._stop(problem or "another rank's loss is non-finite or spiked")
             self._log_step(values[: len(losses)])
         if total is None:
             return
-        total_value = values[-1]
-        self.log("train/grad_norm", total_value)
-        if math.isfinite(total_value):
-            self._scaler_skips = 0
-            return
-        # a finite loss with non-finite gradients (the same on every rank: they are all-reduced)
-        scaler = self._grad_scaler()
-        if scaler is not None and self._scaler_skips < _MAX_SCALER_SKIPS:
-            # fp16: the scaled gradients overflowed (normal while the scale settles); the scaler skips
-            # this update and halves its scale, so the gradients are never applied
-            self._scaler_skips += 1
-            log.info(
-                "pretrain: fp16 gradients overflowed at global step %d; the GradScaler skips the step (scale %g)",
-                self.global_step,
-                scaler.get_scale(),
-            )
-            return
-        optimizer.zero_grad(set_to_none=True)  # do not apply them
-        problem = f"the gradient norm is {total_value}"
-        if scaler is not None:
-            problem += (
-                f" after fp16's GradScaler skipped {self._scaler_skips} steps in a row (its scale is down to "
-                f"{scaler.get_scale():g})"
-            )
-        self._stop(problem)
+        self.log("train/grad_norm", values[-1])
+        # the gradients are all-reduced, so every rank finds the same
+        problem = self.guard.gradient_problem(values[-1], self._grad_scaler(), self.global_step)
+        if problem is not None:
+            optimizer.zero_grad(set_to_none=True)  # do not apply them
+            self._stop(problem)
 
     def _grad_scaler(self) -> torch.amp.GradScaler | None:
         """The active GradScaler of ``--trainer.precision 16-mixed`` (None for other precisions)."""
@@ -345,80 +254,38 @@ class PretrainSystem(L.LightningModule):
             opt = torch.optim.SGD(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             raise ValueError(f"pretrain: unknown optimizer {hp.optimizer!r} (--model.optimizer adagrad|adam|adamw|sgd)")
-        if hp.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ValueError(
-                f"pretrain: unknown lr_schedule {hp.lr_schedule!r} (--model.lr_schedule constant|linear|cosine)"
-            )
         if hp.warmup_steps <= 0 and hp.lr_schedule == "constant":
             return opt
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self.lr_factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, self.schedule.factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_factor(self, step: int) -> float:
-        """The learning rate at optimizer step ``step`` as a fraction of ``lr``: warm-up, then the decay."""
-        hp = self.hparams
-        if step < hp.warmup_steps:
-            return (step + 1) / hp.warmup_steps
-        if hp.lr_schedule == "constant" or self.horizon is None:
-            return 1.0
-        progress = self.schedule_progress(step)
-        if hp.lr_schedule == "linear":
-            return 1.0 - (1.0 - hp.min_lr_ratio) * progress
-        return hp.min_lr_ratio + (1.0 - hp.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def schedule_progress(self, step: int) -> float:
-        """How far the decay has gone at ``step``, from 0 (end of warm-up) to 1 (the horizon).
-
-        Progress runs linearly from the anchor ``(step, progress)`` to the horizon. The anchor is the end
-        of warm-up until a time-budget run re-estimates its horizon (:meth:`follow_the_time_budget`);
-        then it moves to the step of the re-estimate, so the learning rate stays continuous.
-        """
-        anchor_step, anchor_progress = self.lr_anchor or (self.hparams.warmup_steps, 0.0)
-        span = max(1, self.horizon - anchor_step)
-        return min(1.0, anchor_progress + (1.0 - anchor_progress) * max(0, step - anchor_step) / span)
 
     def follow_the_time_budget(self) -> None:
         """Re-estimate a time-budget horizon from the step rate so far, keeping the learning rate continuous.
 
         A horizon fixed once from the first minutes' rate overshoots when the steps slow down later
         (the one-hour bf16 run ended its decay at 35% of the peak instead of 5%: docs/pretraining.md).
-        Every ``_REHORIZON_EVERY`` steps the rate over this attempt so far (validation and saving
+        Every ``REHORIZON_EVERY`` steps the rate over this attempt so far (validation and saving
         included) and the time left give a new horizon; the decay goes on from where it is to the
         floor at that step. Both the horizon and the anchor are saved in checkpoints.
         """
-        step = self.trainer.global_step
         horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
-        if horizon is None or self.horizon is None:
+        if horizon is None or self.schedule.horizon is None:
             return
-        progress = self.schedule_progress(step)
-        self.lr_anchor = (step, progress)
-        self.horizon = max(step + 1, horizon)
-        self.log("train/lr_horizon", float(self.horizon))
+        self.schedule.move_horizon(self.trainer.global_step, horizon)
+        self.log("train/lr_horizon", float(self.schedule.horizon))
 
     def schedule_horizon(self) -> int | None:
         """The step where the decay ends: ``schedule_steps``, else ``max_steps``, else from ``max_time``.
 
         With only a time budget, the horizon is first estimated at the end of warm-up (and no earlier
-        than step 50), from this process's step rate (measured from its 10th step on, after the data
-        stream has filled its shuffle buffer) and the time the trainer has left, less 7% for
-        validation and saving; :meth:`follow_the_time_budget` re-estimates it as the run goes. It is
-        saved in every checkpoint with its anchor, so a resumed run continues the same schedule.
+        than step 50) from this process's step rate (:func:`time_budget_horizon`);
+        :meth:`follow_the_time_budget` re-estimates it as the run goes.
         """
         if self.hparams.schedule_steps:
             return int(self.hparams.schedule_steps)
-        trainer = self.trainer
-        if trainer.max_steps and trainer.max_steps > 0:
-            return int(trainer.max_steps)
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        remaining = timer.time_remaining("train") if timer is not None else None
-        if remaining is None or self._attempt_start is None:
-            return None
-        started_at, first_step = self._attempt_start
-        steps = trainer.global_step - first_step
-        elapsed = time.monotonic() - started_at
-        if steps <= 0 or elapsed <= 0:
-            return None
-        return trainer.global_step + int(0.93 * remaining * steps / elapsed)
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return int(self.trainer.max_steps)
+        return time_budget_horizon(self.trainer, self._attempt_start)
 
     def _follows_time_budget(self) -> bool:
         """Whether the horizon comes from ``trainer.max_time`` (no step budget and no ``schedule_steps``)."""
@@ -489,8 +356,8 @@ class PretrainSystem(L.LightningModule):
         if self.hparams.lr_schedule != "constant" and (self.trainer.max_steps or 0) > 0:
             # a step budget is known from the start (and may have been raised for this attempt); only a
             # horizon estimated from max_time is kept from the checkpoint
-            self.horizon = self.schedule_horizon()
-            self.lr_anchor = None
+            self.schedule.horizon = self.schedule_horizon()
+            self.schedule.anchor = None
 
     # ---- evaluation (full softmax) -------------------------------------------------------------
     def _evaluate(self, batch: dict[str, torch.Tensor], forward: MeanMetric, backward: MeanMetric) -> None:
@@ -543,15 +410,15 @@ class PretrainSystem(L.LightningModule):
     # ---- state and export ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
-        checkpoint["lr_horizon"] = self.horizon
-        checkpoint["lr_anchor"] = self.lr_anchor
+        checkpoint["lr_horizon"] = self.schedule.horizon
+        checkpoint["lr_anchor"] = self.schedule.anchor
         self._train_rng.save(checkpoint)  # a resumed run continues the training stream of random numbers
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
-        self.horizon = checkpoint.get("lr_horizon", self.horizon)
+        self.schedule.horizon = checkpoint.get("lr_horizon", self.schedule.horizon)
         anchor = checkpoint.get("lr_anchor")
-        self.lr_anchor = None if anchor is None else (int(anchor[0]), float(anchor[1]))
+        self.schedule.anchor = None if anchor is None else (int(anchor[0]), float(anchor[1]))
         self._train_rng.load(checkpoint)
 
     def on_after_backward(self) -> None:
@@ -567,18 +434,19 @@ class PretrainSystem(L.LightningModule):
         if self._attempt_start is None and self.trainer.global_step >= self._attempt_first_step + 10:
             self._attempt_start = (time.monotonic(), self.trainer.global_step)  # the step rate is measured from here
         if (
-            self.horizon is None
+            self.schedule.horizon is None
             and self.hparams.lr_schedule != "constant"
             and self.trainer.global_step >= max(self.hparams.warmup_steps, 50)
         ):
-            self.horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
-            if self.horizon is not None:
-                log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, self.horizon)
+            horizon = self.trainer.strategy.broadcast(self.schedule_horizon(), src=0)  # one schedule for all ranks
+            self.schedule.horizon = horizon
+            if horizon is not None:
+                log.info("pretrain: the %s decay ends at step %d", self.hparams.lr_schedule, horizon)
         elif (
-            self.horizon is not None
+            self.schedule.horizon is not None
             and self._follows_time_budget()
             and self._attempt_start is not None
-            and self.trainer.global_step % _REHORIZON_EVERY == 0
+            and self.trainer.global_step % REHORIZON_EVERY == 0
             and self.trainer.global_step > self._attempt_start[1]
         ):
             self.follow_the_time_budget()
@@ -592,34 +460,5 @@ class PretrainSystem(L.LightningModule):
 
     @rank_zero_only
     def write_export_folder(self, directory: str, log_dir: str | None = None) -> None:
-        """Write the export folder: best checkpoint's weights (or the current ones), vocab, run config.
-
-        Args:
-            directory: the export folder.
-            log_dir: the folder holding the run's ``config.yaml`` (``trainer.log_dir``; None: no run config).
-        """
-        trainer = self.trainer
-        bilm = self.bilm
-        ckpt = trainer.checkpoint_callback
-        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-        metrics: dict[str, Any] = {"tokens_seen": self.tokens_seen, "global_step": self.global_step}
-        if best and Path(best).is_file():
-            state = load_checkpoint(best)["state_dict"]
-            bilm = BiLM(self.bilm.config)
-            bilm.load_state_dict({k.removeprefix("bilm."): v for k, v in state.items() if k.startswith("bilm.")})
-            metrics.update(
-                checkpoint=best,
-                best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
-                monitor=ckpt.monitor,
-            )
-        for key, value in trainer.callback_metrics.items():
-            if torch.is_tensor(value) and value.numel() == 1 and math.isfinite(float(value)):
-                metrics.setdefault("last_" + key.replace("/", "_"), float(value))
-        run_config = None
-        if log_dir and (Path(log_dir) / "config.yaml").is_file():
-            run_config = (Path(log_dir) / "config.yaml").read_text()
-        vocab = getattr(trainer.datamodule, "vocab", None) if trainer.datamodule is not None else None
-        save_export(directory, bilm, vocab, run_config=run_config, metrics=metrics)
-        if self.hparams.init_from and bilm.config.cell == "lstmp":  # also as the official files (lstmp only)
-            save_bilm_tf(bilm, directory)
-        log.info("exported the biLM to %s", directory)
+        """Write the export folder (rank 0): :func:`~elmo_pipeline.systems.run_export.export_run`."""
+        export_run(self, directory, log_dir)
