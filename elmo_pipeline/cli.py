@@ -13,24 +13,24 @@ from elmo_pipeline.files import Terminated
 # command -> ("module:function", one-line help). Each function takes the remaining argv.
 COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("elmo_pipeline.reproduce:main", "the paper's results table: pretrain, transfer, seeds (resumable)"),
-    "pretrain": ("elmo_pipeline.systems.pretrain_cli:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
+    "pretrain": ("elmo_pipeline.commands.pretrain:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
     "finetune": ("elmo_pipeline.systems.finetune_cli:main", "train a task head with or without ELMo (LightningCLI)"),
-    "vocab": ("elmo_pipeline.data.lm:vocab_main", "build a word vocabulary from a corpus"),
+    "vocab": ("elmo_pipeline.commands.vocab:main", "build a word vocabulary from a corpus"),
     "curves": ("elmo_pipeline.analysis.curves:main", "plot a pretraining run's learning curves"),
-    "bench": ("elmo_pipeline.bench:main", "benchmark training throughput, memory and GFLOP/s"),
+    "bench": ("elmo_pipeline.commands.bench:main", "benchmark training throughput, memory and GFLOP/s"),
     "embed": ("elmo_pipeline.embed_cli:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
     "merge-embeddings": (
         "elmo_pipeline.embed_shards:merge_main",
         "merge the shards of `embed --shard-lines` into one file",
     ),
-    "export": ("elmo_pipeline.export_cli:main", "write a biLM as the published options.json + weights.hdf5, or back"),
+    "export": ("elmo_pipeline.commands.export:main", "write a biLM as the published options.json + weights.hdf5, or back"),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
     "units": ("elmo_pipeline.analysis.units:main", "find and plot interpretable units of a biLM over a text"),
     "cells": ("elmo_pipeline.analysis.units:main", "the same as `units` (its former name)"),
     "sentiment-neuron": ("elmo_pipeline.analysis.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),
     "ablation": ("elmo_pipeline.analysis.ablation:main", "train one biLM per recurrent cell, compare ppl/speed"),
     "seq2seq": ("elmo_pipeline.systems.seq2seq_cli:main", "train a translation model, with or without LM fusion"),
-    "translate": ("elmo_pipeline.translate:main", "translate a file with a model trained by `seq2seq`"),
+    "translate": ("elmo_pipeline.commands.translate:main", "translate a file with a model trained by `seq2seq`"),
 }
 
 

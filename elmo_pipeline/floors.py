@@ -40,14 +40,16 @@ FLOORS: tuple[Floor, ...] = (
         ("data/", "interop/"), "what feeds the models (readers, DataModules, the cache); the published format's face"
     ),
     Floor(
-        ("systems/", "embed.py", "export_cli.py", "translate.py", "bench.py"),
-        "training (LightningModules and their CLIs); a model run with no system: embed_file, export, translate, bench",
+        ("systems/", "embed.py", "bench.py"),
+        "training (LightningModules, their LightningCLI wiring, loading a translator); a model run with no "
+        "system: embed_file, bench",
     ),
     Floor(("analysis/", "embed_shards.py"), "commands built on the systems: the LSTM lab, sharded embed"),
     Floor(
         ("reproduce/", "embed_cli.py"),
         "commands over everything below: the results table; `embed` (one file, or shards)",
     ),
+    Floor(("commands/",), "every command's entry, one module each: its options, then one call into the floors below"),
     Floor(("cli.py",), "`elmo-pipeline <command>`: every command by name (import_module), one-line errors"),
 )
 

@@ -14,6 +14,7 @@ import torch
 import yaml
 from torch import nn
 
+from elmo_pipeline.commands.pretrain import main as pretrain_main
 from elmo_pipeline.models import IGNORE, BiLM, BiLMConfig
 from elmo_pipeline.modules.cells import (
     CELLS,
@@ -25,7 +26,6 @@ from elmo_pipeline.modules.cells import (
     make_cell,
 )
 from elmo_pipeline.modules.lstm import LSTMPLayer
-from elmo_pipeline.systems.pretrain_cli import main as pretrain_main
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids
 
 X, H, B, T = 5, 7, 3, 6

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from elmo_pipeline.commands.pretrain import main as pretrain_main
 from elmo_pipeline.models.config import BiLMConfig
-from elmo_pipeline.systems.pretrain_cli import main as pretrain_main
 
 ROOT = Path(__file__).parents[1]
 PRETRAIN_CONFIGS = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))

@@ -303,7 +303,7 @@ def test_unknown_softmax_is_a_clear_error():
 def test_bench_runs_the_variants_interleaved_on_real_batches(tmp_path, capsys):
     import json
 
-    from elmo_pipeline import bench
+    from elmo_pipeline.commands import bench
 
     out = tmp_path / "bench.json"
     argv = ["--preset", "tiny", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--threads", "1"]

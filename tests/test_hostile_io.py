@@ -23,9 +23,9 @@ from cli_runs import run
 from tiny_models import tiny_bilm
 
 from elmo_pipeline import embed as embed_module
-from elmo_pipeline import export_cli, files
+from elmo_pipeline import files
 from elmo_pipeline.files import OutputLock
-from elmo_pipeline.models import BiLM
+from elmo_pipeline.models import BiLM, formats
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.portable import PortableEmbedder
 from elmo_pipeline.text.chars import batch_to_char_ids
@@ -355,7 +355,7 @@ def test_the_portable_embedder_takes_empty_batches_and_refuses_bad_shapes_and_id
 def test_the_onnx_embedder_contract_empty_batch_runs_and_an_empty_length_fails_loudly(bilm, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    path = export_cli.save_embedder(bilm, tmp_path, "onnx")
+    path = formats.save_embedder(bilm, tmp_path, "onnx")
     session = ort.InferenceSession(str(path))
     layers, mask = session.run(None, {"chars": np.zeros((0, 4, 50), dtype=np.int64)})
     assert layers.shape == (3, 0, 4, 16)

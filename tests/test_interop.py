@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_pipeline.export_cli import main as convert_main
+from elmo_pipeline.commands.export import main as convert_main
 from elmo_pipeline.interop import load_bilm_tf, read_options, save_bilm_tf
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_pipeline.export_cli import main as export_main
+from elmo_pipeline.commands.export import main as export_main
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.portable import PortableEmbedder

@@ -33,7 +33,6 @@ exactly the one over the whole set.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import random
@@ -56,7 +55,7 @@ from elmo_pipeline.text.vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 Tokenizer = Literal["regex", "whitespace", "wikitext"]
-_TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
     "regex": tokenize,
     "whitespace": str.split,
     "wikitext": tokenize_wikitext,
@@ -65,7 +64,7 @@ _TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
 
 def sentences_from_lines(lines: Iterator[str], tokenizer: Tokenizer, max_tokens: int) -> Iterator[list[str]]:
     """Tokenise lines and split them into sentences of at most ``max_tokens`` tokens (blank lines skipped)."""
-    tok = _TOKENIZERS[tokenizer]
+    tok = TOKENIZERS[tokenizer]
     for line in lines:
         tokens = tok(line)
         if tokens:
@@ -235,8 +234,8 @@ class LMBatches(IterableDataset):
     ) -> None:
         if not sources:
             raise ValueError("lm data: no corpus source given (--data.sources)")
-        if tokenizer not in _TOKENIZERS:
-            raise ValueError(f"lm data: tokenizer must be one of {sorted(_TOKENIZERS)}, got {tokenizer!r}")
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"lm data: tokenizer must be one of {sorted(TOKENIZERS)}, got {tokenizer!r}")
         self.sources, self.vocab, self.weights, self.tokenizer = sources, vocab, weights, tokenizer
         self.max_tokens, self.batch_size, self.bucket_batches = max_tokens, batch_size, bucket_batches
         self.shuffle_buffer, self.seed, self.rank, self.world_size = shuffle_buffer, seed, rank, world_size
@@ -452,7 +451,7 @@ def build_vocabulary(
     """Count the words of every source (each read once, to its end or ``max_lines``)."""
     from tqdm.auto import tqdm
 
-    tok = _TOKENIZERS[tokenizer]
+    tok = TOKENIZERS[tokenizer]
     counts: Counter[str] = Counter()
     for source in sources:
         lines = iter_lines(source, encoding_errors=encoding_errors)
@@ -489,27 +488,6 @@ def check_vocab_output(output: Path, sources: list[str], overwrite: bool) -> Non
                 )
     if not overwrite:
         raise WouldOverwriteError(f"--output {output} exists; pass --overwrite to replace it, or give another --output")
-
-
-def vocab_main(argv: list[str]) -> int:
-    """`elmo-pipeline vocab`: build the vocabulary file of a corpus."""
-    parser = argparse.ArgumentParser(prog="elmo-pipeline vocab", description=build_vocabulary.__doc__)
-    parser.add_argument("sources", nargs="+", help="corpus files, globs or hf:<id>")
-    parser.add_argument("--output", required=True, help="vocabulary file to write (one word per line)")
-    parser.add_argument("--max-size", type=int, default=None, help="keep the most frequent words (specials included)")
-    parser.add_argument("--min-count", type=int, default=1)
-    parser.add_argument("--tokenizer", choices=sorted(_TOKENIZERS), default="regex")
-    parser.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    check_vocab_output(Path(args.output), args.sources, args.overwrite)
-    vocab = build_vocabulary(
-        args.sources, args.tokenizer, args.max_size, args.min_count, encoding_errors=args.encoding_errors
-    )
-    vocab.save(args.output)
-    print(f"wrote {len(vocab)} words to {args.output}")
-    return 0
 
 
 def load_or_build_vocabulary(path: str | Path, sources: list[str], **kwargs: Any) -> Vocabulary:

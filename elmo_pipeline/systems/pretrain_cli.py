@@ -119,11 +119,3 @@ def build_cli(argv: list[str], run: bool = True) -> PretrainCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )
-
-
-def main(argv: list[str]) -> int:
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    build_cli(argv)
-    return 0

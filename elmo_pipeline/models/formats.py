@@ -1,22 +1,15 @@
-"""`elmo-pipeline export`: write a biLM in another format.
-
-    elmo-pipeline export --bilm runs/pretrain/cpu_1h/export --format bilm-tf --output published/
-    elmo-pipeline export --bilm options.json,weights.hdf5 --format export --output runs/elmo_original/export
-    elmo-pipeline export --bilm runs/pretrain/cpu_1h/export --format torchscript --output serving/
-    elmo-pipeline export --bilm runs/pretrain/cpu_1h/export --format onnx --output serving/
+"""A biLM written in another format: the engine of ``elmo-pipeline export`` (``commands/export.py``).
 
 ``bilm-tf`` writes the published ``options.json`` + ``weights.hdf5`` (and ``vocab.txt`` when the biLM
 has one), which tools built for the official files read. ``export`` writes this project's export folder
 (``config.json`` + ``weights.pt``). ``torchscript`` (``embedder.pt``) and ``onnx`` (``embedder.onnx``)
 write the embedder for serving, :class:`~elmo_pipeline.models.portable.PortableEmbedder`: character
 ids (with ``<S>``/``</S>``) in, all layers and the mask out, any batch size and length; neither file
-needs this package to run (docs/embeddings.md, "Serving"). ``--bilm`` takes every form of
-:class:`~elmo_pipeline.models.source.BiLMSource`.
+needs this package to run (docs/embeddings.md, "Serving").
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -31,7 +24,7 @@ from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.export_folder import EXPORT_FILES, check_replaceable, save_export
 from elmo_pipeline.models.portable import PortableEmbedder
-from elmo_pipeline.models.source import BILM_HELP, BiLMSource
+from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.text.chars import batch_to_char_ids
 
 log = logging.getLogger(__name__)
@@ -60,7 +53,7 @@ def check_export_output(output: Path, format: str, overwrite: bool) -> None:
         raise WouldOverwriteError(f"export would replace {existing[0]}; pass --overwrite to replace it")
 
 
-def export(bilm: str, output: str | Path, format: str, overwrite: bool = False) -> list[Path]:
+def write_format(bilm: str, output: str | Path, format: str, overwrite: bool = False) -> list[Path]:
     """Write the biLM that ``bilm`` names to ``output`` in ``format``; returns the files written.
 
     Nothing is created until the biLM has loaded, the files are written beside ``output`` first and
@@ -137,27 +130,3 @@ def save_embedder(bilm: BiLM, output: str | Path, format: str) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="elmo-pipeline export", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--bilm",
-        required=True,
-        help=BILM_HELP,
-    )
-    parser.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="bilm-tf",
-        help="bilm-tf: the published options.json + weights.hdf5; export: this project's export folder; "
-        "torchscript (embedder.pt) or onnx (embedder.onnx): the embedder for serving",
-    )
-    parser.add_argument("--output", required=True, help="folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    files = export(args.bilm, args.output, args.format, args.overwrite)
-    print(f"wrote {', '.join(str(f) for f in files)}")
-    return 0

@@ -1,0 +1,17 @@
+"""`elmo-pipeline pretrain`: pretrain a biLM (LightningCLI: fit, validate, test, predict).
+
+The wiring (the system, the data module, their links and checks) is
+:class:`~elmo_pipeline.systems.pretrain_cli.PretrainCLI`; ``fit`` is the default subcommand.
+"""
+
+from __future__ import annotations
+
+from elmo_pipeline.systems.pretrain_cli import build_cli
+
+
+def main(argv: list[str]) -> int:
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    build_cli(argv)
+    return 0
