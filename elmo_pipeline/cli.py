@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "elmo_pipeline.embed_shards:merge_main",
         "merge the shards of `embed --shard-lines` into one file",
     ),
-    "export": ("elmo_pipeline.commands.export:main", "write a biLM as the published options.json + weights.hdf5, or back"),
+    "export": (
+        "elmo_pipeline.commands.export:main",
+        "write a biLM as the published options.json + weights.hdf5, or back",
+    ),
     "generate": ("elmo_pipeline.analysis.generate:main", "sample text from a biLM's forward language model"),
     "units": ("elmo_pipeline.analysis.units:main", "find and plot interpretable units of a biLM over a text"),
     "cells": ("elmo_pipeline.analysis.units:main", "the same as `units` (its former name)"),

@@ -24,11 +24,20 @@ from torch import nn
 
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.modules.lstm import LSTMPLayer, lstmp_scan
-from elmo_pipeline.modules.softmax import LMSoftmax
+from elmo_pipeline.modules.softmax import AdaptiveLMSoftmax, LMSoftmax, at_least_fp32
 from elmo_pipeline.text.chars import word_char_ids
 from elmo_pipeline.text.vocab import Vocabulary
 
 LMState = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: h (B, P), c (B, H)
+
+
+def _lse(projection: nn.Linear, z: torch.Tensor, words: int = 4096) -> torch.Tensor:
+    """``logsumexp(projection(z), -1)`` (N, 1) over ``words`` outputs at a time: never all of them at once."""
+    parts = [
+        torch.logsumexp(F.linear(z, projection.weight[i : i + words], projection.bias[i : i + words]), dim=-1)
+        for i in range(0, projection.out_features, words)
+    ]  # each (N,)
+    return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1, keepdim=True)  # (N, 1)
 
 
 class TargetLM(nn.Module):
@@ -52,12 +61,21 @@ class TargetLM(nn.Module):
         self.bilm = bilm.eval().requires_grad_(False)
         self.config = bilm.config
         self.register_buffer("lm_ids", torch.tensor(lm_vocab.ids(target_words)), persistent=False)  # (V,)
+        # the target words of each cluster of an adaptive softmax (0: the head), as positions in the target list
+        bounds = bilm.softmax.bounds if isinstance(bilm.softmax, AdaptiveLMSoftmax) else [bilm.softmax.vocab_size]
+        cluster = torch.bucketize(self.lm_ids, torch.tensor(bounds[:-1]), right=True)  # (V,)
+        for c in range(len(bounds)):
+            self.register_buffer(f"_positions{c}", (cluster == c).nonzero().squeeze(1), persistent=False)
         with torch.no_grad():
             chars = torch.tensor([word_char_ids(w) for w in target_words])  # (V, C)
             table = bilm.token_encoder.encode(chars)  # (V, P)
         self.register_buffer("token_vectors", table, persistent=False)
         self.oov = sum(1 for w in target_words if w not in lm_vocab.index)
         self._digest()
+
+    @property
+    def _cluster_positions(self) -> list[torch.Tensor]:
+        return [getattr(self, f"_positions{c}") for c in range(len(getattr(self.bilm.softmax, "bounds", [0])))]
 
     def fingerprint(self) -> str:
         """sha256 of what decides the LM's scores of the target words: its weights and where each word sits
@@ -99,10 +117,38 @@ class TargetLM(nn.Module):
         """Args: top (..., P) top-layer states. Returns: (..., V) log-probabilities over the target words."""
         softmax = self.bilm.softmax
         if isinstance(softmax, LMSoftmax):  # the LM's normaliser cancels: only the target words' logits are needed
-            scores = F.linear(top, softmax.weight[self.lm_ids], softmax.bias[self.lm_ids]).float()  # (..., V)
+            scores = at_least_fp32(F.linear(top, softmax.weight[self.lm_ids], softmax.bias[self.lm_ids]))  # (..., V)
         else:
-            scores = softmax.log_probs(top)[..., self.lm_ids]  # (..., V)
+            scores = self._adaptive_scores(softmax, top)  # (..., V)
         return torch.log_softmax(scores, dim=-1)
+
+    def _adaptive_scores(self, softmax: AdaptiveLMSoftmax, top: torch.Tensor) -> torch.Tensor:
+        """The adaptive softmax's log-probabilities of the target words, up to one constant per row.
+
+        ``log p(w) = head(w) - lse(head)`` for a head word and ``head(c) - lse(head) + tail_c(w) -
+        lse(tail_c)`` for a word of tail cluster c. ``lse(head)`` is the same for every word of a row, so
+        the renormalisation over the target words cancels it. Only the target words' logits are
+        computed; each tail's normaliser ``lse(tail_c)`` still needs every word of the cluster, and is
+        taken a slice of words at a time, so no (rows, LM vocabulary) matrix is ever made (it was 93%
+        of the LM's time in cold fusion, 2026-12-03).
+        """
+        shape = top.shape[:-1]
+        h = at_least_fp32(top.reshape(-1, top.shape[-1]))  # (N, P)
+        with torch.autocast(h.device.type, enabled=False):
+            head = softmax.head(h)  # (N, head)
+            scores = h.new_empty(h.shape[0], self.lm_ids.numel())  # (N, V)
+            in_head = self._cluster_positions[0]
+            scores[:, in_head] = head[:, self.lm_ids[in_head]]
+            for c, tail in enumerate(softmax.tails, start=1):
+                positions = self._cluster_positions[c]
+                if positions.numel() == 0:
+                    continue
+                down, up = tail[0], tail[1]  # P -> d, d -> the cluster's words
+                z = down(h)  # (N, d)
+                words = self.lm_ids[positions] - softmax.bounds[c - 1]  # (n,) rows of `up`
+                picked = F.linear(z, up.weight[words], up.bias[words])  # (N, n)
+                scores[:, positions] = head[:, softmax.bounds[0] + c - 1 : softmax.bounds[0] + c] + picked - _lse(up, z)
+        return scores.reshape(*shape, -1)  # (..., V)
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,7 @@ class LMSoftmax(nn.Module):
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """Args: h (..., P). Returns: (..., V) log-probabilities."""
-        return torch.log_softmax(nn.functional.linear(h, self.weight, self.bias).float(), dim=-1)
+        return torch.log_softmax(at_least_fp32(nn.functional.linear(h, self.weight, self.bias)), dim=-1)
 
     @property
     def chunk_rows(self) -> int:
@@ -63,7 +63,9 @@ class LMSoftmax(nn.Module):
         out, rows = [], self.chunk_rows
         for start in range(0, h.shape[0], rows):
             logits = nn.functional.linear(h[start : start + rows], self.weight, self.bias)  # (n, V)
-            out.append(nn.functional.cross_entropy(logits.float(), targets[start : start + rows], reduction="none"))
+            out.append(
+                nn.functional.cross_entropy(at_least_fp32(logits), targets[start : start + rows], reduction="none")
+            )
         return torch.cat(out) if out else h.new_zeros(0)  # (N,)
 
     def log_q(self, ids: torch.Tensor) -> torch.Tensor:
@@ -90,7 +92,7 @@ class LMSoftmax(nn.Module):
         return torch.logsumexp(logits, dim=1) - true_logit  # (N,)
 
 
-def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """Log-probabilities in float32 under autocast (bf16 logits), and float64 stays float64."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
@@ -140,7 +142,7 @@ class AdaptiveLMSoftmax(nn.Module):
         cluster = torch.bucketize(targets, targets.new_tensor(self.bounds[:-1]), right=True)  # (N,), 0 = head
         head_target = torch.where(cluster == 0, targets, self.bounds[0] + cluster - 1)  # (N,): word or its cluster
         # -log p_head(head_target); cross_entropy is log_softmax and the pick in one kernel (faster on CPU)
-        nll = nn.functional.cross_entropy(_at_least_fp32(self.head(h)), head_target, reduction="none")  # (N,)
+        nll = nn.functional.cross_entropy(at_least_fp32(self.head(h)), head_target, reduction="none")  # (N,)
         for i, tail in enumerate(self.tails):
             rows = (cluster == i + 1).nonzero().squeeze(1)  # (n,)
             if rows.numel() == 0:
@@ -159,11 +161,11 @@ class AdaptiveLMSoftmax(nn.Module):
         would cost a cast of the whole (n, size) matrix each way.
         """
         with torch.autocast(h.device.type, enabled=False):
-            return tail(_at_least_fp32(h))
+            return tail(at_least_fp32(h))
 
     def log_probs(self, h: torch.Tensor) -> torch.Tensor:
         """Args: h (..., P). Returns: (..., V) log-probabilities (sum of exp = 1)."""
-        head_lp = torch.log_softmax(_at_least_fp32(self.head(h)), dim=-1)  # (..., head)
+        head_lp = torch.log_softmax(at_least_fp32(self.head(h)), dim=-1)  # (..., head)
         parts = [head_lp[..., : self.bounds[0]]]
         for i, tail in enumerate(self.tails):
             cluster_lp = head_lp[..., self.bounds[0] + i : self.bounds[0] + i + 1]  # (..., 1)
