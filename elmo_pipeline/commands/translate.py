@@ -23,7 +23,7 @@ import torch
 from elmo_pipeline.data.readers.base import ReaderError, open_lines
 from elmo_pipeline.errors import CannotProceed, InputError, MissingFileError, WouldOverwriteError
 from elmo_pipeline.files import disk_full, is_disk_full, write_bytes_atomic
-from elmo_pipeline.models.search import beam_search
+from elmo_pipeline.models.search import UNK_WORDS, replace_unknowns, translate
 from elmo_pipeline.systems.translator import load_translator
 from elmo_pipeline.text.tokenize import detokenize, tokenize
 from elmo_pipeline.text.vocab import Vocabulary
@@ -39,6 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-weight", type=float, help="shallow fusion's lambda, finite and >= 0 (default: the one chosen on val)"
     )
     parser.add_argument("--lm", help="the fusion LM, if it moved since training (checked to be the same LM)")
+    parser.add_argument(
+        "--unk",
+        choices=UNK_WORDS,
+        default="keep",
+        help="an output <UNK>: keep it, copy the source word the attention aligns it with (names and numbers "
+        "pass through; Luong et al. 2015), or delete it",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
@@ -79,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     beam = saved["beam"] if args.beam is None else args.beam
     weight = saved["lm_weight"] if args.lm_weight is None else args.lm_weight
     words = saved["target_words"]
-    lines = [
-        detokenize([words[i] for i in beam_search(model, source, beam, weight, saved["length_penalty"])]) + "\n"
-        for source in sources
-    ]
+    lines = []
+    for tokens, source in zip(sentences, sources, strict=True):
+        found = translate(model, source, beam, weight, saved["length_penalty"])
+        lines.append(
+            detokenize(replace_unknowns([words[i] for i in found.ids], found.aligned, tokens, args.unk)) + "\n"
+        )
     if args.output is None:
         sys.stdout.writelines(lines)
     else:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from elmo_pipeline.data.translation import IGNORE_INDEX
-from elmo_pipeline.models.search import beam_search, greedy
+from elmo_pipeline.models.search import Translation, greedy, replace_unknowns, translate
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.models.target_lm import TargetLM
@@ -177,20 +177,28 @@ class Seq2SeqSystem(L.LightningModule):
             self.log("val/bleu", corpus_bleu(list(hypotheses), list(references))[0], prog_bar=True)
         self._val = []
 
-    def translate(self, sources: list[torch.Tensor], beam: int, lm_weight: float, progress: bool = False) -> list[str]:
-        """Beam-search translations (detokenised) of source id tensors (S,), in eval mode."""
+    def decode(
+        self, sources: list[torch.Tensor], beam: int, lm_weight: float, progress: bool = False
+    ) -> list[Translation]:
+        """Beam search over source id tensors (S,), in eval mode: each output's ids and alignment."""
         was_training = self.training
         self.eval()
         try:
-            outputs = [
-                detokenize(
-                    self.words(beam_search(self.model, s.to(self.device), beam, lm_weight, self.hparams.length_penalty))
-                )
+            return [
+                translate(self.model, s.to(self.device), beam, lm_weight, self.hparams.length_penalty)
                 for s in tqdm(sources, desc=f"beam {beam}, lambda {lm_weight}", disable=not progress, mininterval=2.0)
             ]
         finally:
             self.train(was_training)
-        return outputs
+
+    def render(self, found: Translation, source: list[str], unk: str = "keep") -> str:
+        """The detokenised text of a translation, its ``<UNK>`` kept, copied from the aligned word of
+        ``source`` (the source tokens as written) or deleted (:func:`replace_unknowns`)."""
+        return detokenize(replace_unknowns(self.words(found.ids), found.aligned, source, unk))
+
+    def translate(self, sources: list[torch.Tensor], beam: int, lm_weight: float, progress: bool = False) -> list[str]:
+        """Beam-search translations (detokenised, ``<UNK>`` kept) of source id tensors (S,), in eval mode."""
+        return [self.render(found, []) for found in self.decode(sources, beam, lm_weight, progress)]
 
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
