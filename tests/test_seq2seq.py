@@ -15,7 +15,7 @@ from elmo_pipeline.data.readers.base import ReaderError
 from elmo_pipeline.data.translation import TranslationDataModule, read_parallel
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.export_folder import save_export
-from elmo_pipeline.models.search import beam_search, greedy
+from elmo_pipeline.models.search import greedy, translate
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from elmo_pipeline.models.target_lm import TargetLM
 from elmo_pipeline.modules.attention import AdditiveAttention
@@ -99,7 +99,7 @@ def test_beam_of_one_equals_greedy(fusion):
     weight = 0.3 if fusion == "shallow" else 0.0
     source, lengths = padded(SOURCES)
     expected = greedy(model, source, lengths, lm_weight=weight)
-    assert [beam_search(model, torch.tensor(s), beam=1, lm_weight=weight) for s in SOURCES] == expected
+    assert [translate(model, torch.tensor(s), beam=1, lm_weight=weight).ids for s in SOURCES] == expected
 
 
 def test_shallow_fusion_with_lambda_zero_equals_no_fusion():
@@ -107,10 +107,10 @@ def test_shallow_fusion_with_lambda_zero_equals_no_fusion():
     fused.load_state_dict(plain.state_dict(), strict=False)
     for sentence in SOURCES:
         source = torch.tensor(sentence)
-        assert beam_search(fused, source, beam=3, lm_weight=0.0) == beam_search(plain, source, beam=3)
+        assert translate(fused, source, beam=3, lm_weight=0.0).ids == translate(plain, source, beam=3).ids
     # and a weight that is not zero does change some search scores (the LM is really consulted)
     changed = [
-        beam_search(fused, torch.tensor(s), beam=3, lm_weight=5.0) != beam_search(plain, torch.tensor(s), beam=3)
+        translate(fused, torch.tensor(s), beam=3, lm_weight=5.0).ids != translate(plain, torch.tensor(s), beam=3).ids
         for s in SOURCES
     ]
     assert any(changed)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_seq2seq import SOURCES, tiny_model
 
-from elmo_pipeline.models.search import beam_search, replace_unknowns, translate
+from elmo_pipeline.models.search import replace_unknowns, translate
 from elmo_pipeline.models.seq2seq import Memory
 
 
@@ -27,7 +27,6 @@ def test_each_output_word_is_aligned_with_the_source_position_its_step_attended_
     for ids in SOURCES:
         source = torch.tensor(ids)
         found = translate(model, source, beam=beam)
-        assert found.ids == beam_search(model, source, beam=beam)  # the ids are beam search's
         assert len(found.aligned) == len(found.ids) and all(0 <= p < len(ids) for p in found.aligned)
         memory, state = model.encode(source.unsqueeze(0), torch.tensor([len(ids)]))
         previous, expected = torch.tensor([0]), []  # <S>

@@ -90,17 +90,6 @@ def greedy(model: Seq2Seq, source: torch.Tensor, lengths: torch.Tensor, lm_weigh
     return outputs
 
 
-def beam_search(
-    model: Seq2Seq,
-    source: torch.Tensor,
-    beam: int = 5,
-    lm_weight: float = 0.0,
-    length_penalty: float = 1.0,
-) -> list[int]:
-    """The target ids (without ``</S>``) of the best translation of one source sentence (:func:`translate`)."""
-    return translate(model, source, beam, lm_weight, length_penalty).ids
-
-
 @torch.no_grad()
 def translate(
     model: Seq2Seq,
