@@ -1,4 +1,4 @@
-"""The work of ``elmo-pipeline embed`` (arguments: ``embed_cli.py``): sentences -> HDF5 in bilm-tf's layout.
+"""The work of ``elmo-pipeline embed`` (its options: ``commands/embed.py``): sentences -> HDF5 in bilm-tf's layout.
 
     elmo-pipeline embed --input sentences.txt --output elmo.hdf5 --bilm runs/tiny/export
     elmo-pipeline embed --input sentences.txt --output elmo.hdf5 --options options.json --weights weights.hdf5
@@ -73,6 +73,28 @@ class DiskFullWhileWriting(CannotProceed):
     HDF5 crashes when it later closes a file whose writes failed, so ``elmo-pipeline embed`` ends at
     once after reporting this; a Python caller should end its process too.
     """
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How :func:`write_embeddings` batches and writes (the options of ``embed`` of the same names).
+
+    Attributes:
+        layers: ``all`` (L + 1, tokens, 2P), ``average`` of the layers or the ``top`` layer (tokens, 2P).
+        batch_size: sentences per biLM call, at most.
+        max_batch_tokens: padded tokens per biLM call, at most (the streamed path writes longer sentences
+            chunk by chunk).
+        precision: ``fp32``, or ``bf16`` matrix multiplies.
+        buffer_size: sentences read ahead and sorted by length (None: 32 batches).
+        progress: show a tqdm progress bar.
+    """
+
+    layers: LayerMode = "all"
+    batch_size: int = 256
+    max_batch_tokens: int = 8192
+    precision: Precision = "fp32"
+    buffer_size: int | None = None
+    progress: bool = True
 
 
 @dataclass
@@ -298,20 +320,9 @@ def embed_file(
     total, total_tokens = scan_input(input_path)
     bilm = bilm.to(target).eval()
     runner = StreamingBiLM.for_bilm(bilm, precision, chunk_tokens)
+    options = WriteOptions(layers, batch_size, max_batch_tokens, precision, buffer_size, progress)
     return write_embeddings(
-        bilm,
-        runner,
-        read_sentences(input_path),
-        total,
-        total_tokens,
-        output_path,
-        layers=layers,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        precision=precision,
-        buffer_size=buffer_size,
-        progress=progress,
-        on_batch=on_batch,
+        bilm, runner, read_sentences(input_path), total, total_tokens, output_path, options, on_batch=on_batch
     )
 
 
@@ -322,12 +333,7 @@ def write_embeddings(
     total: int,
     total_tokens: int,
     output_path: Path,
-    layers: LayerMode = "all",
-    batch_size: int = 256,
-    max_batch_tokens: int = 8192,
-    precision: Precision = "fp32",
-    buffer_size: int | None = None,
-    progress: bool = True,
+    options: WriteOptions,
     on_batch: Callable[[int], None] | None = None,
     desc: str = "embed",
 ) -> EmbedStats:
@@ -337,7 +343,7 @@ def write_embeddings(
     The one writer of embeddings: the whole output must fit on its disk before any work; it holds
     ``<output>.lock`` while it writes ``<output>.partial``, and renames that into place only when complete.
     """
-    buffer_size = buffer_size or 32 * batch_size
+    layers = options.layers
     needed = _dataset_bytes(bilm, layers, total_tokens) + DATASET_OVERHEAD * total
     check_free_space(output_path, needed)  # before any work: the whole output must fit
     partial = output_path.with_name(output_path.name + ".partial")
@@ -351,10 +357,10 @@ def write_embeddings(
                 try:
                     with (
                         torch.inference_mode(),
-                        tqdm(total=total, unit="sent", desc=desc, disable=not progress, mininterval=1.0) as bar,
+                        tqdm(total=total, unit="sent", desc=desc, disable=not options.progress, mininterval=1.0) as bar,
                     ):
-                        for buffer in _buffers(iter(items), buffer_size):
-                            for batch in length_batches(buffer, batch_size, max_batch_tokens):
+                        for buffer in _buffers(iter(items), options.buffer_size or 32 * options.batch_size):
+                            for batch in length_batches(buffer, options.batch_size, options.max_batch_tokens):
                                 # what the batch adds, and the metadata HDF5 may flush when it closes the file
                                 batch_tokens = sum(len(sentence) for _, sentence in batch)
                                 adds = _dataset_bytes(bilm, layers, batch_tokens) + DATASET_OVERHEAD * (
@@ -364,9 +370,9 @@ def write_embeddings(
                                     raise disk_full(output_path, needed)
                                 sentences = [sentence for _, sentence in batch]
                                 if runner is None:
-                                    values = _forward_batch(bilm, sentences, layers, precision)
+                                    values = _forward_batch(bilm, sentences, layers, options.precision)
                                 else:
-                                    values = _stream_batch(runner, batch, layers, out, max_batch_tokens)
+                                    values = _stream_batch(runner, batch, layers, out, options.max_batch_tokens)
                                 for (index, sentence), value in zip(batch, values, strict=True):
                                     if value is not None:  # None: already written into its dataset
                                         out.create_dataset(str(index), data=value)  # ([L+1,] n, 2P)

@@ -22,12 +22,10 @@ merging; ``merge-embeddings`` writes the single file a one-process ``embed`` wri
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +39,14 @@ from elmo_pipeline.data.activation_cache import bilm_fingerprint
 from elmo_pipeline.embed import (
     DATASET_OVERHEAD,
     InputFileError,
+    WriteOptions,
     _dataset_bytes,
     _decode,
     _lines,
     resolve_device,
     write_embeddings,
 )
-from elmo_pipeline.errors import InputError, MissingFileError, UserError, WouldOverwriteError
+from elmo_pipeline.errors import InputError, MissingFileError, WouldOverwriteError
 from elmo_pipeline.files import OutputLock, check_free_space, write_json_atomic
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.streaming import LayerMode, Precision, StreamingBiLM
@@ -210,6 +209,7 @@ def embed_sharded(
         folder / "shard.hdf5",
         _dataset_bytes(bilm, layers, sum(s.tokens for s in left)) + DATASET_OVERHEAD * sum(s.lines for s in left),
     )
+    options = WriteOptions(layers, batch_size, max_batch_tokens, precision, buffer_size, progress)
     runner: list[StreamingBiLM | None] = []  # made once per process, on its device, at its first shard
 
     def work(index: int, rank_device: torch.device) -> None:
@@ -219,21 +219,8 @@ def embed_sharded(
         if not runner:
             bilm.to(resolve_device(device) if device != "auto" else rank_device).eval()
             runner.append(StreamingBiLM.for_bilm(bilm, precision, chunk_tokens))
-        write_embeddings(
-            bilm,
-            runner[0],
-            shard_sentences(inputs[shard.input], shard),
-            shard.lines,
-            shard.tokens,
-            output,
-            layers=layers,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            precision=precision,
-            buffer_size=buffer_size,
-            progress=progress,
-            desc=output.name,
-        )
+        sentences = shard_sentences(inputs[shard.input], shard)
+        write_embeddings(bilm, runner[0], sentences, shard.lines, shard.tokens, output, options, desc=output.name)
 
     from elmo_pipeline.systems.embed_predict import run_shards  # Lightning: only for a sharded run
 
@@ -316,21 +303,3 @@ def merge_shards(folder: str | Path, output: str | Path, overwrite: bool = False
             finally:
                 partial.unlink(missing_ok=True)
     return output
-
-
-def merge_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline merge-embeddings",
-        description="Merge the shards of `embed --shard-lines` into one HDF5 file, as a one-process embed writes.",
-    )
-    parser.add_argument("folder", type=Path, help="the --output folder of `embed --shard-lines`")
-    parser.add_argument("--output", required=True, type=Path, help="HDF5 file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    args = parser.parse_args(argv)
-    try:
-        path = merge_shards(args.folder, args.output, args.overwrite)
-    except (UserError, ValueError, OSError) as err:
-        sys.stderr.write(f"elmo-pipeline merge-embeddings: error: {err}\n")
-        return 1
-    print(f"wrote {path}")
-    return 0

@@ -46,8 +46,8 @@ FLOORS: tuple[Floor, ...] = (
     ),
     Floor(("analysis/", "embed_shards.py"), "commands built on the systems: the LSTM lab, sharded embed"),
     Floor(
-        ("reproduce/", "embed_cli.py"),
-        "commands over everything below: the results table; `embed` (one file, or shards)",
+        ("reproduce/",),
+        "the results table: pretraining, every task x arm x seed, the report, over everything below",
     ),
     Floor(("commands/",), "every command's entry, one module each: its options, then one call into the floors below"),
     Floor(("cli.py",), "`elmo-pipeline <command>`: every command by name (import_module), one-line errors"),

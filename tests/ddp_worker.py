@@ -12,9 +12,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from tiny_models import pretrain_config, quiet_trainer, shuffled_lm_data
 
-from elmo_pipeline.data.lm_datamodule import LMDataModule
-from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.systems.pretrain import PretrainSystem
 
 
@@ -35,29 +34,9 @@ def main(out: str, corpus: str) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0)
     out_dir = Path(out)
-    dm = LMDataModule(
-        sources=[corpus],
-        vocab_path=str(out_dir / "vocab.txt"),
-        batch_size=4,
-        bucket_batches=2,
-        shuffle_buffer=8,
-        max_tokens=12,
-        seed=1,
-    )
-    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]])
-    system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adagrad", lr=0.2)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[DumpRank(out_dir)],
-        default_root_dir=out_dir,
-    )
+    dm = shuffled_lm_data(corpus, out_dir, bucket_batches=2, shuffle_buffer=8, max_tokens=12, seed=1)
+    system = PretrainSystem(pretrain_config(), vocab_size=dm.vocab_size, optimizer="adagrad", lr=0.2)
+    trainer = quiet_trainer(out_dir, devices=2, strategy="ddp", max_epochs=1, callbacks=[DumpRank(out_dir)])
     trainer.fit(system, datamodule=dm)
 
 

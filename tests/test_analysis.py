@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from elmo_pipeline.analysis import ablation, sentiment_neuron
+from elmo_pipeline.analysis import sentiment_neuron
 from elmo_pipeline.analysis import units as cells
+from elmo_pipeline.commands import ablation as ablation_command
+from elmo_pipeline.commands import sentiment_neuron as sentiment_command
+from elmo_pipeline.commands import units as units_command
 from elmo_pipeline.models import BiLM, BiLMConfig, BiLMOutput
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.text import batch_to_char_ids
@@ -65,12 +68,12 @@ def test_cells_cli(tiny_config: BiLMConfig, tmp_path, capsys) -> None:
     text = tmp_path / "text.txt"
     text.write_text("\n".join(TEXT) + "\n")
     args = ["--bilm", str(tmp_path / "export"), "--text", str(text), "--out", str(tmp_path / "out")]
-    assert cells.main([*args, "--cells", "L1.fwd.0,L2.bwd.5"]) == 0
+    assert units_command.main([*args, "--cells", "L1.fwd.0,L2.bwd.5"]) == 0
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"cells.html", "cells_heatmap.png", "cell_L1.fwd.0.png", "cell_L2.bwd.5.png", "ranking.md"} <= written
     assert "inside_quotes" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--cells"):
-        cells.main([*args, "--cells", "L9.fwd.0"])
+        units_command.main([*args, "--cells", "L9.fwd.0"])
 
 
 # ----------------------------------------------------------------------------- sentiment neuron
@@ -137,7 +140,7 @@ def test_sentiment_neuron_cli(tiny_config: BiLMConfig, tmp_path, capsys) -> None
     for split in ("train", "dev", "test"):
         (sst / f"{split}.txt").write_text("\n".join(lines * 3) + "\n")
     out = tmp_path / "out"
-    assert sentiment_neuron.main(["--bilm", str(tmp_path / "export"), "--sst-dir", str(sst), "--out", str(out)]) == 0
+    assert sentiment_command.main(["--bilm", str(tmp_path / "export"), "--sst-dir", str(sst), "--out", str(out)]) == 0
     record = json.loads((out / "results.json").read_text())
     assert record["sizes"] == {"train": 12, "dev": 12, "test": 12}  # label 2 dropped
     assert 0.0 <= record["test_accuracy_unit"] <= 1.0 and (out / "sentiment_unit.png").stat().st_size > 1000
@@ -156,7 +159,7 @@ def test_ablation_writes_table_and_plot(tmp_path, capsys) -> None:
     args += [f"--data.sources=[{corpus}]", f"--data.val_sources=[{corpus}]", f"--data.vocab_path={out / 'vocab.txt'}"]
     args += ["--model.bilm.projection_dim=8", "--model.bilm.cell_dim=16", "--model.bilm.num_samples=10"]
     args += ["--data.batch_size=4", "--data.shuffle_buffer=0", "--data.val_max_sentences=8"]
-    assert ablation.main(args) == 0
+    assert ablation_command.main(args) == 0
     table = (out / "ablation.md").read_text()
     assert "| lstm |" in table and "| gru |" in table and "--max-steps 3" in table
     results = json.loads((out / "results.json").read_text())["results"]
@@ -164,7 +167,7 @@ def test_ablation_writes_table_and_plot(tmp_path, capsys) -> None:
     assert results[0]["recurrent_parameters"] == 2 * 2 * (4 * 8 * (8 + 8) + 4 * 8)  # 2 directions x 2 layers
     assert (out / "ablation.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="--cells"):
-        ablation.main([*args[:3], "lstm,rnn", *args[4:]])
+        ablation_command.main([*args[:3], "lstm,rnn", *args[4:]])
 
 
 def test_final_states_are_the_whole_sentence_ends(tiny_config: BiLMConfig) -> None:

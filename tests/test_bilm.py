@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tiny_models import lm_batch
 
 from elmo_pipeline.models import IGNORE, BiLM, BiLMConfig
 from elmo_pipeline.models.export_folder import load_export, save_export
@@ -18,18 +19,6 @@ OTHER = "a dog ran far away from the big red barn".split()
 
 def make_vocab() -> Vocabulary:
     return Vocabulary.build([SENTENCE, OTHER])
-
-
-def lm_batch(sentences: list[list[str]], vocab: Vocabulary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Character ids with <S> ... </S> and the forward (next word) / backward (previous word) targets."""
-    chars = batch_to_char_ids(sentences, add_boundaries=True)  # (B, T, C)
-    forward_targets = torch.full(chars.shape[:2], IGNORE)  # (B, T)
-    backward_targets = torch.full(chars.shape[:2], IGNORE)  # (B, T)
-    for b, sentence in enumerate(sentences):
-        ids = torch.tensor(vocab.ids(["<S>", *sentence, "</S>"]))
-        forward_targets[b, : len(ids) - 1] = ids[1:]
-        backward_targets[b, 1 : len(ids)] = ids[:-1]
-    return chars, forward_targets, backward_targets
 
 
 def unclipped(config: BiLMConfig) -> BiLMConfig:
@@ -93,40 +82,45 @@ def test_layers_compose_as_in_the_paper(clip_config: BiLMConfig) -> None:
     assert not torch.allclose(out[1][..., :P], out[1][..., P:])  # the directions have their own weights
 
 
-def test_forward_lm_never_sees_the_future(clip_config: BiLMConfig) -> None:
-    model = BiLM(clip_config).eval()
-    P = clip_config.projection_dim
+def zebra_runs(config: BiLMConfig, shift: int) -> tuple[list[torch.Tensor], list[tuple[int, list[torch.Tensor]]]]:
+    """A biLM of ``config`` on SENTENCE (no boundaries): its activations, then for every position t with
+    t + ``shift`` inside the sentence, t and the activations with the word at t + ``shift`` replaced by "zebra"."""
+    model = BiLM(config).eval()
     chars = batch_to_char_ids([SENTENCE])  # (1, T, C)
     T = chars.shape[1]
+    runs = []
     with torch.no_grad():
         base = model(chars).activations
-        for t in range(T - 1):
+        for t in range(max(0, -shift), T - max(0, shift)):
             changed = chars.clone()
-            changed[0, t + 1] = torch.tensor(word_char_ids("zebra"))
-            out = model(changed).activations
-            for layer in range(1, len(out)):
-                past = slice(0, t + 1)
-                torch.testing.assert_close(out[layer][0, past, :P], base[layer][0, past, :P], atol=1e-6, rtol=0)
-                # ... and the change is visible at t+1, so the comparison above is not vacuous
-                assert (out[layer][0, t + 1, :P] - base[layer][0, t + 1, :P]).abs().max() > 1e-4
-            torch.testing.assert_close(out[0][0, : t + 1], base[0][0, : t + 1], atol=1e-6, rtol=0)
+            changed[0, t + shift] = torch.tensor(word_char_ids("zebra"))
+            runs.append((t, model(changed).activations))
+    return base, runs
+
+
+def test_forward_lm_never_sees_the_future(clip_config: BiLMConfig) -> None:
+    P = clip_config.projection_dim
+    base, runs = zebra_runs(clip_config, shift=1)
+    assert len(runs) == base[0].shape[1] - 1
+    for t, out in runs:
+        for layer in range(1, len(out)):
+            past = slice(0, t + 1)
+            torch.testing.assert_close(out[layer][0, past, :P], base[layer][0, past, :P], atol=1e-6, rtol=0)
+            # ... and the change is visible at t+1, so the comparison above is not vacuous
+            assert (out[layer][0, t + 1, :P] - base[layer][0, t + 1, :P]).abs().max() > 1e-4
+        torch.testing.assert_close(out[0][0, : t + 1], base[0][0, : t + 1], atol=1e-6, rtol=0)
 
 
 def test_backward_lm_never_sees_the_past(clip_config: BiLMConfig) -> None:
-    model = BiLM(clip_config).eval()
     P = clip_config.projection_dim
-    chars = batch_to_char_ids([SENTENCE])  # (1, T, C)
-    T = chars.shape[1]
-    with torch.no_grad():
-        base = model(chars).activations
-        for t in range(1, T):
-            changed = chars.clone()
-            changed[0, t - 1] = torch.tensor(word_char_ids("zebra"))
-            out = model(changed).activations
-            for layer in range(1, len(out)):
-                future = slice(t, T)
-                torch.testing.assert_close(out[layer][0, future, P:], base[layer][0, future, P:], atol=1e-6, rtol=0)
-                assert (out[layer][0, t - 1, P:] - base[layer][0, t - 1, P:]).abs().max() > 1e-4
+    base, runs = zebra_runs(clip_config, shift=-1)
+    T = base[0].shape[1]
+    assert len(runs) == T - 1
+    for t, out in runs:
+        for layer in range(1, len(out)):
+            future = slice(t, T)
+            torch.testing.assert_close(out[layer][0, future, P:], base[layer][0, future, P:], atol=1e-6, rtol=0)
+            assert (out[layer][0, t - 1, P:] - base[layer][0, t - 1, P:]).abs().max() > 1e-4
 
 
 def test_sentence_alone_equals_sentence_in_padded_batch(clip_config: BiLMConfig) -> None:

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_models import lm_batch
 from torch import nn
 
 from elmo_pipeline.commands.pretrain import main as pretrain_main
-from elmo_pipeline.models import IGNORE, BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.modules.cells import (
     CELLS,
     CoupledLSTMLayer,
@@ -219,21 +220,10 @@ def test_default_cell_is_the_unchanged_lstmp(tiny_config: BiLMConfig) -> None:
 SENTENCES = ["the cat sat on the mat .".split(), "a dog ran far away from the big red barn".split()]
 
 
-def lm_batch() -> tuple[Vocabulary, torch.Tensor, torch.Tensor, torch.Tensor]:
-    vocab = Vocabulary.build(SENTENCES)
-    chars = batch_to_char_ids(SENTENCES, add_boundaries=True)  # (B, T, C)
-    fwd = torch.full(chars.shape[:2], IGNORE)  # (B, T)
-    bwd = torch.full(chars.shape[:2], IGNORE)  # (B, T)
-    for b, sentence in enumerate(SENTENCES):
-        ids = torch.tensor(vocab.ids(["<S>", *sentence, "</S>"]))
-        fwd[b, : len(ids) - 1] = ids[1:]
-        bwd[b, 1 : len(ids)] = ids[:-1]
-    return vocab, chars, fwd, bwd
-
-
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_tiny_bilm_with_cell_is_causal_and_learns(cell: str, tiny_config: BiLMConfig) -> None:
-    vocab, chars, fwd, bwd = lm_batch()
+    vocab = Vocabulary.build(SENTENCES)
+    chars, fwd, bwd = lm_batch(SENTENCES, vocab)
     config = dataclasses.replace(tiny_config, cell=cell, vocab_size=len(vocab), num_samples=0)
     bilm = BiLM(config)
     P = config.projection_dim

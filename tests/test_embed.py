@@ -10,8 +10,8 @@ from tiny_models import tiny_bilm
 
 from elmo_pipeline import cli
 from elmo_pipeline import embed as embed_module
+from elmo_pipeline.commands.embed import main
 from elmo_pipeline.embed import InputFileError, embed_file, length_batches
-from elmo_pipeline.embed_cli import main
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import bilm_layers

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from elmo_pipeline.analysis.generate import detokenize, generate, main, next_word_log_probs
+from elmo_pipeline.analysis.generate import detokenize, generate, next_word_log_probs
+from elmo_pipeline.commands.generate import main
 from elmo_pipeline.models import BiLM, BiLMConfig
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.text import Vocabulary

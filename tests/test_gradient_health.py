@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
+from tiny_models import quiet_trainer
 from torch.utils.data import DataLoader
 
 from elmo_pipeline.data.lm import make_batch
@@ -58,16 +59,11 @@ def fit(
         export_dir=str(tmp_path / "export"),
         **system_kwargs,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
+        tmp_path,
         max_steps=20,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         gradient_clip_val=10.0,
         callbacks=[callback] + ([_keep] if _keep else []),
-        default_root_dir=tmp_path,
         val_check_interval=5 if val_batches else None,
         num_sanity_val_steps=0,
         plugins=plugins,

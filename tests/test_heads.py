@@ -31,17 +31,24 @@ def _batch(task: str, n: int):
     return data, collate(items)
 
 
+def _head_on_fixture(task: str, n: int, dim: int, elmo_dim: int = 0):
+    """From seed 0: the first ``n`` training examples of ``task``'s fixture (data module, batch), a TokenEmbedder
+    (word dim and char filters ``dim``, char dim 8) and the task's small head on it, reading ``elmo_dim`` ELMo dims."""
+    torch.manual_seed(0)
+    data, batch = _batch(task, n)
+    head_class, options = SMALL[task]
+    embedder = TokenEmbedder(data.num_words, data.num_chars, word_dim=dim, char_dim=8, char_filters=dim)
+    head = head_class(embedder.output_dim, data.labels, elmo_dim, **options)
+    return data, batch, embedder, head
+
+
 def _embed(embedder, batch):
     return [embedder(w, c) for w, c in zip(batch["words"], batch["chars"])]
 
 
 @pytest.mark.parametrize("task", list(SMALL))
 def test_each_head_fits_a_tiny_fixture(task):
-    torch.manual_seed(0)
-    data, batch = _batch(task, 16)
-    head_class, options = SMALL[task]
-    embedder = TokenEmbedder(data.num_words, data.num_chars, word_dim=16, char_dim=8, char_filters=16)
-    head = head_class(embedder.output_dim, data.labels, 0, **options)
+    data, batch, embedder, head = _head_on_fixture(task, 16, dim=16)
     assert isinstance(head, Head)
     params = list(embedder.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(params, lr=0.01)
@@ -59,17 +66,14 @@ def test_each_head_fits_a_tiny_fixture(task):
             fitted = bool((predictions == batch["labels"]).all())
         if fitted:
             break
-    assert fitted, f"{head_class.__name__} did not fit 16 examples (loss {out.loss.item():.3f})"
+    assert fitted, f"{type(head).__name__} did not fit 16 examples (loss {out.loss.item():.3f})"
 
 
 @pytest.mark.parametrize("task", list(SMALL))
 def test_padding_never_changes_a_prediction(task):
-    torch.manual_seed(0)
-    data, batch = _batch(task, 6)
-    head_class, options = SMALL[task]
-    embedder = TokenEmbedder(data.num_words, data.num_chars, word_dim=8, char_dim=8, char_filters=8)
     elmo_dim = 4
-    head = head_class(embedder.output_dim, data.labels, elmo_dim, **options).eval()
+    data, batch, embedder, head = _head_on_fixture(task, 6, dim=8, elmo_dim=elmo_dim)
+    head.eval()
     torch.manual_seed(1)
     outputs = [torch.randn(*m.shape, elmo_dim) * m.unsqueeze(-1) for m in batch["masks"]]  # (B, T, E) ELMo_out
     with torch.no_grad():

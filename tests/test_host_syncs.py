@@ -14,7 +14,7 @@ from collections import Counter
 import lightning as L
 import pytest
 import torch
-from tiny_models import tiny_config
+from tiny_models import quiet_trainer, tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 
@@ -108,17 +108,7 @@ def _count_step_syncs(tmp_path, softmax: str, device_path: bool) -> list[Counter
         system.bilm.token_encoder.dedup = False
         system.bilm.host_waits = False
     counter = CountSteps(first=3)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=8,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=True,
-        enable_model_summary=False,
-        log_every_n_steps=50,
-        callbacks=[counter],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=8, enable_progress_bar=True, log_every_n_steps=50, callbacks=[counter])
     trainer.fit(system, train_dataloaders=DataLoader([batch] * 8, batch_size=None))
     assert len(counter.per_step) == 5
     return counter.per_step

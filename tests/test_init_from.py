@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
+from tiny_models import quiet_trainer
 from torch.utils.data import DataLoader
 
 from elmo_pipeline.data.lm import make_batch
@@ -33,15 +33,7 @@ def source(tmp_path):
 
 def _fit(system: PretrainSystem, batch: dict, steps: int, root) -> None:
     """``steps`` steps on the same batch with a fresh, quiet CPU trainer (no logs, no checkpoints)."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    trainer = quiet_trainer(root, max_steps=steps)
     trainer.fit(system, train_dataloaders=DataLoader([batch] * steps, batch_size=None))
 
 

@@ -21,10 +21,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm as shared_tiny_bilm
 
 from elmo_pipeline.commands.export import main as convert_main
 from elmo_pipeline.interop import load_bilm_tf, read_options, save_bilm_tf
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import load_bilm
@@ -183,20 +184,8 @@ def make_options(
 
 def tiny_bilm(seed: int = 0, vocab_size: int = 0) -> BiLM:
     """A tiny biLM with every parameter random (not the init values), zero padding row kept."""
-    torch.manual_seed(seed)
-    config = BiLMConfig(
-        vocab_size=vocab_size,
-        char_embed_dim=4,
-        filters=[[1, 3], [2, 4], [3, 5]],
-        num_highway=2,
-        projection_dim=6,
-        cell_dim=10,
-        num_layers=2,
-        cell_clip=1.0,
-        proj_clip=0.5,
-        num_samples=0,
-    )
-    bilm = BiLM(config)
+    sizes = {"filters": [[1, 3], [2, 4], [3, 5]], "num_highway": 2, "projection_dim": 6, "cell_dim": 10}
+    bilm = shared_tiny_bilm(seed, vocab_size=vocab_size, cell_clip=1.0, proj_clip=0.5, **sizes)
     with torch.no_grad():
         for p in bilm.parameters():
             p.normal_(0.0, 0.5)

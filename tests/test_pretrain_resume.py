@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from tiny_models import pretrain_config, quiet_trainer, shuffled_lm_data
 
 from elmo_pipeline.data.lm_datamodule import LMDataModule
 from elmo_pipeline.models.config import BiLMConfig
@@ -47,32 +48,19 @@ def _fit(
     precision="32-true",
 ):
     L.seed_everything(0)
-    dm = LMDataModule(
-        sources=[corpus],
-        vocab_path=str(tmp_path / "vocab.txt"),
-        batch_size=4,
-        bucket_batches=3,
-        shuffle_buffer=16,
-        max_tokens=10,
-        seed=3,
-    )
-    config = BiLMConfig.preset(
-        "tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]], **(bilm or {})
-    )
+    dm = shuffled_lm_data(corpus, tmp_path)
+    config = pretrain_config(**(bilm or {}))
     kwargs = {"optimizer": "adam", "lr": 1e-3, **(system_kwargs or {})}
     system = PretrainSystem(config, vocab_size=dm.vocab_size, **kwargs)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=1, save_last=True, save_top_k=0)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
+        enable_checkpointing=True,
         max_epochs=1,
         max_steps=max_steps,
-        accelerator="cpu",
         devices=1,
         precision=precision,
-        logger=False,
         callbacks=[recorder, checkpoint],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(system, datamodule=dm, ckpt_path=ckpt_path)
     return system
@@ -98,16 +86,7 @@ def test_resume_mid_epoch_sees_each_batch_once(tmp_path, stop_after):
 
 def _bf16_trainer(tmp_path, **kwargs) -> L.Trainer:
     """A quiet CPU trainer in bf16 autocast, without logs or checkpoints."""
-    return L.Trainer(
-        accelerator="cpu",
-        precision="bf16-mixed",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **kwargs,
-    )
+    return quiet_trainer(tmp_path, precision="bf16-mixed", **kwargs)
 
 
 @needs_bf16
@@ -116,15 +95,7 @@ def test_bf16_mixed_precision_trains(tmp_path):
     corpus = _corpus(tmp_path, n=24)
     dm = LMDataModule(sources=[corpus], vocab_path=str(tmp_path / "vocab.txt"), batch_size=4, max_tokens=10)
     for clip in (3.0, None):  # clipped and unclipped: both run the fast backend's bf16 products
-        config = BiLMConfig.preset(
-            "tiny",
-            cell_dim=16,
-            projection_dim=8,
-            num_samples=10,
-            filters=[[1, 4], [2, 4]],
-            cell_clip=clip,
-            proj_clip=clip,
-        )
+        config = pretrain_config(cell_clip=clip, proj_clip=clip)
         system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
         trainer = _bf16_trainer(tmp_path, max_steps=3)
         trainer.fit(system, datamodule=dm)
@@ -215,31 +186,19 @@ def _fit_with_validation(tmp_path, ckpt_dir, ckpt_path=None):
     val = tmp_path / "valid.txt"
     val.write_text("".join(f"w{i} is number {i % 5} .\n" for i in range(20)))
     L.seed_everything(0)
-    dm = LMDataModule(
-        sources=[corpus],
-        vocab_path=str(tmp_path / "vocab.txt"),
-        val_sources=[str(val)],
-        batch_size=4,
-        bucket_batches=3,
-        shuffle_buffer=16,
-        max_tokens=10,
-        seed=3,
-    )
-    config = BiLMConfig.preset("tiny", cell_dim=16, projection_dim=8, num_samples=10, filters=[[1, 4], [2, 4]])
+    dm = shuffled_lm_data(corpus, tmp_path, val_sources=[str(val)])
+    config = pretrain_config()
     system = PretrainSystem(config, vocab_size=dm.vocab_size, optimizer="adam", lr=1e-3)
     every_step = ModelCheckpoint(dirpath=ckpt_dir, filename="every-{step}", every_n_train_steps=1, save_top_k=-1)
     at_validation = ModelCheckpoint(dirpath=ckpt_dir, filename="val-{step}", monitor="val/ppl", save_top_k=-1)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
+        tmp_path,
+        enable_checkpointing=True,
         max_epochs=1,
         max_steps=20,
         val_check_interval=5,
         num_sanity_val_steps=0,
-        accelerator="cpu",
-        logger=False,
         callbacks=[every_step, at_validation],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
     )
     trainer.fit(system, datamodule=dm, ckpt_path=ckpt_path)
     return system

@@ -19,6 +19,14 @@ NER, SST, SNLI = (load_task(name) for name in ("ner_conll2003", "sentiment_sst5"
 TYPES = NER.labels
 
 
+def assert_rejected(path, text: str, read, labels, line: int, problem: str) -> None:
+    """``read(path, labels)`` of ``text`` raises a ReaderError matching ``problem`` that starts with ``path:line:``."""
+    path.write_text(text)
+    with pytest.raises(ReaderError, match=problem) as error:
+        read(path, labels)
+    assert str(error.value).startswith(f"{path}:{line}: ")
+
+
 def test_task_specs_load():
     assert list_tasks() == ["ner_conll2003", "nli_snli", "sentiment_sst5"]
     assert NER.kind == "tagging" and NER.metric == "span_f1" and NER.paper["elmo"] == 92.22
@@ -82,11 +90,7 @@ def test_conll_iob1_and_iob2_give_the_same_bioul(tmp_path):
     ],
 )
 def test_conll_rejects_malformed_input(tmp_path, text, line, problem):
-    path = tmp_path / "bad.txt"
-    path.write_text(text)
-    with pytest.raises(ReaderError, match=problem) as error:
-        read_conll(path, TYPES)
-    assert str(error.value).startswith(f"{path}:{line}: ")
+    assert_rejected(tmp_path / "bad.txt", text, read_conll, TYPES, line, problem)
 
 
 # ---- SST ----------------------------------------------------------------------------------------
@@ -123,11 +127,7 @@ def test_sst_subtrees_by_hand():
     ],
 )
 def test_sst_rejects_malformed_input(tmp_path, text, problem):
-    path = tmp_path / "bad.txt"
-    path.write_text("(2 (2 a) (2 b))\n" + text + "\n")
-    with pytest.raises(ReaderError, match=problem) as error:
-        read_sst(path, SST.labels)
-    assert str(error.value).startswith(f"{path}:2: ")
+    assert_rejected(tmp_path / "bad.txt", "(2 (2 a) (2 b))\n" + text + "\n", read_sst, SST.labels, 2, problem)
 
 
 # ---- SNLI ---------------------------------------------------------------------------------------
@@ -159,11 +159,8 @@ def test_snli_tokenises_raw_text():
     ],
 )
 def test_snli_rejects_malformed_input(tmp_path, line, problem):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"gold_label": "-", "sentence1": "x", "sentence2": "y"}\n' + line + "\n")
-    with pytest.raises(ReaderError, match=problem) as error:
-        read_snli(path, SNLI.labels)
-    assert str(error.value).startswith(f"{path}:2: ")
+    text = '{"gold_label": "-", "sentence1": "x", "sentence2": "y"}\n' + line + "\n"
+    assert_rejected(tmp_path / "bad.jsonl", text, read_snli, SNLI.labels, 2, problem)
 
 
 # ---- the hub gives the same examples ------------------------------------------------------------

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import encoder_config
 
 from elmo_pipeline import cli
 from elmo_pipeline.data.readers.base import ReaderError
 from elmo_pipeline.data.translation import TranslationDataModule, read_parallel
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.search import greedy, translate
 from elmo_pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -27,21 +28,10 @@ TARGET_WORDS = [*SPECIALS, "a", "man", "dog", "runs", "on", "the", "grass", "."]
 
 
 def tiny_lm(words=TARGET_WORDS, vocab_extra=("woman",)) -> tuple[BiLM, Vocabulary]:
-    torch.manual_seed(1)
+    """The shared tiny biLM (seed 1, two filters, clips 0.5) with a full softmax over ``words`` + ``vocab_extra``."""
     lm_vocab = Vocabulary([*words, *vocab_extra])
-    config = BiLMConfig(
-        vocab_size=len(lm_vocab),
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 4]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        cell_clip=0.5,
-        proj_clip=0.5,
-        num_samples=0,
-        softmax="full",
-    )
+    config = encoder_config(vocab_size=len(lm_vocab), cell_clip=0.5, proj_clip=0.5, softmax="full")
+    torch.manual_seed(1)
     return BiLM(config).eval(), lm_vocab
 
 
@@ -216,7 +206,7 @@ def test_the_command_trains_tests_and_translates(tmp_path, capsys):
 
 
 def test_the_shipped_config_parses(capsys):
-    from elmo_pipeline.systems.seq2seq_cli import main
+    from elmo_pipeline.commands.seq2seq import main
 
     path = Path(__file__).parents[1] / "configs" / "seq2seq" / "multi30k_de_en.yaml"
     assert path.read_text().startswith("#") and "elmo-pipeline seq2seq" in path.read_text().split("seed_everything")[0]

@@ -8,10 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_bilm as shared_tiny_bilm
 
 from elmo_pipeline import embed as embed_module
 from elmo_pipeline.embed import embed_file
-from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models import BiLM
 from elmo_pipeline.models.elmo import bilm_layers
 from elmo_pipeline.models.streaming import StreamingBiLM
 from elmo_pipeline.modules.lstm import bf16_supported
@@ -20,20 +21,8 @@ WORDS = "the a cat sat on mat dog ran far away , . naïve café très".split()
 
 
 def tiny_bilm(**overrides) -> BiLM:
-    torch.manual_seed(0)
-    settings = dict(
-        char_embed_dim=4,
-        filters=[[1, 4], [2, 8]],
-        num_highway=1,
-        projection_dim=8,
-        cell_dim=16,
-        num_layers=2,
-        cell_clip=0.5,  # small clips, so that the clamps bind on random weights
-        proj_clip=0.4,
-        num_samples=0,
-    )
-    settings.update(overrides)
-    return BiLM(BiLMConfig(**settings)).eval()
+    """The shared tiny biLM (seed 0) with two filters and small clips, so that the clamps bind on random weights."""
+    return shared_tiny_bilm(0, **{"filters": [[1, 4], [2, 8]], "cell_clip": 0.5, "proj_clip": 0.4, **overrides})
 
 
 def random_sentences(count: int, longest: int, seed: int = 0) -> list[list[str]]:

@@ -162,26 +162,9 @@ def plot(results: list[dict[str, Any]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config",
-        required=True,
-        help="a pretraining YAML (configs/pretrain/*.yaml): the biLM, data and optimizer that every cell shares",
-    )
-    parser.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, from {', '.join(CELLS)}")
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--max-steps", type=int, default=None, help="the budget in optimizer steps, per cell")
-    budget.add_argument("--max-minutes", type=float, default=None, help="the budget in minutes of training, per cell")
-    parser.add_argument("--seed", type=int, default=None, help="seed_everything and data.seed (default: the config's)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--resume", action="store_true", help="keep the cells already in <out>/results.json")
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("--") and not o.split("=")[0][2:].startswith(PRETRAIN_GROUPS)]
-    if bad:
-        parser.error(f"unknown options {bad}: the others must be `elmo-pipeline pretrain` options (--model.*, ...)")
+def run(args: argparse.Namespace, overrides: list[str], argv: list[str]) -> int:
+    """Run ``elmo-pipeline ablation`` (``commands/ablation.py``): ``overrides`` are pretrain options, ``argv``
+    the whole command line (recorded in the results)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in CELLS]

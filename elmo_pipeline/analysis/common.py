@@ -1,7 +1,9 @@
-"""What the analysis tools share: loading an export for inference, running the biLM over many sentences."""
+"""What the analysis tools share: their command line, loading an export for inference, running the biLM over many
+sentences."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,9 +11,32 @@ import torch
 
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM, BiLMOutput
-from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.models.source import BILM_HELP, BiLMSource
 from elmo_pipeline.text import Vocabulary, batch_to_char_ids
 from elmo_pipeline.text.batching import length_sorted_batches
+
+
+def command_parser(command: str, doc: str | None, bilm_help: str | None = BILM_HELP) -> argparse.ArgumentParser:
+    """The parser of ``elmo-pipeline <command>``, with the module's docstring as its description.
+
+    Args:
+        command: the subcommand's name.
+        doc: the command module's ``__doc__``.
+        bilm_help: the help of the required ``--bilm`` option; None for a command without one.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"elmo-pipeline {command}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    if bilm_help is not None:
+        parser.add_argument("--bilm", required=True, help=bilm_help)
+    return parser
+
+
+def require_at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Raise InputError naming the option (``max_tokens`` -> ``--max-tokens``) of any value below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
 
 
 def load_for_inference(spec: str | Path, need_softmax: bool = False) -> tuple[BiLM, Vocabulary | None]:

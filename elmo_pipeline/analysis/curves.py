@@ -5,7 +5,6 @@ elmo-pipeline curves runs/pretrain/tiny/logs/version_0/metrics.csv --output curv
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -73,15 +72,3 @@ def plot_curves(metrics_csv: str | Path, output: str | Path, title: str | None =
     fig.savefig(output, dpi=110)
     plt.close(fig)
     return output
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline curves", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("metrics", help="a run's logs/version_N/metrics.csv")
-    parser.add_argument("--output", required=True, help="PNG to write")
-    parser.add_argument("--title", default=None)
-    args = parser.parse_args(argv)
-    print(plot_curves(args.metrics, args.output, args.title))
-    return 0

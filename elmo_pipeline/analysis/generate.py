@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from elmo_pipeline.analysis.common import load_for_inference
+from elmo_pipeline.analysis.common import load_for_inference, require_at_least_one
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.text import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, Vocabulary, batch_to_char_ids, detokenize, tokenize
@@ -90,27 +90,11 @@ def generate(
     return out
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--bilm",
-        required=True,
-        help="an export folder of a pretrained biLM (with its softmax and vocab.txt), or random: before one",
-    )
-    parser.add_argument("--prompt", default="", help="text to continue (tokenised like the training corpus)")
-    parser.add_argument("--max-tokens", type=int, default=30, help="most words to generate")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most probable words (0: all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-samples", type=int, default=1, help="texts to generate, with seeds seed, seed+1, ...")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``elmo-pipeline generate`` with its parsed options (``commands/generate.py``)."""
     if not (math.isfinite(args.temperature) and args.temperature > 0):
         raise InputError(f"--temperature must be a finite number above 0, got {args.temperature}")
-    for name in ("max_tokens", "num_samples"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    require_at_least_one(args, "max_tokens", "num_samples")
     if args.top_k < 0:
         raise InputError(f"--top-k must be 0 (all words) or more, got {args.top_k}")
     bilm, vocab = load_for_inference(args.bilm, need_softmax=True)

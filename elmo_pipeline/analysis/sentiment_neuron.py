@@ -32,7 +32,6 @@ import torch
 from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
 from elmo_pipeline.data.readers import sst as sst_reader
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.models.source import BILM_HELP
 
 log = logging.getLogger(__name__)
 
@@ -186,20 +185,8 @@ def plot_unit(values: torch.Tensor, labels: torch.Tensor, title: str, path: Path
     plt.close(fig)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline sentiment-neuron", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--bilm",
-        required=True,
-        help=BILM_HELP,
-    )
-    parser.add_argument("--data-root", default="../shared/data", help="folder holding sst5/trees/")
-    parser.add_argument("--sst-dir", default=None, help="folder of train.txt, dev.txt, test.txt (SST PTB trees)")
-    parser.add_argument("--out", default="runs/sentiment_neuron", help="folder for the plot and results.json")
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run ``elmo-pipeline sentiment-neuron`` with its parsed options (``commands/sentiment_neuron.py``)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sst = Path(args.sst_dir) if args.sst_dir else Path(args.data_root) / "sst5" / "trees"
     bilm, _ = load_for_inference(args.bilm)

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from elmo_pipeline.analysis.common import batched_outputs, load_for_inference
+from elmo_pipeline.analysis.common import batched_outputs, load_for_inference, require_at_least_one
+from elmo_pipeline.data.lm import TOKENIZERS
 from elmo_pipeline.errors import InputError, MissingFileError
 from elmo_pipeline.models.bilm import BiLM
-from elmo_pipeline.models.source import BILM_HELP
-from elmo_pipeline.text import tokenize, tokenize_wikitext
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ PROPERTIES = ("inside_quotes", "inside_brackets", "position", "capitalised", "di
 _OPEN_QUOTES, _CLOSE_QUOTES, _TOGGLE_QUOTES = {"``", "\u201c"}, {"''", "\u201d"}, {'"'}
 _OPEN_BRACKETS, _CLOSE_BRACKETS = {"(", "[", "{"}, {")", "]", "}"}
 _SENTENCE_END = {".", "!", "?"}
-_TOKENIZERS = {"regex": tokenize, "whitespace": str.split, "wikitext": tokenize_wikitext}
 
 
 def text_properties(tokens: list[str]) -> dict[str, np.ndarray]:
@@ -86,7 +84,7 @@ def read_sequences(path: str | Path, tokenizer: str = "regex", max_tokens: int =
                     f"{path}:{number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); re-encode "
                     "the file as UTF-8, e.g. `iconv -f latin1 -t utf-8` (--text)"
                 ) from None
-            tokens = _TOKENIZERS[tokenizer](line)
+            tokens = TOKENIZERS[tokenizer](line)
             sequences += [tokens[i : i + max_tokens] for i in range(0, len(tokens), max_tokens)]
             if len(sequences) >= max_lines:
                 break
@@ -311,26 +309,9 @@ td{{padding:2px 8px}} img{{max-width:100%}}</style></head><body>
     return ranking
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="elmo-pipeline units", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--bilm",
-        required=True,
-        help=BILM_HELP,
-    )
-    parser.add_argument("--text", required=True, help="a UTF-8 text file, one paragraph or sentence per line")
-    parser.add_argument("--out", default="runs/cells", help="folder for cells.html, the PNGs and the ranking")
-    parser.add_argument("--cells", default=None, help="units to show, e.g. L1.fwd.3,L2.bwd.17 (default: best of each)")
-    parser.add_argument("--tokenizer", choices=sorted(_TOKENIZERS), default="regex")
-    parser.add_argument("--max-lines", type=int, default=200, help="sequences of the text to read")
-    parser.add_argument("--max-tokens", type=int, default=100, help="longer lines are cut into pieces of this size")
-    parser.add_argument("--top", type=int, default=5, help="units per property in the ranking")
-    args = parser.parse_args(argv)
-    for name in ("max_lines", "max_tokens", "top"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+def run(args: argparse.Namespace) -> int:
+    """Run ``elmo-pipeline units`` with its parsed options (``commands/units.py``)."""
+    require_at_least_one(args, "max_lines", "max_tokens", "top")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sequences = read_sequences(args.text, args.tokenizer, args.max_tokens, args.max_lines)  # before the biLM loads
     bilm, _ = load_for_inference(args.bilm)

@@ -6,12 +6,9 @@ The wiring (the system, the data module, their links and checks) is
 
 from __future__ import annotations
 
+from elmo_pipeline.commands.base import run_lightning_cli
 from elmo_pipeline.systems.pretrain_cli import build_cli
 
 
 def main(argv: list[str]) -> int:
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    build_cli(argv)
-    return 0
+    return run_lightning_cli(build_cli, argv)

@@ -75,28 +75,67 @@ def _cast(params: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
     return [p.to(dtype) for p in params] if params[0].dtype != dtype else params
 
 
-class LSTMLayer(nn.Module):
-    """The LSTM, one bias per gate, run by PyTorch's fused kernel (gate order i, f, g, o).
+class _GatedLayer(nn.Module):
+    """What every cell shares: ``W_ih`` (G*H, X), ``W_hh`` (G*H, H), one bias per gate, and the step loop.
+
+    A cell sets ``gates`` (G) and ``forget_gate`` (the index of f in its gate order, or None),
+    registers its own extra parameters after ``super().__init__`` and then calls
+    ``reset_parameters``, so the initialisation draws in the order the parameters were declared.
+    Its equations are its ``step``; a cell with a fused kernel overrides ``forward`` instead.
 
     Args:
         input_size: X.
-        hidden_size: H, the cell and output size.
+        hidden_size: H, the state and output size.
     """
+
+    gates: int
+    forget_gate: int | None = None
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
-        # the fused kernel wants a second bias; ours is always zero and not a parameter
-        self.register_buffer("_zero_bias", torch.zeros(4 * hidden_size), persistent=False)
-        self.reset_parameters()
+        self.weight_ih = nn.Parameter(torch.empty(self.gates * hidden_size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(self.gates * hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(self.gates * hidden_size))
 
     def reset_parameters(self) -> None:
         _uniform_init(self, self.hidden_size)
-        with torch.no_grad():  # forget-gate bias 1.0, as the biLM's LSTMP
-            self.bias[self.hidden_size : 2 * self.hidden_size] = 1.0
+        if self.forget_gate is not None:
+            H, k = self.hidden_size, self.forget_gate
+            with torch.no_grad():  # forget-gate bias 1.0, as the biLM's LSTMP
+                self.bias[k * H : (k + 1) * H] = 1.0
+
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """``W_ih x + b`` for all steps in one matrix multiply: (B, T, X) -> (B, T, G*H)."""
+        return F.linear(x, self.weight_ih, self.bias)  # (B, T, G*H)
+
+    def step(self, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step: this step's input gates ``xw`` (B, G*H) and the state h, c (B, H) -> the new h, c."""
+        raise NotImplementedError(f"{type(self).__name__} runs a fused kernel, not steps")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
+        B, T, _ = x.shape
+        xw = self.input_gates(x)  # (B, T, G*H), all steps at once
+        h = x.new_zeros(B, self.hidden_size)  # (B, H)
+        c = x.new_zeros(B, self.hidden_size)  # (B, H)
+        outputs = []
+        for t in range(T):
+            h, c = self.step(xw[:, t], h, c)  # (B, H), (B, H)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)  # (B, T, H)
+
+
+class LSTMLayer(_GatedLayer):
+    """The LSTM, one bias per gate, run by PyTorch's fused kernel (gate order i, f, g, o)."""
+
+    gates, forget_gate = 4, 1
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__(input_size, hidden_size)
+        # the fused kernel wants a second bias; ours is always zero and not a parameter
+        self.register_buffer("_zero_bias", torch.zeros(4 * hidden_size), persistent=False)
+        self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
@@ -106,29 +145,20 @@ class LSTMLayer(nn.Module):
         return out  # (B, T, H)
 
 
-class GRULayer(nn.Module):
+class GRULayer(_GatedLayer):
     """The GRU in cuDNN's form, run by PyTorch's fused kernel (gate order r, z, n).
 
     Of the two biases of ``torch.nn.GRU`` only ``b_hn`` is not redundant (it sits inside ``r * (...)``),
     so the layer keeps one bias per gate plus ``bias_hn``.
-
-    Args:
-        input_size: X.
-        hidden_size: H, the state and output size.
     """
 
+    gates = 3
+
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(3 * hidden_size))
+        super().__init__(input_size, hidden_size)
         self.bias_hn = nn.Parameter(torch.empty(hidden_size))
         self.register_buffer("_zero_bias", torch.zeros(2 * hidden_size), persistent=False)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        _uniform_init(self, self.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
@@ -139,83 +169,43 @@ class GRULayer(nn.Module):
         return out  # (B, T, H)
 
 
-class CoupledLSTMLayer(nn.Module):
-    """LSTM with coupled input and forget gates, ``i = 1 - f`` (gate order f, g, o).
+class CoupledLSTMLayer(_GatedLayer):
+    """LSTM with coupled input and forget gates, ``i = 1 - f`` (gate order f, g, o)."""
 
-    Args:
-        input_size: X.
-        hidden_size: H, the cell and output size.
-    """
+    gates, forget_gate = 3, 0
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(3 * hidden_size))
+        super().__init__(input_size, hidden_size)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        _uniform_init(self, self.hidden_size)
-        with torch.no_grad():
-            self.bias[: self.hidden_size] = 1.0  # forget gate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
-        B, T, _ = x.shape
-        xw = F.linear(x, self.weight_ih, self.bias)  # (B, T, 3H), all steps at once
-        h = x.new_zeros(B, self.hidden_size)  # (B, H)
-        c = x.new_zeros(B, self.hidden_size)  # (B, H)
-        outputs = []
-        for t in range(T):
-            f, g, o = (xw[:, t] + F.linear(h, self.weight_hh)).chunk(3, dim=-1)  # 3 x (B, H)
-            f = torch.sigmoid(f)
-            c = f * c + (1.0 - f) * torch.tanh(g)  # (B, H)
-            h = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)  # (B, T, H)
+    def step(self, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, g, o = (xw + F.linear(h, self.weight_hh)).chunk(3, dim=-1)  # 3 x (B, H)
+        f = torch.sigmoid(f)
+        c = f * c + (1.0 - f) * torch.tanh(g)  # (B, H)
+        h = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
+        return h, c
 
 
-class PeepholeLSTMLayer(nn.Module):
-    """LSTM with peephole connections: f, i see ``C_prev``, o sees ``C`` (gate order i, f, g, o).
+class PeepholeLSTMLayer(_GatedLayer):
+    """LSTM with peephole connections: f, i see ``C_prev``, o sees ``C`` (gate order i, f, g, o)."""
 
-    Args:
-        input_size: X.
-        hidden_size: H, the cell and output size.
-    """
+    gates, forget_gate = 4, 1
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
+        super().__init__(input_size, hidden_size)
         self.peep_i = nn.Parameter(torch.empty(hidden_size))
         self.peep_f = nn.Parameter(torch.empty(hidden_size))
         self.peep_o = nn.Parameter(torch.empty(hidden_size))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        _uniform_init(self, self.hidden_size)
-        with torch.no_grad():
-            self.bias[self.hidden_size : 2 * self.hidden_size] = 1.0  # forget gate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
-        B, T, _ = x.shape
-        xw = F.linear(x, self.weight_ih, self.bias)  # (B, T, 4H), all steps at once
-        h = x.new_zeros(B, self.hidden_size)  # (B, H)
-        c = x.new_zeros(B, self.hidden_size)  # (B, H)
-        outputs = []
-        for t in range(T):
-            i, f, g, o = (xw[:, t] + F.linear(h, self.weight_hh)).chunk(4, dim=-1)  # 4 x (B, H)
-            i = torch.sigmoid(i + self.peep_i * c)  # peeps at C_prev
-            f = torch.sigmoid(f + self.peep_f * c)
-            c = f * c + i * torch.tanh(g)  # (B, H)
-            o = torch.sigmoid(o + self.peep_o * c)  # peeps at the new C
-            h = o * torch.tanh(c)  # (B, H)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)  # (B, T, H)
+    def step(self, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, g, o = (xw + F.linear(h, self.weight_hh)).chunk(4, dim=-1)  # 4 x (B, H)
+        i = torch.sigmoid(i + self.peep_i * c)  # peeps at C_prev
+        f = torch.sigmoid(f + self.peep_f * c)
+        c = f * c + i * torch.tanh(g)  # (B, H)
+        o = torch.sigmoid(o + self.peep_o * c)  # peeps at the new C
+        h = o * torch.tanh(c)  # (B, H)
+        return h, c
 
 
 def _gate_norm(a: torch.Tensor, gates: int) -> torch.Tensor:
@@ -225,20 +215,13 @@ def _gate_norm(a: torch.Tensor, gates: int) -> torch.Tensor:
     return F.layer_norm(a, a.shape[-1:], eps=LN_EPS).reshape(shape)  # (..., G * H)
 
 
-class LayerNormLSTMLayer(nn.Module):
-    """Layer-normalised LSTM (Ba et al. 2016), gate order i, f, g, o.
+class LayerNormLSTMLayer(_GatedLayer):
+    """Layer-normalised LSTM (Ba et al. 2016), gate order i, f, g, o."""
 
-    Args:
-        input_size: X.
-        hidden_size: H, the cell and output size.
-    """
+    gates, forget_gate = 4, 1
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
+        super().__init__(input_size, hidden_size)
         self.gain_ih = nn.Parameter(torch.empty(4 * hidden_size))
         self.gain_hh = nn.Parameter(torch.empty(4 * hidden_size))
         self.gain_cell = nn.Parameter(torch.empty(hidden_size))
@@ -246,28 +229,21 @@ class LayerNormLSTMLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        _uniform_init(self, self.hidden_size)
+        super().reset_parameters()
         with torch.no_grad():
             for gain in (self.gain_ih, self.gain_hh, self.gain_cell):
                 gain.fill_(1.0)
-            self.bias[self.hidden_size : 2 * self.hidden_size] = 1.0  # forget gate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, T, X). Returns: (B, T, H), zero initial state."""
-        B, T, _ = x.shape
-        H = self.hidden_size
-        xw = _gate_norm(F.linear(x, self.weight_ih), 4) * self.gain_ih + self.bias  # (B, T, 4H), all steps
-        h = x.new_zeros(B, H)  # (B, H)
-        c = x.new_zeros(B, H)  # (B, H)
-        outputs = []
-        for t in range(T):
-            hw = _gate_norm(F.linear(h, self.weight_hh), 4) * self.gain_hh  # (B, 4H)
-            i, f, g, o = (xw[:, t] + hw).chunk(4, dim=-1)  # 4 x (B, H)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
-            c_norm = F.layer_norm(c, (H,), self.gain_cell, self.bias_cell, eps=LN_EPS)  # (B, H)
-            h = torch.sigmoid(o) * torch.tanh(c_norm)  # (B, H)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)  # (B, T, H)
+    def input_gates(self, x: torch.Tensor) -> torch.Tensor:
+        return _gate_norm(F.linear(x, self.weight_ih), 4) * self.gain_ih + self.bias  # (B, T, 4H)
+
+    def step(self, xw: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hw = _gate_norm(F.linear(h, self.weight_hh), 4) * self.gain_hh  # (B, 4H)
+        i, f, g, o = (xw + hw).chunk(4, dim=-1)  # 4 x (B, H)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)  # (B, H)
+        c_norm = F.layer_norm(c, (self.hidden_size,), self.gain_cell, self.bias_cell, eps=LN_EPS)  # (B, H)
+        h = torch.sigmoid(o) * torch.tanh(c_norm)  # (B, H)
+        return h, c
 
 
 # name -> class; the value of BiLMConfig.cell (--model.bilm.cell)

@@ -139,11 +139,3 @@ def lm_perplexity(model: Seq2SeqSystem, data: TranslationDataModule) -> float:
 
 def build_cli(argv: list[str], run: bool = True) -> Seq2SeqCLI:
     return build_lightning_cli(Seq2SeqCLI, Seq2SeqSystem, TranslationDataModule, argv, run, SUBCOMMANDS)
-
-
-def main(argv: list[str]) -> int:
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    build_cli(argv)
-    return 0

@@ -13,10 +13,9 @@ McCann et al. end with a maxout network; a ReLU feed-forward layer here keeps th
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from elmo_pipeline.modules.heads.base import HeadOutput
+from elmo_pipeline.modules.heads.base import HeadOutput, add_output_elmo, class_output
 from elmo_pipeline.modules.heads.encoders import BiLSTMEncoder, masked_max, masked_mean, masked_softmax
 
 
@@ -76,15 +75,13 @@ class BiattentiveClassifier(nn.Module):
         attention = masked_softmax(affinity, mask.unsqueeze(1))  # (B, T, T) over keys
         context = attention @ X  # (B, T, 2H)
         Y = self.integrator(self.dropout(torch.cat([X, X - context, X * context], dim=-1)), mask)  # (B, T, 2I)
-        if output_elmo is not None:
-            Y = torch.cat([Y, output_elmo[0]], dim=-1)  # (B, T, 2I + E)
+        Y = add_output_elmo(Y, output_elmo)  # (B, T, 2I [+ E])
         weights = masked_softmax(self.self_attention(Y).squeeze(-1), mask)  # (B, T)
         self_pooled = (weights.unsqueeze(-1) * Y).sum(dim=1)  # (B, 2I)
         min_pooled = -masked_max(-Y, mask)  # (B, 2I)
         pooled = torch.cat([masked_max(Y, mask), min_pooled, masked_mean(Y, mask), self_pooled], dim=-1)  # (B, 8I)
         logits = self.output(self.dropout(pooled))  # (B, K)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        return HeadOutput(logits, loss)
+        return class_output(logits, labels)
 
     def decode(self, output: HeadOutput, masks: list[torch.Tensor]) -> torch.Tensor:
         return output.logits.argmax(dim=-1)  # (B,)

@@ -11,10 +11,9 @@ ELMo at the output goes where Peters et al. put it for SNLI: beside the output o
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from elmo_pipeline.modules.heads.base import HeadOutput
+from elmo_pipeline.modules.heads.base import HeadOutput, add_output_elmo, class_output
 from elmo_pipeline.modules.heads.encoders import BiLSTMEncoder, masked_max, masked_mean, masked_softmax
 
 
@@ -67,11 +66,8 @@ class ESIM(nn.Module):
     ) -> HeadOutput:
         """Shapes: B batch, Ta/Tb premise/hypothesis tokens, D input. inputs [(B, Ta, D), (B, Tb, D)]."""
         mask_a, mask_b = masks
-        a = self.encoder(self.dropout(inputs[0]), mask_a)  # (B, Ta, 2H)
-        b = self.encoder(self.dropout(inputs[1]), mask_b)  # (B, Tb, 2H)
-        if output_elmo is not None:
-            a = torch.cat([a, output_elmo[0]], dim=-1)  # (B, Ta, 2H + E)
-            b = torch.cat([b, output_elmo[1]], dim=-1)  # (B, Tb, 2H + E)
+        a = add_output_elmo(self.encoder(self.dropout(inputs[0]), mask_a), output_elmo, 0)  # (B, Ta, 2H [+ E])
+        b = add_output_elmo(self.encoder(self.dropout(inputs[1]), mask_b), output_elmo, 1)  # (B, Tb, 2H [+ E])
         similarity = a @ b.transpose(1, 2)  # (B, Ta, Tb)
         a_aligned = masked_softmax(similarity, mask_b.unsqueeze(1)) @ b  # (B, Ta, E')
         b_aligned = masked_softmax(similarity.transpose(1, 2), mask_a.unsqueeze(1)) @ a  # (B, Tb, E')
@@ -84,8 +80,7 @@ class ESIM(nn.Module):
             dim=-1,
         )  # (B, 8I)
         logits = self.output(self.dropout(pooled))  # (B, K)
-        loss = F.cross_entropy(logits, labels) if labels is not None else None
-        return HeadOutput(logits, loss)
+        return class_output(logits, labels)
 
     def decode(self, output: HeadOutput, masks: list[torch.Tensor]) -> torch.Tensor:
         return output.logits.argmax(dim=-1)  # (B,)

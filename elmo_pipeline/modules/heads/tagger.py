@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from elmo_pipeline.modules.crf import ConditionalRandomField, bioul_allowed_transitions
-from elmo_pipeline.modules.heads.base import HeadOutput
+from elmo_pipeline.modules.heads.base import HeadOutput, add_output_elmo
 from elmo_pipeline.modules.heads.encoders import BiLSTMEncoder
 
 IGNORE_INDEX = -100
@@ -60,8 +60,7 @@ class CrfTagger(nn.Module):
         """Shapes: B batch, T tokens, D input, K tags. inputs [(B, T, D)], masks [(B, T)], labels (B, T)."""
         mask = masks[0]  # (B, T)
         h = self.dropout(self.encoder(self.dropout(inputs[0]), mask))  # (B, T, 2H)
-        if output_elmo is not None:
-            h = torch.cat([h, output_elmo[0]], dim=-1)  # (B, T, 2H + E)
+        h = add_output_elmo(h, output_elmo)  # (B, T, 2H [+ E])
         emissions = self.tag_projection(h)  # (B, T, K)
         loss = None
         if labels is not None:

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from elmo_pipeline.embed import DiskFullWhileWriting, check_output, embed_file
 from elmo_pipeline.embed_shards import embed_sharded
@@ -132,21 +133,22 @@ def _reporting_errors(job: Callable[[argparse.Namespace, BiLM], object], args: a
     return 0
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that both paths take the same way, from the command line."""
+    return {
+        "layers": args.layers,
+        "batch_size": args.batch_size,
+        "max_batch_tokens": args.max_batch_tokens,
+        "device": args.device,
+        "precision": args.precision,
+        "chunk_tokens": args.chunk_tokens,
+        "buffer_size": args.buffer_size,
+        "progress": not args.no_progress,
+    }
+
+
 def _single_file(args: argparse.Namespace, bilm: BiLM) -> None:
-    embed_file(
-        bilm,
-        args.input[0],
-        args.output,
-        layers=args.layers,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        device=args.device,
-        precision=args.precision,
-        chunk_tokens=args.chunk_tokens,
-        buffer_size=args.buffer_size,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-    )
+    embed_file(bilm, args.input[0], args.output, overwrite=args.overwrite, **_run_options(args))
 
 
 def _sharded(args: argparse.Namespace, bilm: BiLM) -> None:
@@ -155,16 +157,9 @@ def _sharded(args: argparse.Namespace, bilm: BiLM) -> None:
         list(args.input),
         args.output,
         args.shard_lines,
-        layers=args.layers,
-        precision=args.precision,
-        device=args.device,
         devices=args.devices,
         num_nodes=args.num_nodes,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        chunk_tokens=args.chunk_tokens,
-        buffer_size=args.buffer_size,
-        progress=not args.no_progress,
+        **_run_options(args),
     )
     log.info("%s: this process is done; %d shard(s) finished so far", args.output, len(shards))
 
