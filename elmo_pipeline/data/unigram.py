@@ -25,12 +25,14 @@ local file's size and modification time), the vocabulary's words, the tokenizer,
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,10 +89,15 @@ def count_unigrams(
     return counts
 
 
-def counts_key(
-    sources: list[str], vocab: Vocabulary, tokenizer: Tokenizer, max_tokens: int, encoding_errors: str
-) -> str:
-    """A hash of everything the counts depend on (a changed file changes its size or modification time)."""
+_COUNTING = inspect.signature(count_unigrams)  # its arguments, defaults included, key the counts
+
+
+def counts_key(sources: list[str], vocab: Vocabulary, **options: Any) -> str:
+    """A hash of everything the counts depend on (a changed file changes its size or modification time):
+    the files, the vocabulary, and :func:`count_unigrams`'s other arguments (``options``, defaults filled in)."""
+    bound = _COUNTING.bind(sources, vocab, **options)
+    bound.apply_defaults()
+    settings = {name: value for name, value in bound.arguments.items() if name not in ("sources", "vocab")}
     files: list[list[str | int]] = []
     for source in sources:
         if source.startswith("hf:"):
@@ -103,24 +110,22 @@ def counts_key(
         "sources": list(sources),
         "files": files,
         "vocab": hashlib.sha256("\n".join(vocab.words).encode("utf-8")).hexdigest(),
-        "tokenizer": tokenizer,
-        "max_tokens": max_tokens,
-        "encoding_errors": encoding_errors,
+        **settings,  # tokenizer, max_tokens, encoding_errors
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def load_or_count_unigrams(
-    cache_path: str | Path,
-    sources: list[str],
-    vocab: Vocabulary,
-    tokenizer: Tokenizer = "regex",
-    max_tokens: int = 50,
-    encoding_errors: str = "strict",
-) -> list[int]:
-    """:func:`count_unigrams`, read from ``cache_path`` when its key matches, else counted and saved there."""
+def load_or_count_unigrams(cache_path: str | Path, sources: list[str], vocab: Vocabulary, **options: Any) -> list[int]:
+    """:func:`count_unigrams`, read from ``cache_path`` when its key matches, else counted and saved there.
+
+    Args:
+        cache_path: the cache file (a JSON record of the counts and the key they were counted under).
+        sources, vocab: what to count, as for :func:`count_unigrams`.
+        **options: the rest of :func:`count_unigrams`'s arguments (``tokenizer``, ``max_tokens``,
+            ``encoding_errors``); they are part of the key.
+    """
     cache_path = Path(cache_path)
-    key = counts_key(sources, vocab, tokenizer, max_tokens, encoding_errors)
+    key = counts_key(sources, vocab, **options)
     if cache_path.is_file():
         try:
             record = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -131,7 +136,7 @@ def load_or_count_unigrams(
             return [int(record["counts"][word]) for word in vocab.words]
         log.info("unigram counts: %s is stale (the sources or vocabulary changed); counting again", cache_path)
     log.info("unigram counts: counting %s (cached in %s)", sources, cache_path)
-    counts = count_unigrams(sources, vocab, tokenizer, max_tokens, encoding_errors)
+    counts = count_unigrams(sources, vocab, **options)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         cache_path,
