@@ -11,6 +11,7 @@ for the one final evaluation of the chosen mode.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
 import torch
@@ -28,7 +29,8 @@ def main() -> None:
     parser.add_argument("--data-root", default="../shared/data/multi30k")
     args = parser.parse_args()
     checkpoint = load_checkpoint(args.checkpoint)
-    hp = dict(checkpoint["hyper_parameters"])
+    accepted = inspect.signature(Seq2SeqSystem.__init__).parameters
+    hp = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
     data = TranslationDataModule(
         data_root=args.data_root, source_lang="de", target_lang="en", min_count=2, max_target_words=8000,
         batch_size=64, lm=hp.get("lm"),

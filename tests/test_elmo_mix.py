@@ -68,7 +68,6 @@ def _system(**overrides) -> FinetuneSystem:
     options = dict(
         head=RecordingHead,
         task="sentiment_sst5",
-        elmo="runs/some/export",  # only its arm matters here: the layers come with the batch
         labels=["0", "1", "2", "3", "4"],
         num_words=10,
         num_chars=10,
@@ -145,7 +144,7 @@ def test_initial_gamma_per_place_and_the_mix_learning_rate():
 
 
 def test_pretrained_word_vectors_get_no_weight_decay():
-    system = _system(word_vectors="glove.txt", weight_decay=0.01, elmo=None, elmo_places=None, elmo_num_layers=0)
+    system = _system(word_vectors="glove.txt", weight_decay=0.01, elmo_places=None, elmo_num_layers=0)
     groups = system.configure_optimizers().param_groups
     assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
     assert groups[1]["params"] == [system.embedder.word_embedding.weight]

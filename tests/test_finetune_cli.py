@@ -13,10 +13,12 @@ import yaml
 
 from elmo_pipeline.cli import main as cli_main
 from elmo_pipeline.data.activation_cache import bilm_fingerprint
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.systems.finetune_cli import build_cli
 from elmo_pipeline.systems.finetune_cli import main as finetune_main
 
 ROOT = Path(__file__).parents[1]
@@ -64,7 +66,7 @@ def _run(task: str, *extra: str) -> dict:
 
 
 def test_ner_elmo_and_random_arms_end_to_end(in_tmp, tiny_export):
-    record = _run("ner_conll2003", f"--model.elmo={tiny_export}")
+    record = _run("ner_conll2003", f"--data.elmo={tiny_export}")
     assert record["arm"] == "elmo" and record["head"] == "CrfTagger" and record["seed"] == 0
     assert record["monitor"] == "val/f1" and Path(record["best_checkpoint"]).is_file()
     assert 0.0 <= record["test"]["f1"] <= 1.0 and {"f1-PER", "precision", "recall"} <= set(record["test"])
@@ -74,7 +76,7 @@ def test_ner_elmo_and_random_arms_end_to_end(in_tmp, tiny_export):
     caches = {p.name for p in (in_tmp / "runs/cache/activations").iterdir()}
     assert len(caches) == 3  # train, validation, test, for this biLM
 
-    record = _run("ner_conll2003", f"--model.elmo=random:{tiny_export}")
+    record = _run("ner_conll2003", f"--data.elmo=random:{tiny_export}")
     assert record["arm"] == "random_bilm"
     after = {p.name for p in (in_tmp / "runs/cache/activations").iterdir()}
     assert len(after) == 6 and caches < after  # its own caches: a different biLM never reads a stale cache
@@ -91,7 +93,7 @@ def test_sst_baseline_end_to_end(in_tmp):
 
 
 def test_snli_elmo_at_input_and_output_end_to_end(in_tmp, tiny_export):
-    record = _run("nli_snli", f"--model.elmo={tiny_export}", "--data.max_train_examples=32")
+    record = _run("nli_snli", f"--data.elmo={tiny_export}", "--data.max_train_examples=32")
     assert record["arm"] == "elmo" and record["head"] == "ESIM"
     assert set(record["mix_weights"]) == {"input", "output"}  # one mix per place
     assert record["data"]["read"]["train"]["dropped_no_gold_label"] == 2
@@ -157,7 +159,7 @@ def test_a_run_that_hits_its_time_limit_says_so(in_tmp):
 
 
 def resolve_bilm(spec: str):
-    """What the data module does with --model.elmo."""
+    """What the data module does with --data.elmo."""
     return BiLMSource.parse(spec).load(seed=0, frozen=True)
 
 
@@ -189,11 +191,49 @@ def test_finetune_config_parses(path):
     text = path.read_text()
     assert text.startswith("#") and f"elmo-pipeline finetune --config configs/finetune/{path.name}" in text
     config = _resolved(path)
-    assert config["data"]["task"] == path.stem and config["model"]["elmo"] is None  # the baseline by default
+    assert config["data"]["task"] == path.stem and config["data"]["elmo"] is None  # the baseline by default
     assert config["data"]["data_root"] == "tests/fixtures/tasks"  # offline by default
     monitors = {c["init_args"]["monitor"] for c in config["trainer"]["callbacks"]}
     assert monitors == {"val/f1" if path.stem == "ner_conll2003" else "val/acc"}  # selection on dev
 
 
+@pytest.mark.parametrize("alias", [["--model.elmo", "{}"], ["--model.elmo={}"]], ids=["spaced", "equals"])
+def test_model_elmo_is_an_alias_of_data_elmo(in_tmp, tiny_export, alias):
+    """The deprecated ``--model.elmo`` instantiates the same run as ``--data.elmo``, its one home."""
+    common = ["--config", "configs/finetune/sentiment_sst5.yaml", "--model.word_vectors=none", "--seed_everything=0"]
+    runs = []
+    for option in (["--data.elmo", str(tiny_export)], [a.format(tiny_export) for a in alias]):
+        torch.manual_seed(0)
+        runs.append(build_cli([*common, *option], run=False))
+    new, old = runs
+    assert new.datamodule.elmo == old.datamodule.elmo == str(tiny_export)
+    assert new.config.as_dict() == old.config.as_dict()
+    assert dict(new.model.hparams) == dict(old.model.hparams) and new.model.hparams.elmo_num_layers > 0
+    assert new.model.state_dict().keys() == old.model.state_dict().keys()
+    for key, value in new.model.state_dict().items():
+        assert torch.equal(value, old.model.state_dict()[key]), key
+
+
 def test_every_task_has_a_config():
     assert [p.stem for p in FINETUNE_CONFIGS] == ["ner_conll2003", "nli_snli", "sentiment_sst5"]
+
+
+def test_a_config_file_with_model_elmo_still_reads(in_tmp, tiny_export, caplog):
+    """A YAML written for the old home (``model: elmo:``) runs as if it said ``data: elmo:``; the file stays."""
+    old = in_tmp / "old.yaml"
+    old.write_text(f"model:\n  elmo: {tiny_export}\n  word_vectors: none\n", encoding="utf-8")
+    before = old.read_text(encoding="utf-8")
+    common = ["--config", "configs/finetune/sentiment_sst5.yaml", "--seed_everything=0"]
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING"):
+        from_file = build_cli([*common, "--config", str(old)], run=False)
+    torch.manual_seed(0)
+    direct = build_cli([*common, "--model.word_vectors=none", "--data.elmo", str(tiny_export)], run=False)
+    assert from_file.datamodule.elmo == direct.datamodule.elmo == str(tiny_export)
+    assert dict(from_file.model.hparams) == dict(direct.model.hparams)
+    assert old.read_text(encoding="utf-8") == before
+    assert "model.elmo, which is deprecated" in caplog.text
+    both = in_tmp / "both.yaml"
+    both.write_text(f"model:\n  elmo: {tiny_export}\ndata:\n  elmo: {tiny_export}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="sets both model.elmo"):
+        build_cli([*common, "--config", str(both)], run=False)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from elmo_pipeline.data.task_datamodule import TaskDataModule, collate
+from elmo_pipeline.data.task_datamodule import TaskDataModule
+from elmo_pipeline.data.task_dataset import collate
 from elmo_pipeline.metrics.span_f1 import SpanF1
 from elmo_pipeline.modules.heads import ESIM, BiattentiveClassifier, CrfTagger, Head
 from elmo_pipeline.modules.token_embedder import TokenEmbedder

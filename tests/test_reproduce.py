@@ -20,7 +20,8 @@ from elmo_pipeline.metrics.seeds import welch_t_test
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce import dry_run
 from elmo_pipeline.reproduce.preset import PRESETS, Preset, StageSpec, finetune_config, fingerprint, set_dotted
-from elmo_pipeline.reproduce.report import format_p, markdown_table, run_score, table_rows
+from elmo_pipeline.reproduce.significance import format_p
+from elmo_pipeline.reproduce.table import markdown_table, run_score, table_rows
 
 ROOT = Path(__file__).parents[1]
 
@@ -108,7 +109,7 @@ def test_run_configs_per_arm_and_seed(tmp_path):
         arm: finetune_config(preset, task, arm, 1, "b", tmp_path / arm, wandb)
         for arm in ("baseline", "random_bilm", "elmo")
     }
-    assert [configs[a]["model"]["elmo"] for a in configs] == [None, "random:b", "b"]
+    assert [configs[a]["data"]["elmo"] for a in configs] == [None, "random:b", "b"]
     for config in configs.values():
         assert config["seed_everything"] == config["data"]["seed"] == config["data"]["random_bilm_seed"] == 1
         assert config["trainer"]["max_epochs"] == 2
@@ -374,7 +375,9 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
 def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    from elmo_pipeline.reproduce.report import COLUMNS, log_table_to_wandb, plot_layer_weights
+    from elmo_pipeline.reproduce.plots import plot_layer_weights
+    from elmo_pipeline.reproduce.report import log_table_to_wandb
+    from elmo_pipeline.reproduce.table import COLUMNS
 
     runs = [_record("sentiment_sst5", arm, seed, 0.4 + 0.01 * seed) for arm in ("baseline", "elmo") for seed in (0, 1)]
     for run in runs:

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from elmo_pipeline.data import task_datamodule
-from elmo_pipeline.data.task_datamodule import UNK, BucketBatchSampler, TaskDataModule
+from elmo_pipeline.data.bucket_sampler import BucketBatchSampler
+from elmo_pipeline.data.task_datamodule import TaskDataModule
+from elmo_pipeline.data.task_dataset import UNK
 from elmo_pipeline.models.bilm import BiLM
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.elmo import bilm_layers

@@ -11,154 +11,28 @@ premise/hypothesis pair): word ids, character ids, the mask, the cached ELMo lay
 from __future__ import annotations
 
 import logging
-import math
 import random
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from elmo_pipeline.data.activation_cache import (
-    ActivationCache,
-    build_activation_cache,
-    layer_rms,
-    pad_activations,
-)
+from elmo_pipeline.data.activation_cache import build_activation_cache
+from elmo_pipeline.data.bucket_sampler import BucketBatchSampler
+from elmo_pipeline.data.random_control import matched_scale
 from elmo_pipeline.data.readers import Example, LabelledPair, LabelledText, TaggedSentence, read_split
 from elmo_pipeline.data.readers.conll import bioul_tags
-from elmo_pipeline.data.word_vectors import embedding_matrix, is_none
+from elmo_pipeline.data.task_dataset import Instance, TaskSplit, collate
+from elmo_pipeline.data.task_vocabulary import build_vocabularies
+from elmo_pipeline.data.word_vectors import is_none
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.tasks import SPLITS, TaskSpec, find_resource, load_task
 from elmo_pipeline.text.chars import is_truncated
 
 log = logging.getLogger(__name__)
-
-PAD, UNK = 0, 1
-IGNORE_INDEX = -100
-
-
-@dataclass
-class Instance:
-    """One example: the indices of its texts in the split's table of distinct texts, and its label(s)."""
-
-    texts: tuple[int, ...]
-    label: int | list[int]
-
-
-class TaskSplit(Dataset):
-    """One split: a table of distinct texts (what the activation cache is built over) and the instances.
-
-    Args:
-        texts: the distinct token lists.
-        instances: the examples, pointing into ``texts``.
-    """
-
-    def __init__(self, texts: list[list[str]], instances: list[Instance]) -> None:
-        self.texts = texts
-        self.instances = instances
-        self.cache: ActivationCache | None = None
-        self.word_index: dict[str, int] = {}
-        self.char_index: dict[str, int] = {}
-        self.max_word_chars = 30
-        self.lowercase_words = False
-        self.layer_scale: list[float] | None = None
-
-    def __len__(self) -> int:
-        return len(self.instances)
-
-    def lengths(self) -> list[int]:
-        return [sum(len(self.texts[t]) for t in inst.texts) for inst in self.instances]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        instance = self.instances[i]
-        words, chars, elmo = [], [], []
-        for t in instance.texts:
-            tokens = self.texts[t]
-            keys = [w.lower() for w in tokens] if self.lowercase_words else tokens
-            words.append([self.word_index.get(w, UNK) for w in keys])
-            chars.append([[self.char_index.get(c, UNK) for c in w[: self.max_word_chars]] for w in tokens])
-            if self.cache is not None:
-                layers = self.cache[t]  # (n, L+1, 2P) float16
-                if self.layer_scale is not None:  # the scale-matched random control
-                    layers = layers * torch.tensor(self.layer_scale, dtype=layers.dtype).unsqueeze(-1)  # (n, L+1, 2P)
-                elmo.append(layers)
-        return {"words": words, "chars": chars, "elmo": elmo, "label": instance.label, "index": i}
-
-
-def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pad a list of :meth:`TaskSplit.__getitem__` items.
-
-    Returns:
-        ``words`` [(B, T_i)], ``chars`` [(B, T_i, C_i)], ``masks`` [(B, T_i)], ``elmo`` [L + 1 x (B, T_i, 2P)] per
-        text (empty without a biLM), ``labels`` (B,) or (B, T) with -100 at padding.
-    """
-    num_texts = len(items[0]["words"])
-    batch: dict[str, Any] = {"words": [], "chars": [], "masks": [], "elmo": []}
-    for k in range(num_texts):
-        seqs = [item["words"][k] for item in items]
-        T = max(len(s) for s in seqs)
-        C = max(len(w) for item in items for w in item["chars"][k])
-        words = torch.zeros(len(items), T, dtype=torch.long)  # (B, T)
-        chars = torch.zeros(len(items), T, C, dtype=torch.long)  # (B, T, C)
-        for b, item in enumerate(items):
-            words[b, : len(seqs[b])] = torch.tensor(seqs[b])
-            for j, word in enumerate(item["chars"][k]):
-                chars[b, j, : len(word)] = torch.tensor(word)
-        batch["words"].append(words)
-        batch["chars"].append(chars)
-        batch["masks"].append(words != PAD)
-        if items[0]["elmo"]:
-            layers, mask = pad_activations([item["elmo"][k] for item in items])  # L+1 x (B, T, 2P), (B, T)
-            if not torch.equal(mask, batch["masks"][-1]):
-                raise ValueError("task data: cached ELMo layers do not match the tokens; delete the cache to rebuild")
-            batch["elmo"].append(layers)
-    batch["index"] = torch.tensor([item.get("index", -1) for item in items], dtype=torch.long)  # (B,)
-    labels = [item["label"] for item in items]
-    if isinstance(labels[0], list):
-        tags = torch.full((len(items), batch["words"][0].shape[1]), IGNORE_INDEX, dtype=torch.long)  # (B, T)
-        for b, seq in enumerate(labels):
-            tags[b, : len(seq)] = torch.tensor(seq)
-        batch["labels"] = tags
-    else:
-        batch["labels"] = torch.tensor(labels, dtype=torch.long)  # (B,)
-    return batch
-
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length: shuffle, sort within windows of ``window`` batches, shuffle the batches.
-
-    Deterministic for a given seed and epoch (Lightning calls :meth:`set_epoch`).
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, window: int = 50) -> None:
-        self.lengths, self.batch_size, self.shuffle, self.seed, self.window = lengths, batch_size, shuffle, seed, window
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = list(range(len(self.lengths)))
-        rng = random.Random(self.seed + self.epoch)
-        if self.shuffle:
-            rng.shuffle(order)
-        span = self.batch_size * self.window
-        batches = []
-        for first in range(0, len(order), span):
-            chunk = sorted(order[first : first + span], key=lambda i: self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        if self.shuffle:
-            rng.shuffle(batches)
-        return iter(batches)
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -173,8 +47,9 @@ class TaskDataModule(L.LightningDataModule):
         tag_scheme: tagging only: ``IOB1`` or ``IOB2`` tags in the files (default: the spec's).
         train_subtrees: SST only: train on every labelled subtree (the paper) instead of whole sentences.
         max_train_examples: keep a seeded random sample of this many training examples (null: all).
-        elmo: the biLM, any form of :class:`~elmo_pipeline.models.source.BiLMSource`; linked from
-            ``--model.elmo`` by the CLI.
+        elmo: the biLM, any form of :class:`~elmo_pipeline.models.source.BiLMSource` (null: the baseline; an
+            export folder or published files: ELMo; ``random:<folder>``: the random-biLM control). Its one home:
+            the model gets only its sizes. ``--model.elmo`` is a deprecated alias of this option.
         random_bilm_seed: seed of the weights of a ``random:`` biLM.
         match_scale: rescale each layer of a ``random:`` biLM to the per-layer RMS of the pretrained biLM it
             copies (measured on the same sample of training texts), so that the control differs from +ELMo in
@@ -240,9 +115,17 @@ class TaskDataModule(L.LightningDataModule):
         self.splits = {split: self._build(examples[split]) for split in SPLITS}
         self.lowercase_words = lowercase_words
         self.word_vectors = None if is_none(word_vectors) else str(word_vectors)
-        self.word_vector_matrix: torch.Tensor | None = None
-        self.word_vector_summary: dict[str, Any] = {}
-        self._build_vocabularies(self.splits["train"], min_word_count)
+        vocabularies = build_vocabularies(
+            self.splits["train"],
+            [split for name, split in self.splits.items() if name != "train"],
+            min_word_count,
+            lowercase_words,
+            self.word_vectors,
+            self.cache_dir,
+        )
+        self.word_index, self.char_index = vocabularies.word_index, vocabularies.char_index
+        self.word_vector_matrix = vocabularies.word_vector_matrix
+        self.word_vector_summary = vocabularies.word_vector_summary
         for split in self.splits.values():
             split.word_index, split.char_index, split.max_word_chars = self.word_index, self.char_index, max_word_chars
             split.lowercase_words = lowercase_words
@@ -309,33 +192,6 @@ class TaskDataModule(L.LightningDataModule):
                 instances.append(Instance((text_id(ex.premise), text_id(ex.hypothesis)), label_index[ex.label]))
         return TaskSplit([list(t) for t in table], instances)
 
-    def _word_key(self, word: str) -> str:
-        return word.lower() if self.lowercase_words else word
-
-    def _build_vocabularies(self, train: TaskSplit, min_count: int) -> None:
-        words: Counter[str] = Counter()
-        for inst in train.instances:
-            for t in inst.texts:
-                words.update(train.texts[t])
-        keys: Counter[str] = Counter()
-        for word, count in words.items():
-            keys[self._word_key(word)] += count
-        kept = sorted((w for w, c in keys.items() if c >= min_count), key=lambda w: (-keys[w], w))
-        if self.word_vectors is not None:
-            others = {
-                self._word_key(w)
-                for name, split in self.splits.items()
-                if name != "train"
-                for text in split.texts
-                for w in text
-            }
-            kept, self.word_vector_matrix, self.word_vector_summary = embedding_matrix(
-                self.word_vectors, kept, others, self.cache_dir
-            )
-        self.word_index = {w: i + 2 for i, w in enumerate(kept)}  # 0 padding, 1 unknown
-        chars = sorted({c for w in words for c in w})
-        self.char_index = {c: i + 2 for i, c in enumerate(chars)}
-
     @property
     def num_words(self) -> int:
         """Word vocabulary size, padding and unknown included (linked to ``--model.num_words``)."""
@@ -360,7 +216,10 @@ class TaskDataModule(L.LightningDataModule):
                 if data.cache.num_layers != self.elmo_num_layers or data.cache.dim != self.elmo_dim:
                     raise ValueError(f"{data.cache.directory}: cached layers do not match the biLM")
         if self.source is not None and self.source.random and self.match_scale and self.layer_scale is None:
-            self.layer_scale = self._matched_scale()
+            texts = self.splits["train"].texts
+            self.layer_scale = matched_scale(
+                self.source, self.bilm, texts, self.cache_dir, self.cache_device(), self.spec.name
+            )
             for data in self.splits.values():
                 data.layer_scale = self.layer_scale
 
@@ -368,31 +227,6 @@ class TaskDataModule(L.LightningDataModule):
         """Where the biLM runs while the caches are built: the attached trainer's device (its rank's GPU), else CPU."""
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
-    def _matched_scale(self, sample_size: int = 2000) -> list[float]:
-        """Per-layer factors that give the random control the pretrained biLM's layer RMS.
-
-        Both biLMs run over the same seeded sample of distinct training texts (cached like any other
-        texts), and layer j of the control is multiplied by RMS_pretrained(j) / RMS_random(j).
-        """
-        assert self.source is not None and self.bilm is not None
-        texts = self.splits["train"].texts
-        order = list(range(len(texts)))
-        random.Random(0).shuffle(order)
-        sample = [texts[i] for i in sorted(order[:sample_size])]
-        pretrained = BiLMSource(self.source.paths).load(frozen=True)
-        root, device = Path(self.cache_dir), self.cache_device()
-        target = layer_rms(build_activation_cache(pretrained, sample, root, batch_size=64, device=device))
-        current = layer_rms(build_activation_cache(self.bilm, sample, root, batch_size=64, device=device))
-        scale = [t / c if c > 0 else 1.0 for t, c in zip(target, current, strict=True)]
-        log.info(
-            "%s: random control scaled per layer by %s (layer RMS %s -> the pretrained biLM's %s)",
-            self.spec.name,
-            [round(x, 3) for x in scale],
-            [round(x, 3) for x in current],
-            [round(x, 3) for x in target],
-        )
-        return scale
 
     # ---- loaders -----------------------------------------------------------------------------
     def _loader(self, split: str, train: bool) -> DataLoader:

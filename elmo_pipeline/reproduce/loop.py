@@ -15,9 +15,10 @@ from typing import Any
 
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset
-from elmo_pipeline.reproduce.report import run_score, write_report
+from elmo_pipeline.reproduce.report import write_report
 from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, keep_bilm, plan, pretrain
 from elmo_pipeline.reproduce.supervisor import Supervisor
+from elmo_pipeline.reproduce.table import run_score
 
 log = logging.getLogger(__name__)
 

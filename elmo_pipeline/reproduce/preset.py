@@ -280,9 +280,9 @@ def finetune_config(
         raise ValueError(f"reproduce: the {arm} arm needs a biLM (pretraining or --bilm)")
     config = load_config(task)
     config["seed_everything"] = seed
-    model = config.setdefault("model", {})
-    model["elmo"] = {"baseline": None, "elmo": bilm, "random_bilm": f"random:{bilm}"}[arm]
+    config.setdefault("model", {})
     data = config.setdefault("data", {})
+    data["elmo"] = {"baseline": None, "elmo": bilm, "random_bilm": f"random:{bilm}"}[arm]
     data["data_root"] = preset.data_root
     data["seed"] = seed
     data["random_bilm_seed"] = seed

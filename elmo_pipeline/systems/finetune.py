@@ -43,12 +43,11 @@ class FinetuneSystem(L.LightningModule):
     Args:
         head: the head, built as ``head(input_dim, labels, output_elmo_dim)`` (``class_path`` + ``init_args`` in YAML).
         task: the task name (linked from ``--data.task``): its kind and metric.
-        elmo: the biLM (null: the baseline; an export folder or published files: ELMo; ``random:<folder>``:
-            a randomly initialised frozen biLM of that size). The data module builds its activation cache.
         labels: the label or tag set (linked from the data module).
         num_words: word vocabulary size (linked).
         num_chars: character vocabulary size (linked).
-        elmo_num_layers: biLM layers, token layer included (linked).
+        elmo_num_layers: biLM layers, token layer included (linked from ``--data.elmo``, the biLM's one home;
+            0, the baseline, means no ELMo).
         elmo_dim: size of a biLM layer, 2P (linked).
         elmo_places: where ELMo goes: ``input`` and/or ``output`` (default ``[input]``).
         elmo_dropout: dropout on ELMo at the output place. ELMo at the input gets none here: every head drops
@@ -72,7 +71,6 @@ class FinetuneSystem(L.LightningModule):
         self,
         head: HeadFactory,
         task: str = "ner_conll2003",
-        elmo: str | None = None,
         labels: list[str] | None = None,
         num_words: int = 2,
         num_chars: int = 2,
@@ -100,8 +98,11 @@ class FinetuneSystem(L.LightningModule):
             raise ValueError("finetune: no labels (--model.labels is linked from the data module; is --data.task set?)")
         self.labels = list(labels)
         places = list(elmo_places if elmo_places is not None else ["input"])
-        if elmo and elmo_num_layers < 1:
-            raise ValueError("finetune: --model.elmo is set but the biLM has no layers (linked from the data module)")
+        elmo = elmo_num_layers > 0  # the biLM is --data.elmo's; the model sees only its sizes
+        if elmo and elmo_dim < 1:
+            raise ValueError(
+                "finetune: --data.elmo is set but the biLM layers have no size (linked from the data module)"
+            )
         if not set(places) <= {"input", "output"} or not places:
             raise ValueError(
                 f"finetune: --model.elmo_places must be a non-empty subset of [input, output], got {places}"

@@ -1,8 +1,8 @@
 """`elmo-pipeline finetune`: LightningCLI over :class:`FinetuneSystem` and :class:`TaskDataModule`.
 
 elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml                      # baseline, fixtures
-elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --model.elmo runs/pretrain/tiny/export
-elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --model.elmo random:runs/pretrain/tiny/export
+elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --data.elmo runs/pretrain/tiny/export
+elmo-pipeline finetune --config configs/finetune/ner_conll2003.yaml --data.elmo random:runs/pretrain/tiny/export
 
 ``fit`` (the default) trains with early stopping and model selection on dev, then evaluates the
 best checkpoint once on test (``trainer.test(ckpt_path="best")``) and writes ``results.json`` (scores,
@@ -10,11 +10,18 @@ seed, wall times, what stopped training, the mixes' softmax(w) before and after)
 predictions in the task's own format (``predictions/test.conll`` or ``predictions/test.txt``) beside
 the logs. ``test --ckpt_path CKPT --predictions_dir DIR`` writes a checkpoint's predictions. ``--config`` paths such as
 ``configs/finetune/<task>.yaml`` are also looked up in the installed package's share folder.
+
+The biLM has one home, ``--data.elmo`` (the data module parses and loads it and builds the activation
+cache); the model gets only its sizes. ``--model.elmo`` on the command line is a deprecated alias of
+``--data.elmo`` (see :data:`ALIASES`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,7 +63,6 @@ class FinetuneCLI(SafeCheckpointCLI):
             help="where the test predictions go (default: <trainer.log_dir>/predictions)",
         )
         parser.link_arguments("data.task", "model.task")
-        parser.link_arguments("model.elmo", "data.elmo")
         parser.link_arguments("model.word_vectors", "data.word_vectors")
         for name in ("labels", "num_words", "num_chars", "elmo_num_layers", "elmo_dim"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
@@ -84,8 +90,8 @@ class FinetuneCLI(SafeCheckpointCLI):
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         record: dict[str, Any] = {
             "task": self.datamodule.spec.name,
-            "arm": arm_of(self.model.hparams.elmo),
-            "elmo": self.model.hparams.elmo,
+            "arm": arm_of(self.datamodule.elmo),
+            "elmo": self.datamodule.elmo,
             "head": type(self.model.head).__name__,
             "seed": self.config["fit"].get("seed_everything"),
             "epochs": trainer.current_epoch,
@@ -166,6 +172,22 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     }
 
 
+# deprecated spellings of an option -> its home; kept so that existing commands still run
+ALIASES = {"--model.elmo": "--data.elmo"}
+
+
+def apply_aliases(argv: list[str]) -> list[str]:
+    """Rewrite each deprecated option of :data:`ALIASES` (``--model.elmo X``, ``--model.elmo=X``) to its home."""
+    out = []
+    for arg in argv:
+        option, equals, value = arg.partition("=")
+        if option in ALIASES:
+            log.warning("finetune: %s is deprecated; use %s", option, ALIASES[option])
+            arg = ALIASES[option] + equals + value
+        out.append(arg)
+    return out
+
+
 def find_configs(argv: list[str]) -> list[str]:
     """``--config configs/finetune/x.yaml`` from any directory: look the path up in the resource roots too."""
     out = list(argv)
@@ -175,6 +197,35 @@ def find_configs(argv: list[str]) -> list[str]:
         elif arg.startswith("--config=") and not Path(arg.split("=", 1)[1]).exists():
             out[i] = "--config=" + str(find_resource(arg.split("=", 1)[1]))
     check_config_files(out)
+    return _move_config_aliases(out)
+
+
+def _move_config_aliases(argv: list[str]) -> list[str]:
+    """A config file written for the old home of an option (``model: elmo:``) is read with the option in
+    its new home (``data: elmo:``), through a rewritten copy for this process; the file is not changed."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        option, equals, value = arg.partition("=")
+        if option not in ("--config", "-c"):
+            continue
+        index, path = (i, value) if equals else (i + 1, out[i + 1] if i + 1 < len(out) else "")
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) if Path(path).is_file() else None
+        except (OSError, yaml.YAMLError):
+            continue  # check_config_files reported what it could; jsonargparse names the rest
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict) or "elmo" not in model:
+            continue
+        data_group = data.setdefault("data", {}) or {}
+        if "elmo" in data_group:
+            raise InputError(f"{path}: sets both model.elmo (deprecated) and data.elmo; keep data.elmo only")
+        data_group["elmo"] = model.pop("elmo")
+        data["data"] = data_group
+        log.warning("finetune: %s sets model.elmo, which is deprecated; read as data.elmo (move it there)", path)
+        moved = Path(tempfile.mkdtemp(prefix="elmo-pipeline-config-")) / Path(path).name
+        moved.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        atexit.register(shutil.rmtree, moved.parent, True)
+        out[index] = f"{option}={moved}" if equals else str(moved)
     return out
 
 
@@ -251,7 +302,7 @@ def build_lightning_cli(cli_class, model_class, data_class, argv: list[str], run
 
 
 def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
-    return build_lightning_cli(FinetuneCLI, FinetuneSystem, TaskDataModule, argv, run, SUBCOMMANDS)
+    return build_lightning_cli(FinetuneCLI, FinetuneSystem, TaskDataModule, apply_aliases(argv), run, SUBCOMMANDS)
 
 
 def main(argv: list[str]) -> int:
