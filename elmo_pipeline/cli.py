@@ -1,4 +1,4 @@
-"""`elmo-pipeline <command>`: one entry point, each command in its own module (imported lazily)."""
+"""`elmo-pipeline <command>`: one entry point; each command is a module of elmo_pipeline/commands/ (imported lazily)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,24 @@ import sys
 from elmo_pipeline.errors import UserError, debug_requested, is_reported
 from elmo_pipeline.files import Terminated
 
-# command -> ("module:function", one-line help). Each function takes the remaining argv.
+# command -> (its module in elmo_pipeline/commands/, one-line help); the module's main takes the remaining argv
 COMMANDS: dict[str, tuple[str, str]] = {
-    "reproduce": ("elmo_pipeline.reproduce:main", "the paper's results table: pretrain, transfer, seeds (resumable)"),
-    "pretrain": ("elmo_pipeline.commands.pretrain:main", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
-    "finetune": ("elmo_pipeline.systems.finetune_cli:main", "train a task head with or without ELMo (LightningCLI)"),
-    "vocab": ("elmo_pipeline.commands.vocab:main", "build a word vocabulary from a corpus"),
-    "curves": ("elmo_pipeline.commands.curves:main", "plot a pretraining run's learning curves"),
-    "bench": ("elmo_pipeline.commands.bench:main", "benchmark training throughput, memory and GFLOP/s"),
-    "embed": ("elmo_pipeline.commands.embed:main", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
-    "merge-embeddings": (
-        "elmo_pipeline.commands.merge_embeddings:main",
-        "merge the shards of `embed --shard-lines` into one file",
-    ),
-    "export": (
-        "elmo_pipeline.commands.export:main",
-        "write a biLM as the published options.json + weights.hdf5, or back",
-    ),
-    "generate": ("elmo_pipeline.commands.generate:main", "sample text from a biLM's forward language model"),
-    "units": ("elmo_pipeline.commands.units:main", "find and plot interpretable units of a biLM over a text"),
-    "cells": ("elmo_pipeline.commands.units:main", "the same as `units` (its former name)"),
-    "sentiment-neuron": ("elmo_pipeline.commands.sentiment_neuron:main", "SST sentiment from a biLM's units (L1)"),
-    "ablation": ("elmo_pipeline.commands.ablation:main", "train one biLM per recurrent cell, compare ppl/speed"),
-    "seq2seq": ("elmo_pipeline.commands.seq2seq:main", "train a translation model, with or without LM fusion"),
-    "translate": ("elmo_pipeline.commands.translate:main", "translate a file with a model trained by `seq2seq`"),
+    "reproduce": ("reproduce", "the paper's results table: pretrain, transfer, seeds (resumable)"),
+    "pretrain": ("pretrain", "pretrain a biLM (LightningCLI: fit, validate, ...)"),
+    "finetune": ("finetune", "train a task head with or without ELMo (LightningCLI)"),
+    "vocab": ("vocab", "build a word vocabulary from a corpus"),
+    "curves": ("curves", "plot a pretraining run's learning curves"),
+    "bench": ("bench", "benchmark training throughput, memory and GFLOP/s"),
+    "embed": ("embed", "embed a file of sentences into HDF5 (bilm-tf layout) with a biLM"),
+    "merge-embeddings": ("merge_embeddings", "merge the shards of `embed --shard-lines` into one file"),
+    "export": ("export", "write a biLM as the published options.json + weights.hdf5, or back"),
+    "generate": ("generate", "sample text from a biLM's forward language model"),
+    "units": ("units", "find and plot interpretable units of a biLM over a text"),
+    "cells": ("units", "the same as `units` (its former name)"),
+    "sentiment-neuron": ("sentiment_neuron", "SST sentiment from a biLM's units (L1)"),
+    "ablation": ("ablation", "train one biLM per recurrent cell, compare ppl/speed"),
+    "seq2seq": ("seq2seq", "train a translation model, with or without LM fusion"),
+    "translate": ("translate", "translate a file with a model trained by `seq2seq`"),
 }
 
 
@@ -83,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         sys.stderr.write(f"elmo-pipeline: unknown command {name!r}\n\n{_usage()}")
         return 2
-    module, func = COMMANDS[name][0].split(":")
+    module = importlib.import_module(f"elmo_pipeline.commands.{COMMANDS[name][0]}")
     try:
-        result = getattr(importlib.import_module(module), func)(rest)
+        result = module.main(rest)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where a command turns it into one: one line
         if debug:
             raise

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from elmo_pipeline.cli import main as cli_main
+from elmo_pipeline.commands.finetune import main as finetune_main
 from elmo_pipeline.data.activation_cache import bilm_fingerprint
 from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.bilm import BiLM
@@ -19,7 +20,6 @@ from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.systems.finetune_cli import build_cli
-from elmo_pipeline.systems.finetune_cli import main as finetune_main
 
 ROOT = Path(__file__).parents[1]
 FINETUNE_CONFIGS = sorted((ROOT / "configs" / "finetune").glob("*.yaml"))

@@ -530,7 +530,7 @@ def test_a_pretraining_run_of_another_config_is_never_deleted(tmp_path):
 
 
 def test_hub_data_with_local_split_files_is_refused_before_anything_runs():
-    from elmo_pipeline.reproduce import main
+    from elmo_pipeline.commands.reproduce import main
 
     with pytest.raises(SystemExit, match="nli_snli read local files"):
         main(["--preset", "cpu_1h", "--data-root", "hub", "--dry-run"])
@@ -550,7 +550,7 @@ def test_bilm_identity_reads_every_published_form(tmp_path):
 
 
 def test_refresh_report_recomputes_the_tests_of_an_old_results_folder(tmp_path, capsys):
-    from elmo_pipeline.reproduce.cli import main
+    from elmo_pipeline.commands.reproduce import main
 
     runs = [_record("sentiment_sst5", "baseline", s, v) for s, v in enumerate((0.40, 0.41, 0.42))]
     runs += [_record("sentiment_sst5", "random_bilm", s, v) for s, v in enumerate((0.37, 0.38, 0.36))]

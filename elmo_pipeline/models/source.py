@@ -1,4 +1,4 @@
-"""Every way a user names a biLM, parsed in one place: ``--bilm`` and ``--model.elmo`` mean the same everywhere.
+"""Every way a user names a biLM, parsed in one place: ``--bilm`` and ``--data.elmo`` mean the same everywhere.
 
 A biLM is named by one of:
 

@@ -1,4 +1,4 @@
-"""`elmo-pipeline reproduce`: the ELMo results table (Peters et al. 2018, Table 1) from one command.
+"""The ELMo results table (its command: ``commands/reproduce.py``) (Peters et al. 2018, Table 1) from one command.
 
     elmo-pipeline reproduce --preset demo                                  # bundled samples, minutes on CPU
     elmo-pipeline reproduce --preset cpu_1h --data-root ../shared/data      # real data, ~90 min on 2 cores
@@ -14,9 +14,8 @@ uploads later), with the final table as a W&B Table. See docs/reproduce.md.
 
 from __future__ import annotations
 
-from elmo_pipeline.reproduce.cli import apply_arguments, main
 from elmo_pipeline.reproduce.dry_run import dry_run
 from elmo_pipeline.reproduce.loop import reproduce
 from elmo_pipeline.reproduce.preset import Preset
 
-__all__ = ["Preset", "apply_arguments", "dry_run", "main", "reproduce"]
+__all__ = ["Preset", "dry_run", "reproduce"]

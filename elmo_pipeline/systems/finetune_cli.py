@@ -303,11 +303,3 @@ def build_lightning_cli(cli_class, model_class, data_class, argv: list[str], run
 
 def build_cli(argv: list[str], run: bool = True) -> FinetuneCLI:
     return build_lightning_cli(FinetuneCLI, FinetuneSystem, TaskDataModule, apply_aliases(argv), run, SUBCOMMANDS)
-
-
-def main(argv: list[str]) -> int:
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    build_cli(argv)
-    return 0
