@@ -197,6 +197,10 @@ def test_the_command_trains_tests_and_translates(tmp_path, capsys):
     assert set(shallow["val_bleu_by_lambda"]) == {"0.0", "0.5"} and shallow["lm_weight"] in (0.0, 0.5)
     assert record["decoding"]["none"]["lm_weight"] == 0.0 and "tok:13a" in record["bleu_signature"]
     assert record["lm_val_perplexity"] > 1 and 0 <= shallow["test_bleu"] <= 100
+    for decoding in record["decoding"].values():  # <UNK> handling chosen on val, ties kept
+        by_unk = decoding["val_bleu_by_unk"]
+        assert set(by_unk) == {"keep", "copy", "delete"} and by_unk[decoding["unk"]] == max(by_unk.values())
+        assert decoding["val_bleu"] == by_unk[decoding["unk"]]
     assert len((run / "translations.shallow.test.txt").read_text().splitlines()) == 40
     capsys.readouterr()
     source = tmp_path / "in.de"

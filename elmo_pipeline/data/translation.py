@@ -157,8 +157,11 @@ class TranslationDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
         self.pairs: dict[str, list[Pair]] = {}
         self.references: dict[str, list[str]] = {}  # the raw target lines, for BLEU
+        self.source_tokens: dict[str, list[list[str]]] = {}  # the source as written (case kept): <UNK> copies
         for split in SPLITS:
-            self.pairs[split], self.references[split] = self._read(split, source_lang, target_lang)
+            self.pairs[split], self.references[split], self.source_tokens[split] = self._read(
+                split, source_lang, target_lang
+            )
         if max_train_pairs:
             self.pairs["train"] = self.pairs["train"][:max_train_pairs]
             self.references["train"] = self.references["train"][:max_train_pairs]
@@ -177,7 +180,7 @@ class TranslationDataModule(L.LightningDataModule):
             100 * unknown / max(total, 1),
         )
 
-    def _read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[Pair], list[str]]:
+    def _read(self, split: str, source_lang: str, target_lang: str) -> tuple[list[Pair], list[str], list[list[str]]]:
         paths = []
         for lang in (source_lang, target_lang):
             stem = self.root / f"{self.files[split]}.{lang}"
@@ -186,7 +189,7 @@ class TranslationDataModule(L.LightningDataModule):
                 raise MissingFileError(f"{stem}[.gz]: no such file (the {split} split; check --data.data_root)")
             paths.append(found[0])
         pairs, references = read_parallel(*paths)
-        return [([w.lower() for w in s], t) for s, t in pairs], references
+        return [([w.lower() for w in s], t) for s, t in pairs], references, [s for s, _ in pairs]
 
     @property
     def source_vocab_size(self) -> int:

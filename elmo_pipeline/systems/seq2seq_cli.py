@@ -26,6 +26,7 @@ import torch
 
 from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.files import write_json_atomic
+from elmo_pipeline.models.search import UNK_WORDS, Translation
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
 from elmo_pipeline.systems.finetune_cli import build_lightning_cli
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem, corpus_bleu
@@ -86,27 +87,42 @@ class Seq2SeqCLI(SafeCheckpointCLI):
         else:
             arms = {"none": [0.0]}
         val_sources, test_sources = data.source_ids("val"), data.source_ids("test")
-        val_outputs: dict[float, list[str]] = {}
+        val_found: dict[float, list[Translation]] = {}
         record["decoding"] = {}
         outputs: dict[str, tuple[list[str], list[str]]] = {}
+
+        def rendered(found: list[Translation], split: str, unk: str) -> list[str]:
+            return [model.render(f, s, unk) for f, s in zip(found, data.source_tokens[split], strict=True)]
+
         for arm, weights in arms.items():
             val_bleu = {}
             for weight in weights:
-                if weight not in val_outputs:
-                    val_outputs[weight] = model.translate(val_sources, hp.beam, weight, progress=True)
-                val_bleu[str(weight)] = corpus_bleu(val_outputs[weight], data.references["val"])[0]
+                if weight not in val_found:
+                    val_found[weight] = model.decode(val_sources, hp.beam, weight, progress=True)
+                val_bleu[str(weight)] = corpus_bleu(rendered(val_found[weight], "val", "keep"), data.references["val"])[
+                    0
+                ]
                 log.info("seq2seq: val BLEU %.2f (beam %d, lambda %g)", val_bleu[str(weight)], hp.beam, weight)
             chosen = max(weights, key=lambda w: (val_bleu[str(w)], -w))  # ties: the smaller lambda
-            test_outputs = model.translate(test_sources, hp.beam, chosen, progress=True)  # test: once per arm
+            # what an output <UNK> becomes, chosen on val too (ties: keep it)
+            by_unk = {
+                unk: corpus_bleu(rendered(val_found[chosen], "val", unk), data.references["val"])[0]
+                for unk in UNK_WORDS
+            }
+            unk = max(UNK_WORDS, key=lambda u: (by_unk[u], u == "keep"))
+            test_found = model.decode(test_sources, hp.beam, chosen, progress=True)  # test: once per arm
+            test_outputs = rendered(test_found, "test", unk)
             bleu, report, record["bleu_signature"] = corpus_bleu(test_outputs, data.references["test"])
             record["decoding"][arm] = {
                 "lm_weight": chosen,
-                "val_bleu": val_bleu[str(chosen)],
+                "unk": unk,
+                "val_bleu": by_unk[unk],
                 "val_bleu_by_lambda": val_bleu,
+                "val_bleu_by_unk": by_unk,
                 "test_bleu": bleu,
                 "test_bleu_report": report,
             }
-            outputs[arm] = (val_outputs[chosen], test_outputs)
+            outputs[arm] = (rendered(val_found[chosen], "val", unk), test_outputs)
             log.info("seq2seq: %s: test BLEU %.2f (lambda %g; %s)", arm, bleu, chosen, record["bleu_signature"])
         record["eval_seconds"] = round(time.perf_counter() - started, 1)
         if trainer.is_global_zero:
