@@ -55,6 +55,13 @@ def find_corrupt_gzip(path: Path) -> InputError | None:
     return None
 
 
+def _not_utf8(path: Path, line: int, column: int, byte: int) -> InputError:
+    return InputError(
+        f"{path}:{line}: byte 0x{byte:02x} at column {column} is not UTF-8; convert the file "
+        "(e.g. `iconv -f latin1 -t utf-8`) or set --data.encoding_errors replace to replace and count such bytes"
+    )
+
+
 def find_bad_utf8(path: Path) -> tuple[int, int, int] | None:
     """The first (line, column, byte) that is not UTF-8 in ``path``, or None."""
     with _open_text(path) as fh:
@@ -132,12 +139,7 @@ def iter_lines(source: str, split: str = "train", encoding_errors: str = "strict
         for path in resolve_files(source):
             bad = find_bad_utf8(path)
             if bad is not None:
-                line, column, byte = bad
-                raise InputError(
-                    f"{path}:{line}: byte 0x{byte:02x} at column {column} is not UTF-8; convert the file "
-                    "(e.g. `iconv -f latin1 -t utf-8`) or set --data.encoding_errors replace "
-                    "to replace and count such bytes"
-                ) from None
+                raise _not_utf8(path, *bad) from None
         raise
 
 
@@ -157,11 +159,7 @@ def _decode(raw: bytes, path: Path, offset: int | None, line: int | None, encodi
         text = raw.decode("utf-8", encoding_errors)
     except UnicodeDecodeError as err:
         number = line if line is not None else _line_at(path, offset or 0)
-        raise InputError(
-            f"{path}:{number}: byte 0x{raw[err.start]:02x} at column {err.start + 1} is not UTF-8; convert the "
-            "file (e.g. `iconv -f latin1 -t utf-8`) or set --data.encoding_errors replace to replace and count "
-            "such bytes"
-        ) from None
+        raise _not_utf8(path, number, err.start + 1, raw[err.start]) from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return lines[:-1] if lines[-1] == "" else lines
 

@@ -131,7 +131,7 @@ class BiLM(nn.Module):
         self.forward_layers = stack()
         self.backward_layers = stack()
         self.dropout = nn.Dropout(config.dropout)
-        self.host_waits: bool | None = None  # may the loss make the host wait for the device? (_may_wait)
+        self.host_waits: bool | None = None  # may the loss make the host wait for the device? (may_wait)
         self.softmax: LMSoftmax | AdaptiveLMSoftmax | None = None
         if config.vocab_size and config.softmax == "adaptive":
             self.softmax = AdaptiveLMSoftmax(P, config.vocab_size, config.adaptive_cutoffs, config.adaptive_div_value)
@@ -207,7 +207,7 @@ class BiLM(nn.Module):
                     f"BiLM: targets of shape {tuple(targets.shape)} do not match the input {tuple(h.shape[:2])}"
                 )
             valid = targets != IGNORE  # (B, T)
-            if self._may_wait(h):
+            if self.may_wait(h.device):
                 check_targets(targets, self.softmax.vocab_size)
                 picked = self.dropout(h[valid])  # (N, P)
                 losses.append(nll(picked, targets[valid]).mean() if picked.shape[0] else h.sum() * 0.0)
@@ -221,7 +221,7 @@ class BiLM(nn.Module):
         out.loss = 0.5 * (losses[0] + losses[1])
         out.num_targets = (forward_targets != IGNORE).sum()  # a tensor: reading it would stop the host
 
-    def _may_wait(self, h: torch.Tensor) -> bool:
+    def may_wait(self, device: torch.device) -> bool:
         """Whether the loss may make the host wait for the device (``host_waits``; None: on the CPU only).
 
         Where it may (the CPU, where a wait costs nothing), the target ids are range-checked here and
@@ -230,4 +230,4 @@ class BiLM(nn.Module):
         padding masked out, and the caller checks the ids on the host before the batch moves
         (:class:`~elmo_pipeline.systems.pretrain.PretrainSystem` does).
         """
-        return h.device.type == "cpu" if self.host_waits is None else self.host_waits
+        return device.type == "cpu" if self.host_waits is None else self.host_waits

@@ -165,7 +165,7 @@ class PretrainSystem(L.LightningModule):
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "num_tokens" in batch and self.trainer.training:
             self._batch_tokens = int(batch["num_tokens"])  # still on the host: no wait
-            if self.bilm.softmax is not None:
+            if self.bilm.softmax is not None and not self.bilm.may_wait(self.device):  # else the biLM checks them
                 for key in ("forward_targets", "backward_targets"):
                     check_targets(batch[key], self.bilm.softmax.vocab_size)
         return batch

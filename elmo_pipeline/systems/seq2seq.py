@@ -196,10 +196,6 @@ class Seq2SeqSystem(L.LightningModule):
         ``source`` (the source tokens as written) or deleted (:func:`replace_unknowns`)."""
         return detokenize(replace_unknowns(self.words(found.ids), found.aligned, source, unk))
 
-    def translate(self, sources: list[torch.Tensor], beam: int, lm_weight: float, progress: bool = False) -> list[str]:
-        """Beam-search translations (detokenised, ``<UNK>`` kept) of source id tensors (S,), in eval mode."""
-        return [self.render(found, []) for found in self.decode(sources, beam, lm_weight, progress)]
-
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.Adam(trainable, lr=self.hparams.lr)
