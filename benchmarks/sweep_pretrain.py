@@ -11,6 +11,9 @@ tokens/s and the validation curve of each candidate.
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10 --only adam,adam-sched-adaptive
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 10 --val-every 500 \
         --only cpu1h-fp32,cpu1h-bf16,cpu1h-bf16-dropout0 --output results/pretrain_sweep_bf16   # the bf16 sweep
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 9 --val-every 500 \
+        --only cpu1h-now,cpu1h-lr3e-3,cpu1h-lr4e-3,cpu1h-batch128-lr3e-3,cpu1h-h1024 \
+        --output results/pretrain_sweep_lr_size                                                  # lr, batch, width
 
 Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
 others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
@@ -63,15 +66,29 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         {**ADAM, **SCHEDULE, **ADAPTIVE, **WIDER, "trainer.precision": "bf16-mixed"},
     ),
     # the one-hour recipe, after the bf16 training path (one owner of the recurrence, bf16 backend)
-    "cpu1h-fp32": ("the one-hour recipe as it is (P 128, H 512, Adam 2e-3, linear decay, adaptive softmax), fp32", {}),
+    "cpu1h-fp32": (
+        "the one-hour recipe as it was before the bf16 sweep (P 128, H 512, Adam 2e-3, linear decay, adaptive "
+        "softmax), fp32, dropout 0.1",
+        {"trainer.precision": "32-true", "model.bilm.dropout": 0.1},
+    ),
     "cpu1h-bf16": (
         "the same with --trainer.precision bf16-mixed: bf16 matrix multiplies, fp32 gates, cell state and loss",
-        {"trainer.precision": "bf16-mixed"},
+        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.1},
     ),
     "cpu1h-bf16-dropout0": (
         "bf16, dropout 0 (an hour sees a third of an epoch)",
         {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.0},
     ),
+    # the bf16 recipe (configs/pretrain/cpu_1h.yaml since the bf16 sweep: bf16, dropout 0): its learning rate,
+    # batch and width, the levers the bf16 sweep left unswept
+    "cpu1h-now": ("the one-hour recipe as it is: bf16, dropout 0, Adam 2e-3, batch 64, P 128, H 512", {}),
+    "cpu1h-lr3e-3": ("the same with Adam 3e-3", {"model.lr": 3e-3}),
+    "cpu1h-lr4e-3": ("the same with Adam 4e-3", {"model.lr": 4e-3}),
+    "cpu1h-batch128-lr3e-3": (
+        "Adam 3e-3, batches of 128 sentences (wider products for the bf16 units)",
+        {"model.lr": 3e-3, "data.batch_size": 128},
+    ),
+    "cpu1h-h1024": ("Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)", {"model.bilm.cell_dim": 1024}),
 }
 
 

@@ -137,7 +137,7 @@ def test_reproduce_takes_every_form(forms, form, tmp_path, capsys):
 
 
 def test_keep_bilm_replaces_a_biLM_kept_from_another_pretraining(tmp_path):
-    from elmo_pipeline.reproduce.runner import keep_bilm
+    from elmo_pipeline.reproduce.provenance import keep_bilm
 
     first, second = (str(save_export(tmp_path / f"export{seed}", *_tiny_bilm(seed))) for seed in (0, 1))
     kept = keep_bilm(first, tmp_path / "results" / "bilm")

@@ -20,6 +20,7 @@ from elmo_pipeline.metrics.seeds import welch_t_test
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce import dry_run
 from elmo_pipeline.reproduce.preset import PRESETS, Preset, StageSpec, finetune_config, fingerprint, set_dotted
+from elmo_pipeline.reproduce.provenance import check_provenance
 from elmo_pipeline.reproduce.significance import format_p
 from elmo_pipeline.reproduce.table import markdown_table, run_score, table_rows
 
@@ -370,6 +371,9 @@ def test_reproduce_resumes_after_an_interrupt_without_redoing_runs(tmp_path):
     exported = BiLMSource.parse(report["pretrain"]["export"]).load()
     for name, tensor in kept.state_dict().items():
         torch.testing.assert_close(tensor, exported.state_dict()[name])
+    # one pretraining per results folder: its export, CSV log and curve beside the table, and they agree
+    assert check_provenance(results) == []
+    assert (results / "export" / "weights.pt").is_file() and (results / "metrics.csv").is_file()
 
 
 def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):

@@ -85,14 +85,14 @@ def test_a_rerun_is_refused_while_a_child_lives(tmp_path):
 
 
 def test_an_unfinished_runs_logs_are_kept_before_it_restarts(tmp_path):
-    from elmo_pipeline.reproduce.runner import _keep_logs
+    from elmo_pipeline.reproduce.runner import keep_logs
 
     run_dir = tmp_path / "sentiment_sst5" / "elmo" / "seed0"
     for attempt in (1, 2):
         (run_dir / "logs" / "csv").mkdir(parents=True)
         (run_dir / "log.txt").write_text(f"attempt {attempt}\n")
         (run_dir / "logs" / "csv" / "metrics.csv").write_text(f"step,loss\n{attempt},0.5\n")
-        kept = _keep_logs(run_dir)
+        kept = keep_logs(run_dir)
         assert kept == run_dir.parent / ".attempts" / f"seed0-{attempt}"
         assert (kept / "log.txt").read_text() == f"attempt {attempt}\n"
         assert (kept / "logs" / "csv" / "metrics.csv").read_text().endswith(f"{attempt},0.5\n")

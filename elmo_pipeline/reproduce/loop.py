@@ -15,10 +15,12 @@ from typing import Any
 
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset
+from elmo_pipeline.reproduce.provenance import keep_given_bilm, keep_pretraining
 from elmo_pipeline.reproduce.report import write_report
-from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, keep_bilm, plan, pretrain
+from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, plan, pretrain
 from elmo_pipeline.reproduce.supervisor import Supervisor
 from elmo_pipeline.reproduce.table import run_score
+from elmo_pipeline.reproduce.task_text import tune_on_task_text
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,20 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
         if preset.bilm:
             bilm = preset.bilm
             log.info("reproduce: using the biLM %s (no pretraining)", bilm)
+            keep_given_bilm(bilm, Path(preset.output_dir))
         else:
             pretrain_record = pretrain(preset, wandb, supervisor)
             bilm = pretrain_record["export"]
-            pretrain_record["kept"] = str(keep_bilm(bilm, Path(preset.output_dir) / "bilm"))
+            kept = keep_pretraining(pretrain_record, work / "pretrain", Path(preset.output_dir))
+            pretrain_record["kept"] = kept["bilm"]
         save_state()
-        runs = plan(preset, bilm, wandb, bilm_identity(bilm))
+        tuned: dict[str, dict[str, Any]] = {}
+        if "elmo_task" in preset.arms:  # the biLM tuned on each task's text, before any finetuning
+            for task in preset.tasks:
+                if not preset.only_tasks or task.name in preset.only_tasks:
+                    tuned[task.name] = tune_on_task_text(preset, task, bilm, wandb, supervisor)
+            save_state()
+        runs = plan(preset, bilm, wandb, bilm_identity(bilm), {name: r["export"] for name, r in tuned.items()})
         selected = None
         if preset.only_tasks:
             selected = {i for i, run in enumerate(runs) if run.task.name in preset.only_tasks}
@@ -94,7 +104,9 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
                 flush=True,
             )
             if not reused and all(i in results for i, r in enumerate(runs) if r.task is run.task):
-                write_report(preset, state, pretrain_record, runs, results)  # partial table after each task
+                write_report(
+                    preset, state, pretrain_record, runs, results, task_text=tuned
+                )  # partial table after each task
 
         try:
             results.update(
@@ -102,9 +114,9 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
             )
         except RunsFailed:
             if results:
-                write_report(preset, state, pretrain_record, runs, results)  # what did finish
+                write_report(preset, state, pretrain_record, runs, results, task_text=tuned)  # what did finish
             raise
         save_state()
-        return write_report(preset, state, pretrain_record, runs, results, wandb)
+        return write_report(preset, state, pretrain_record, runs, results, wandb, task_text=tuned)
     finally:
         save_state()

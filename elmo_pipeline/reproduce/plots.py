@@ -83,7 +83,7 @@ def plot_learning_curves(
 ) -> Path | None:
     """Dev score per epoch for every task, arm and seed (+ the biLM's dev perplexity per step)."""
     plt.switch_backend("Agg")
-    colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red"}
+    colours = {"baseline": "tab:blue", "random_bilm": "tab:grey", "elmo": "tab:red", "elmo_task": "tab:orange"}
     pretrain_points: list[tuple[int, float]] = []
     if pretrain_dir is not None:
         for csv_path in (pretrain_dir / "logs").glob("fit*/metrics.csv"):  # fit, fit-2, ... (resumed)

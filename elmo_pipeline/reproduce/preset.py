@@ -21,7 +21,12 @@ import yaml
 
 from elmo_pipeline.tasks import find_resource
 
-ARMS = ("baseline", "random_bilm", "elmo")
+ARMS = ("baseline", "random_bilm", "elmo", "elmo_task")
+TABLE_ARMS = (
+    "baseline",
+    "random_bilm",
+    "elmo",
+)  # the default; elmo_task (the biLM tuned on the task's text) is asked for
 PRESETS = ("demo", "cpu_1h", "original")
 RENAMED = {"small": "cpu_1h"}  # old name -> new, still accepted (``small`` is also a biLM size, BiLMConfig.preset)
 
@@ -61,7 +66,12 @@ class Preset:
         wandb_project: the W&B project of every run (one group per reproduction).
         pretrain: the pretraining stage.
         tasks: one finetuning stage per task, in order.
-        arms: the arms each task is run in.
+        arms: the arms each task is run in: ``baseline``, ``random_bilm``, ``elmo`` and, with ``task_text``,
+            ``elmo_task`` (+ELMo with the biLM tuned on the task's training text; the table keeps, per task,
+            whichever of ``elmo`` and ``elmo_task`` scores higher on dev).
+        task_text: the stage that tunes the biLM on each task's training sentences before it is frozen (ELMo
+            §3.4): a pretraining config continued from the biLM (``--model.init_from``) and its overrides
+            (:mod:`elmo_pipeline.reproduce.task_text`).
         launch: how the preset is meant to be launched (documentation; printed by ``--dry-run``).
         dry_run_vocab_size: vocabulary size for ``--dry-run`` when the pretraining vocabulary does not exist yet.
     """
@@ -81,7 +91,8 @@ class Preset:
     wandb_project: str = "elmo-pipeline"
     pretrain: StageSpec | None = None
     tasks: list[StageSpec] = field(default_factory=list)
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    arms: list[str] = field(default_factory=lambda: list(TABLE_ARMS))
+    task_text: StageSpec | None = None
     launch: str = ""
     dry_run_vocab_size: int = 50_000
     only_tasks: list[str] = field(default_factory=list)  # --tasks: run these; the report covers all
@@ -111,8 +122,9 @@ class Preset:
         if unknown:
             raise ValueError(f"{path}: unknown preset fields {sorted(unknown)}; known: {sorted(known)}")
         raw.setdefault("name", path.stem)
-        if raw.get("pretrain") is not None:
-            raw["pretrain"] = StageSpec(**raw["pretrain"])
+        for stage in ("pretrain", "task_text"):
+            if raw.get(stage) is not None:
+                raw[stage] = StageSpec(**raw[stage])
         tasks = []
         for i, task in enumerate(raw.get("tasks") or []):
             if not isinstance(task, dict) or "name" not in task or "config" not in task:
@@ -122,6 +134,8 @@ class Preset:
         bad = set(raw.get("arms") or []) - set(ARMS)
         if bad:
             raise ValueError(f"{path}: unknown arms {sorted(bad)}; arms are {', '.join(ARMS)}")
+        if "elmo_task" in (raw.get("arms") or []) and raw.get("task_text") is None:
+            raise ValueError(f"{path}: the elmo_task arm needs a `task_text` stage (the config that tunes the biLM)")
         preset_obj = cls(**raw)
         preset_obj.output_dir = preset_obj.output_dir or f"results/{preset_obj.name}"
         preset_obj.work_dir = preset_obj.work_dir or f"runs/reproduce/{preset_obj.name}"
@@ -273,7 +287,10 @@ def finetune_config(
     run_dir: Path,
     wandb: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """One finetuning run's config: the task's, for ``arm`` and ``seed``, outputs under ``run_dir``."""
+    """One finetuning run's config: the task's, for ``arm`` and ``seed``, outputs under ``run_dir``.
+
+    ``bilm`` is the biLM of the ``elmo`` and ``random_bilm`` arms, and the task-tuned one of ``elmo_task``.
+    """
     if arm not in ARMS:
         raise ValueError(f"reproduce: unknown arm {arm!r}; arms are {', '.join(ARMS)}")
     if arm != "baseline" and not bilm:
@@ -282,7 +299,7 @@ def finetune_config(
     config["seed_everything"] = seed
     config.setdefault("model", {})
     data = config.setdefault("data", {})
-    data["elmo"] = {"baseline": None, "elmo": bilm, "random_bilm": f"random:{bilm}"}[arm]
+    data["elmo"] = {"baseline": None, "elmo": bilm, "elmo_task": bilm, "random_bilm": f"random:{bilm}"}[arm]
     data["data_root"] = preset.data_root
     data["seed"] = seed
     data["random_bilm_seed"] = seed

@@ -54,11 +54,15 @@ def log_table_to_wandb(
 
 
 def report_text(
-    rows: list[dict[str, Any]], summary: dict[str, Any], pretrain: dict[str, Any] | None, pictures: list[Path]
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    pretrain: dict[str, Any] | None,
+    pictures: list[Path],
+    task_text: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """``table.md``: the table, the goal, the biLM, the wall time and machine, and the pictures."""
+    """``table.md``: the table, the goal, the task-text choice, the biLM, the wall time and machine, the pictures."""
     machine = summary["machine"]
-    text = markdown_table(rows, summary["preset"], summary["description"], summary["meaningful"], pretrain)
+    text = markdown_table(rows, summary["preset"], summary["description"], summary["meaningful"], pretrain, task_text)
     text += (
         f"\nWall time {summary['wall_seconds'] / 60:.1f} min on {machine.get('cpu', '?')} "
         f"({machine['cpus']} CPUs{', ' + machine['cuda'] if machine.get('cuda') else ''})"
@@ -91,7 +95,7 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
     tasks = [row["task"] for row in results["table"]]
     rows = table_rows(records, tasks)
     pictures = [out / name for name in ("layer_weights.png", "learning_curves.png") if (out / name).is_file()]
-    text = report_text(rows, results, results.get("pretrain"), pictures)
+    text = report_text(rows, results, results.get("pretrain"), pictures, results.get("task_text"))
     write_json_atomic(path, {**results, "table": rows})  # the records as they were stored
     (out / "table.md").write_text(text)
     return {"rows": rows, "text": text, "pictures": pictures}
@@ -104,8 +108,12 @@ def write_report(
     runs: list[Run],
     results: dict[int, dict[str, Any]],
     wandb: dict[str, Any] | None = None,
+    task_text: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """``results.json``, ``table.md`` and the pictures from the finished runs (all or some)."""
+    """``results.json``, ``table.md`` and the pictures from the finished runs (all or some).
+
+    ``task_text``: the records of the biLM tuned on each task's text (:mod:`elmo_pipeline.reproduce.task_text`).
+    """
     out = Path(preset.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = sorted(results)
@@ -149,8 +157,11 @@ def write_report(
         "runs_planned": len(runs),
         "machine": machine_info(),
     }
-    text = report_text(rows, summary, pretrain_record, pictures)
-    write_json_atomic(out / "results.json", {**summary, "pretrain": pretrain_record, "table": rows, "runs": records})
+    text = report_text(rows, summary, pretrain_record, pictures, task_text)
+    write_json_atomic(
+        out / "results.json",
+        {**summary, "pretrain": pretrain_record, "task_text": task_text or {}, "table": rows, "runs": records},
+    )
     (out / "table.md").write_text(text)
     logged = "|".join(sorted(runs[i].fingerprint for i in done))
     if wandb and len(done) == len(runs) and state.get("table_logged") != logged:

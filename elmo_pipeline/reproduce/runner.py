@@ -32,7 +32,6 @@ import yaml
 from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.errors import CannotProceed
 from elmo_pipeline.files import write_json_atomic
-from elmo_pipeline.models.bilm_tf import save_bilm_tf
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 from elmo_pipeline.reproduce.supervisor import RunFailed, Supervisor, log_tail
@@ -81,7 +80,7 @@ def write_yaml(path: Path, config: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _require(path: Path, args: str, log_path: Path) -> None:
+def require_output(path: Path, args: str, log_path: Path) -> None:
     """A child that exited 0 must have written ``path`` (Lightning exits 0 on SIGTERM, for one)."""
     if not path.is_file():
         raise RunFailed(
@@ -90,6 +89,58 @@ def _require(path: Path, args: str, log_path: Path) -> None:
 
 
 # ---- pretraining ---------------------------------------------------------------------------------
+def fit_bilm(
+    run_dir: Path,
+    config_for: Callable[[str], dict[str, Any]],
+    threads: int,
+    supervisor: Supervisor,
+    what: str,
+    heartbeat: Callable[[Path, float], None] | None = None,
+) -> dict[str, Any]:
+    """Fit (or resume) one ``pretrain fit`` run in ``run_dir`` until its export exists; returns its figures.
+
+    ``config_for(version)`` is the run's config with its CSV log in ``logs/<version>``: each attempt logs
+    to its own folder (``fit``, ``fit-2``, ...), because a CSVLogger empties the one it reopens. An
+    attempt resumes from ``last.ckpt``; ``progress.json`` counts the attempts and their wall time.
+    """
+    progress_path = run_dir / "progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {"fit_seconds": 0.0}
+    if not (run_dir / "export" / "metrics.json").is_file():  # the export is written when fitting ends
+        attempt = progress.get("attempts", 0) + 1
+        version = "fit" if attempt == 1 else f"fit-{attempt}"
+        write_yaml(run_dir / "config.yaml", config_for(version))
+        progress["attempts"] = attempt
+        write_json_atomic(progress_path, progress)  # before the child starts: a killed attempt still counts
+        args = ["pretrain", "fit", "--config", str(run_dir / "config.yaml")]
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            log.info("reproduce: resuming pretraining from %s", run_dir / "checkpoints" / "last.ckpt")
+            args += ["--ckpt_path", "last"]
+        elif any((run_dir / "checkpoints").glob("*.ckpt")):  # killed before its first last.ckpt: this run's own
+            log.info("reproduce: %s holds no last.ckpt; the run starts again", run_dir / "checkpoints")
+            args += ["--model.overwrite", "true"]
+        log.info("reproduce: %s (log %s)", what, run_dir / "log.txt")
+        started = time.perf_counter()
+        metrics_csv = run_dir / "logs" / version / "metrics.csv"
+        try:
+            supervisor.run(
+                args,
+                run_dir / "log.txt",
+                threads,
+                heartbeat=(lambda seconds: heartbeat(metrics_csv, seconds)) if heartbeat else None,
+            )
+        finally:  # interrupted attempts count too: the wall time is the reproduction's
+            progress["fit_seconds"] += time.perf_counter() - started
+            write_json_atomic(progress_path, progress)
+    require_output(run_dir / "export" / "metrics.json", "pretrain fit", run_dir / "log.txt")
+    metrics = json.loads((run_dir / "export" / "metrics.json").read_text())
+    return {
+        "fit_seconds": round(progress["fit_seconds"], 1),
+        "global_step": metrics.get("global_step"),
+        "tokens_seen": metrics.get("tokens_seen"),
+        "best_val_ppl": metrics.get("best_score"),
+    }
+
+
 def pretrain(preset: Preset, wandb: dict[str, Any] | None, supervisor: Supervisor | None = None) -> dict[str, Any]:
     """Pretrain (or resume pretraining) the biLM; returns its record (export folder, perplexities, time)."""
     supervisor = supervisor or Supervisor()
@@ -115,42 +166,17 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None, supervisor: Superviso
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(print_ + "\n")
     record: dict[str, Any] = {"export": str(run_dir / "export"), "fingerprint": print_}
-    progress_path = run_dir / "progress.json"
-    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {"fit_seconds": 0.0}
-    if not (run_dir / "export" / "metrics.json").is_file():  # the export is written when fitting ends
-        # each attempt logs to its own CSV folder (fit, fit-2, ...): a CSVLogger empties the one it reopens
-        attempt = progress.get("attempts", 0) + 1
-        version = "fit" if attempt == 1 else f"fit-{attempt}"
-        write_yaml(run_dir / "config.yaml", pretrain_config(preset, run_dir, wandb, version))
-        progress["attempts"] = attempt
-        write_json_atomic(progress_path, progress)  # before the child starts: a killed attempt still counts
-        args = ["pretrain", "fit", "--config", str(run_dir / "config.yaml")]
-        if (run_dir / "checkpoints" / "last.ckpt").is_file():
-            log.info("reproduce: resuming pretraining from %s", run_dir / "checkpoints" / "last.ckpt")
-            args += ["--ckpt_path", "last"]
-        elif any((run_dir / "checkpoints").glob("*.ckpt")):  # killed before its first last.ckpt: this run's own
-            log.info("reproduce: %s holds no last.ckpt; pretraining starts again", run_dir / "checkpoints")
-            args += ["--model.overwrite", "true"]
-        log.info("reproduce: pretraining the biLM (%s; log %s)", preset.pretrain.config, run_dir / "log.txt")
-        started = time.perf_counter()
-        budget = (fit.get("trainer") or {}).get("max_time")
-        metrics_csv = run_dir / "logs" / version / "metrics.csv"
-        try:
-            supervisor.run(
-                args,
-                run_dir / "log.txt",
-                preset.pretrain_threads,
-                heartbeat=lambda seconds: _pretrain_progress(metrics_csv, seconds, budget),
-            )
-        finally:  # interrupted attempts count too: the wall time is the reproduction's
-            progress["fit_seconds"] += time.perf_counter() - started
-            write_json_atomic(progress_path, progress)
-    record["fit_seconds"] = round(progress["fit_seconds"], 1)
-    _require(run_dir / "export" / "metrics.json", "pretrain fit", run_dir / "log.txt")
-    metrics = json.loads((run_dir / "export" / "metrics.json").read_text())
-    record["global_step"] = metrics.get("global_step")
-    record["tokens_seen"] = metrics.get("tokens_seen")
-    record["best_val_ppl"] = metrics.get("best_score")
+    budget = (fit.get("trainer") or {}).get("max_time")
+    record.update(
+        fit_bilm(
+            run_dir,
+            lambda version: pretrain_config(preset, run_dir, wandb, version),
+            preset.pretrain_threads,
+            supervisor,
+            f"pretraining the biLM ({preset.pretrain.config})",
+            heartbeat=lambda csv_path, seconds: pretrain_progress(csv_path, seconds, budget),
+        )
+    )
     if preset.test_pretrain and fit.get("data", {}).get("test_sources"):
         test = pretrain_config(preset, run_dir, wandb, "test")
         write_yaml(run_dir / "test.yaml", test)
@@ -161,7 +187,7 @@ def pretrain(preset: Preset, wandb: dict[str, Any] | None, supervisor: Superviso
             preset.pretrain_threads,
         )
         record["test_seconds"] = round(seconds, 1)
-        _require(run_dir / "logs" / "test" / "metrics.csv", "pretrain test", run_dir / "log.txt")
+        require_output(run_dir / "logs" / "test" / "metrics.csv", "pretrain test", run_dir / "log.txt")
         record["test"] = last_metrics(run_dir / "logs" / "test" / "metrics.csv", "test/")
     write_json_atomic(run_dir / "results.json", record)
     return record
@@ -183,7 +209,7 @@ def _tail_rows(path: Path, size: int = 16384) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(header + tail)))
 
 
-def _pretrain_progress(metrics_csv: Path, seconds: float, budget: str | None) -> None:
+def pretrain_progress(metrics_csv: Path, seconds: float, budget: str | None) -> None:
     rows = [r for r in _tail_rows(metrics_csv) if r.get("train/tokens_seen")]
     if not rows:
         print(f"pretraining: {seconds / 60:.1f} min (starting)", flush=True)
@@ -206,31 +232,6 @@ def last_metrics(path: Path, prefix: str) -> dict[str, float]:
 
 
 # ---- finetuning ----------------------------------------------------------------------------------
-def keep_bilm(export: str, directory: Path) -> Path:
-    """The pretrained biLM, without its softmax, in the published format under ``directory`` (a few MB,
-    tracked with the table), so that ``reproduce --bilm DIRECTORY`` rebuilds the table without pretraining.
-
-    ``directory/kept_from.txt`` holds the identity of the export it was written from. A folder kept from
-    another pretraining (an earlier run of the preset, tracked in git) is replaced, so that the folder
-    always holds the biLM that the table next to it used; the same export is not written twice.
-    """
-    source = BiLMSource.parse(export)
-    identity = source.identity()
-    stamp = directory / "kept_from.txt"
-    current = stamp.read_text().strip() if stamp.is_file() else None
-    if not (directory / "weights.hdf5").is_file() or current != identity:
-        tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_bilm_tf(source.load(), tmp)
-        (tmp / "kept_from.txt").write_text(identity + "\n")
-        if directory.exists():
-            log.info("reproduce: %s held another biLM (kept from %s); replacing it", directory, current or "unknown")
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.replace(directory)
-        log.info("reproduce: kept the biLM without its softmax in %s", directory)
-    return directory
-
-
 def bilm_identity(bilm: str | None) -> str:
     """A hash of the biLM's weight files (:meth:`BiLMSource.identity`); empty without a biLM.
 
@@ -239,19 +240,35 @@ def bilm_identity(bilm: str | None) -> str:
     return BiLMSource.parse(bilm).identity() if bilm else ""
 
 
-def plan(preset: Preset, bilm: str | None, wandb: dict[str, Any] | None, identity: str = "") -> list[Run]:
-    """Every finetuning run, task by task, then seed by seed, then arm by arm."""
+def plan(
+    preset: Preset,
+    bilm: str | None,
+    wandb: dict[str, Any] | None,
+    identity: str = "",
+    task_bilms: dict[str, str] | None = None,
+) -> list[Run]:
+    """Every finetuning run, task by task, then seed by seed, then arm by arm.
+
+    ``task_bilms`` maps a task to its biLM tuned on the task's text (the ``elmo_task`` arm); a task
+    without one has no ``elmo_task`` runs.
+    """
     runs = []
+    task_bilms = task_bilms or {}
     for task in preset.tasks:
+        tuned = task_bilms.get(task.name)
+        tuned_identity = bilm_identity(tuned) if tuned else ""
         for seed in range(preset.seeds):
             for arm in preset.arms:
+                if arm == "elmo_task" and not tuned:
+                    continue
+                run_bilm, run_identity = (tuned, tuned_identity) if arm == "elmo_task" else (bilm, identity)
                 run_dir = Path(preset.work_dir) / task.name / arm / f"seed{seed}"
-                config = finetune_config(preset, task, arm, seed, bilm, run_dir, wandb)
-                runs.append(Run(task, arm, seed, run_dir, config, identity))
+                config = finetune_config(preset, task, arm, seed, run_bilm, run_dir, wandb)
+                runs.append(Run(task, arm, seed, run_dir, config, run_identity))
     return runs
 
 
-def _keep_logs(run_dir: Path) -> Path | None:
+def keep_logs(run_dir: Path) -> Path | None:
     """Move an unfinished run's logs (log.txt, logs/) to ``<task>/<arm>/.attempts/<seed>-<n>`` before it restarts."""
     logs = [run_dir / name for name in ("log.txt", "logs") if (run_dir / name).exists()]
     if not logs:
@@ -274,7 +291,7 @@ def start(
     """Run one finetuning run from scratch (a child of ``supervisor``) and return its results."""
     supervisor = supervisor or Supervisor()
     if run.run_dir.exists():  # an unfinished run (interrupted or of another config) starts again
-        _keep_logs(run.run_dir)
+        keep_logs(run.run_dir)
         shutil.rmtree(run.run_dir)
     run.run_dir.mkdir(parents=True)
     write_yaml(run.run_dir / "config.yaml", run.config)
@@ -290,7 +307,7 @@ def start(
         threads,
         env_extra=env_extra,
     )
-    _require(run.run_dir / "results.json", f"finetune ({run.label})", run.run_dir / "log.txt")
+    require_output(run.run_dir / "results.json", f"finetune ({run.label})", run.run_dir / "log.txt")
     record = json.loads((run.run_dir / "results.json").read_text())
     if not record.get("test"):
         raise RunFailed(
@@ -298,6 +315,7 @@ def start(
             f"a reproduction needs one per run. Log: {run.run_dir / 'log.txt'}"
         )
     record["wall_seconds"] = round(seconds, 1)
+    record["arm"] = run.arm  # the reproduction's arm (finetune knows elmo, not which biLM of two)
     write_json_atomic(run.run_dir / "results.json", record)
     (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")  # last: marks the run finished
     return record

@@ -48,14 +48,53 @@ def _fmt(mean: float | None, std: float | None = None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def dev_score(record: dict[str, Any]) -> float:
+    """A run's dev score in percent: the best validation score, the one its checkpoint was chosen by."""
+    if record.get("best_val") is None:
+        raise ValueError(
+            f"reproduce: run {record.get('task')} {record.get('arm')} seed {record.get('seed')} has no dev score"
+        )
+    return 100.0 * float(record["best_val"])
+
+
+def choose_elmo(runs: list[dict[str, Any]], task: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The task's runs with its +ELMo chosen on dev: the general biLM's (``elmo``) or the task-tuned one's.
+
+    When the task has ``elmo_task`` runs, the arm with the higher mean dev score over its seeds is the
+    table's +ELMo (ties keep the general biLM): its records come back as arm ``elmo`` (``from_arm`` says
+    which), the other arm's are left out of the table. Test scores play no part. Returns the runs and the
+    choice (both arms' dev scores), or None when there is nothing to choose.
+    """
+    mine = [r for r in runs if r["task"] == task]
+    arms = {arm: [r for r in mine if r["arm"] == arm] for arm in ("elmo", "elmo_task")}
+    if not arms["elmo_task"]:
+        return mine, None
+    dev = {}
+    for arm, records in arms.items():
+        if records:
+            mean, std = mean_std([dev_score(r) for r in records])
+            dev[arm] = {"mean": mean, "std": std, "n": len(records), "scores": [dev_score(r) for r in records]}
+    kept = "elmo" not in dev or dev["elmo_task"]["mean"] > dev["elmo"]["mean"]
+    chosen = "elmo_task" if kept else "elmo"
+    table = [r for r in mine if r["arm"] not in arms] + [{**r, "arm": "elmo", "from_arm": chosen} for r in arms[chosen]]
+    return table, {"kept": kept, "chosen": chosen, "dev": dev}
+
+
 def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
-    """One row per task: the paper's numbers and ours (mean, std, n per arm) and the increases."""
+    """One row per task: the paper's numbers and ours (mean, std, n per arm) and the increases.
+
+    A task run with the biLM tuned on its text (``elmo_task``) has its +ELMo chosen on dev
+    (:func:`choose_elmo`); ``row["task_text"]`` records the choice.
+    """
     rows = []
     for task in tasks:
         spec = load_task(task)
+        task_runs, choice = choose_elmo(runs, task)
         row: dict[str, Any] = {"task": task, "metric": spec.paper.get("metric", spec.metric), "paper": spec.paper}
+        if choice is not None:
+            row["task_text"] = choice
         for arm in ARM_TITLES:
-            scores = [run_score(r) for r in runs if r["task"] == task and r["arm"] == arm]
+            scores = [run_score(r) for r in task_runs if r["arm"] == arm]
             if scores:
                 mean, std = mean_std(scores)
                 row[arm] = {"mean": mean, "std": std, "n": len(scores), "scores": scores}
@@ -66,10 +105,12 @@ def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, A
         for arm in ARM_TITLES:
             if arm in row:
                 row[arm]["time_limited"] = sum(
-                    r.get("stopped_by") == "time_limit" for r in runs if r["task"] == task and r["arm"] == arm
+                    r.get("stopped_by") == "time_limit" for r in task_runs if r["arm"] == arm
                 )
         scores = {arm: row[arm]["scores"] for arm in ARM_TITLES if arm in row}
-        row["significance"] = significance(runs, task, "span_f1" if spec.metric == "span_f1" else "accuracy", scores)
+        row["significance"] = significance(
+            task_runs, task, "span_f1" if spec.metric == "span_f1" else "accuracy", scores
+        )
         if "elmo" in row and "baseline" in row and "random_bilm" in row:
             goal = {}
             for other in ("baseline", "random_bilm"):
@@ -137,7 +178,12 @@ def row_cells(row: dict[str, Any]) -> list[str]:
 
 
 def markdown_table(
-    rows: list[dict[str, Any]], preset: str, description: str, meaningful: bool, pretrain: dict[str, Any] | None
+    rows: list[dict[str, Any]],
+    preset: str,
+    description: str,
+    meaningful: bool,
+    pretrain: dict[str, Any] | None,
+    task_text: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     seeds = sorted({row[arm]["n"] for row in rows for arm in ARM_TITLES if arm in row})
     lines = [f"# Results: `reproduce --preset {preset}`", ""]
@@ -177,6 +223,7 @@ def markdown_table(
                 for o in ("baseline", "random_bilm")
             ]
             lines.append(f"- {row['task']}: {'met' if goal['met'] else 'not met'}: {'; '.join(parts)}")
+    lines += _task_text_lines(rows, task_text or {})
     if pretrain:
         test = pretrain.get("test") or {}
         parts = []
@@ -197,3 +244,27 @@ def markdown_table(
                 "rebuilds the table without pretraining)."
             )
     return "\n".join(lines) + "\n"
+
+
+def _task_text_lines(rows: list[dict[str, Any]], task_text: dict[str, dict[str, Any]]) -> list[str]:
+    """What tuning the biLM on each task's text did, on dev: the choice, and the perplexity of the dev sentences."""
+    choices = [row for row in rows if "task_text" in row]
+    if not choices:
+        return []
+    lines = [
+        "",
+        "+ELMo with the biLM tuned on the task's training sentences (ELMo §3.4), kept where its mean dev score "
+        "over the seeds is higher than with the general biLM (dev, mean ± std):",
+    ]
+    for row in choices:
+        choice, record = row["task_text"], task_text.get(row["task"]) or {}
+        dev = choice["dev"]
+        general = dev.get("elmo") or {}
+        text = (
+            f"- {row['task']}: tuned {_fmt(dev['elmo_task']['mean'], dev['elmo_task']['std'])}, general "
+            f"{_fmt(general.get('mean'), general.get('std'))}: {'kept' if choice['kept'] else 'dropped'}"
+        )
+        if record.get("dev_ppl_before") is not None and record.get("best_val_ppl") is not None:
+            text += f"; perplexity of the dev sentences {record['dev_ppl_before']:.1f} -> {record['best_val_ppl']:.1f}"
+        lines.append(text)
+    return lines

@@ -1,0 +1,185 @@
+"""The task-text stage: a biLM tuned on a task's training sentences; +ELMo chosen on dev between it and the general."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import elmo_pipeline.systems.pretrain_cli  # noqa: F401  (Lightning's log handler binds the real stderr)
+from elmo_pipeline.data.task_text import task_texts, write_task_text
+from elmo_pipeline.models import BiLM, BiLMConfig
+from elmo_pipeline.models.export_folder import save_export
+from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.reproduce.preset import Preset, StageSpec
+from elmo_pipeline.reproduce.runner import plan
+from elmo_pipeline.reproduce.table import choose_elmo, markdown_table, table_rows
+from elmo_pipeline.reproduce.task_text import task_text_config, tune_on_task_text
+from elmo_pipeline.text import Vocabulary
+
+SAMPLES = "data/sample/tasks"  # the bundled task samples the demo runs on
+
+
+def test_task_texts_are_the_distinct_sentences_without_labels():
+    ner = task_texts("ner_conll2003", SAMPLES, "train")
+    assert ner and all(isinstance(t, str) for text in ner for t in text)
+    assert len({tuple(t) for t in ner}) == len(ner)  # distinct
+    assert not {"B-PER", "I-PER", "B-ORG", "I-ORG"} & {t for text in ner for t in text}  # no tags
+    snli = task_texts("nli_snli", SAMPLES, "train")
+    pairs = task_texts("nli_snli", SAMPLES, "validation")
+    assert snli and pairs and not {"entailment", "contradiction", "neutral"} & {text[0] for text in snli}
+    sst = task_texts("sentiment_sst5", SAMPLES, "train")
+    assert sst and not {f"({label}" for label in range(5)} & {t for text in sst for t in text}  # words, not trees
+
+
+def test_written_text_is_one_sentence_per_line_and_whitespace_inside_a_token_is_counted(tmp_path):
+    counts = write_task_text(tmp_path / "t.txt", [["a", "b"], ["c\u00a0d", "e"]])
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "a b\nc_d e\n"
+    assert counts == {"sentences": 2, "tokens": 4, "tokens_with_whitespace": 1}
+
+
+def _records(task: str, dev: dict[str, list[float]], test: dict[str, list[float]]) -> list[dict]:
+    return [
+        {"task": task, "arm": arm, "seed": seed, "best_val": d / 100, "test": {"acc": t / 100}}
+        for arm in dev
+        for seed, (d, t) in enumerate(zip(dev[arm], test[arm], strict=True))
+    ]
+
+
+def test_elmo_is_chosen_on_dev_and_the_test_scores_play_no_part():
+    task = "sentiment_sst5"
+    base = {"baseline": [40.0, 41.0, 40.5], "random_bilm": [38.0, 38.5, 37.0]}
+    # the tuned biLM is better on dev and worse on test: it is kept, and the table shows its test scores
+    runs = _records(
+        task,
+        {**base, "elmo": [42.0, 42.5, 42.0], "elmo_task": [43.0, 43.5, 43.0]},
+        {**base, "elmo": [45.0, 45.0, 45.0], "elmo_task": [41.0, 41.5, 42.0]},
+    )
+    table, choice = choose_elmo(runs, task)
+    assert choice["kept"] and choice["chosen"] == "elmo_task"
+    assert sorted(100 * r["test"]["acc"] for r in table if r["arm"] == "elmo") == pytest.approx([41.0, 41.5, 42.0])
+    assert {r.get("from_arm") for r in table if r["arm"] == "elmo"} == {"elmo_task"}
+    (row,) = table_rows(runs, [task])
+    assert row["elmo"]["mean"] == pytest.approx(41.5) and row["task_text"]["dev"]["elmo_task"]["mean"] == pytest.approx(
+        129.5 / 3
+    )
+    # worse on dev, better on test: dropped
+    runs = _records(
+        task,
+        {**base, "elmo": [42.0, 42.5, 42.0], "elmo_task": [41.0, 41.5, 41.0]},
+        {**base, "elmo": [41.0, 41.0, 41.0], "elmo_task": [46.0, 46.5, 47.0]},
+    )
+    (row,) = table_rows(runs, [task])
+    assert not row["task_text"]["kept"] and row["elmo"]["mean"] == pytest.approx(41.0)
+    # a tie keeps the general biLM
+    runs = _records(
+        task, {**base, "elmo": [42.0] * 3, "elmo_task": [42.0] * 3}, {**base, "elmo": [1.0] * 3, "elmo_task": [2.0] * 3}
+    )
+    assert choose_elmo(runs, task)[1]["chosen"] == "elmo"
+    # no tuned runs: nothing chosen, the table as before
+    plain = [r for r in runs if r["arm"] != "elmo_task"]
+    assert choose_elmo(plain, task) == (plain, None) and "task_text" not in table_rows(plain, [task])[0]
+
+
+def test_the_table_says_what_tuning_did_on_dev():
+    task = "sentiment_sst5"
+    runs = _records(
+        task,
+        {"baseline": [40.0, 41.0], "elmo": [42.0, 42.5], "elmo_task": [43.0, 43.5]},
+        {"baseline": [40.0, 41.0], "elmo": [42.0, 42.5], "elmo_task": [43.0, 43.5]},
+    )
+    text = markdown_table(
+        table_rows(runs, [task]), "t", "", True, None, {task: {"dev_ppl_before": 250.0, "best_val_ppl": 120.5}}
+    )
+    assert "- sentiment_sst5: tuned 43.25 ± 0.35, general 42.25 ± 0.35: kept" in text
+    assert "perplexity of the dev sentences 250.0 -> 120.5" in text
+
+
+def test_a_preset_with_the_tuned_arm_needs_the_stage(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nbilm: b\narms: [baseline, elmo, elmo_task]\n")
+    with pytest.raises(ValueError, match="elmo_task arm needs a `task_text` stage"):
+        Preset.load(str(path))
+
+
+def _export(directory: Path, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    words = " ".join(task_texts("sentiment_sst5", SAMPLES, "train")[0]).split()
+    vocab = Vocabulary.build([words, "the cat sat".split()])
+    config = BiLMConfig.preset("tiny", vocab_size=len(vocab), cell_dim=16, projection_dim=8, num_samples=8)
+    return str(save_export(directory, BiLM(config), vocab))
+
+
+def _preset(tmp_path: Path) -> Preset:
+    stage = StageSpec(
+        "configs/pretrain/task_text.yaml",
+        {"trainer.max_steps": 4, "trainer.val_check_interval": 2, "data.batch_size": 8, "data.val_max_sentences": 40},
+    )
+    task = StageSpec("configs/finetune/sentiment_sst5.yaml", {"data.train_subtrees": False}, "sentiment_sst5")
+    return Preset(
+        name="t",
+        data_root=SAMPLES,
+        bilm="unused",
+        work_dir=str(tmp_path / "work"),
+        seeds=1,
+        pretrain_threads=1,
+        tasks=[task],
+        arms=["baseline", "elmo", "elmo_task"],
+        task_text=stage,
+    )
+
+
+def test_the_stage_tunes_the_biLM_on_the_task_text_and_is_not_run_twice(tmp_path):
+    preset = _preset(tmp_path)
+    (task,) = preset.tasks
+    bilm = _export(tmp_path / "general")
+    record = tune_on_task_text(preset, task, bilm, None)
+    run_dir = tmp_path / "work" / "sentiment_sst5" / "task_text"
+    train = (run_dir / "text" / "train.txt").read_text().splitlines()
+    assert len(train) == record["sentences"]["train"] > 0
+    assert record["dev_ppl_before"] > 1 and record["best_val_ppl"] > 1 and record["global_step"] == 4
+    config = json.loads((Path(record["export"]) / "config.json").read_text())
+    assert config == json.loads((Path(bilm) / "config.json").read_text())  # the source's architecture and softmax
+    tuned = BiLMSource.parse(record["export"]).load().state_dict()
+    general = BiLMSource.parse(bilm).load().state_dict()
+    assert not torch.equal(tuned["token_encoder.convs.0.weight"], general["token_encoder.convs.0.weight"])
+    assert (Path(record["export"]) / "vocab.txt").read_text() == (Path(bilm) / "vocab.txt").read_text()
+
+    stamp = (run_dir / "results.json").stat().st_mtime_ns
+    assert tune_on_task_text(preset, task, bilm, None) == record  # finished: kept, nothing run
+    assert (run_dir / "results.json").stat().st_mtime_ns == stamp
+
+    other = _export(tmp_path / "other", seed=1)  # another biLM: the stage runs again, for it
+    again = tune_on_task_text(preset, task, other, None)
+    assert again["fingerprint"] != record["fingerprint"] and again["bilm"] == other
+    runs = plan(preset, bilm, None, "id", {"sentiment_sst5": again["export"]})
+    assert [r.arm for r in runs] == ["baseline", "elmo", "elmo_task"]
+    assert runs[2].config["data"]["elmo"] == again["export"] and runs[1].config["data"]["elmo"] == bilm
+    assert runs[2].fingerprint != runs[1].fingerprint
+
+
+def test_the_stage_never_reads_test_sentences(tmp_path):
+    preset = _preset(tmp_path)
+    config = task_text_config(preset, preset.tasks[0], _export(tmp_path / "g"), tmp_path / "run", None, "fit")
+    assert config["data"]["test_sources"] == []
+    assert [Path(p).name for p in config["data"]["sources"] + config["data"]["val_sources"]] == ["train.txt", "dev.txt"]
+
+
+def test_a_published_biLM_is_tuned_with_a_new_softmax_over_the_task_words(tmp_path):
+    """``reproduce --bilm results/<preset>/bilm``: the published files have no softmax, so there is no "before"."""
+    from elmo_pipeline.interop import save_bilm_tf
+
+    preset = _preset(tmp_path)
+    published = tmp_path / "published"
+    save_bilm_tf(BiLMSource.parse(_export(tmp_path / "general")).load(), published)
+    record = tune_on_task_text(preset, preset.tasks[0], str(published), None)
+    assert "dev_ppl_before" not in record and record["best_val_ppl"] > 1
+    tuned = BiLMSource.parse(record["export"])
+    assert tuned.config().softmax == "full"
+    vocab = (Path(record["export"]) / "vocab.txt").read_text().split()
+    train_words = {
+        w for line in (Path(preset.work_dir) / "sentiment_sst5/task_text/text/train.txt").open() for w in line.split()
+    }
+    assert set(vocab) - {"<S>", "</S>", "<UNK>"} <= train_words  # the task's own words
