@@ -88,7 +88,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         "Adam 3e-3, batches of 128 sentences (wider products for the bf16 units)",
         {"model.lr": 3e-3, "data.batch_size": 128},
     ),
-    "cpu1h-h1024": ("Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)", {"model.bilm.cell_dim": 1024}),
+    "cpu1h-h1024": (
+        "Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)",
+        {"model.bilm.cell_dim": 1024},
+    ),
 }
 
 
