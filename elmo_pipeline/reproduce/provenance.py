@@ -151,12 +151,13 @@ def keep_pretraining(record: dict[str, Any], run_dir: Path, output: Path) -> dic
 def keep_given_bilm(bilm: str, output: Path) -> dict[str, Any]:
     """``--bilm`` instead of a pretraining: keep the folder's pretraining files only if they describe ``bilm``."""
     output.mkdir(parents=True, exist_ok=True)
-    identity = BiLMSource.parse(bilm).identity()
+    source = BiLMSource.parse(bilm)
+    identity = source.identity()
     path = output / PROVENANCE
     before = json.loads(path.read_text()) if path.is_file() else {}
     if identity in (before.get("export_identity"), before.get("bilm_identity")) and before.get("pretraining"):
         return before  # the biLM these files came from: the folder stays one pretraining's
-    given = {Path(p).resolve() for p in bilm.removeprefix("random:").split(",")}
+    given = {Path(p).resolve() for p in source.paths}
     for name in (*PRETRAINING_FILES, "bilm"):
         target = output / name
         if not target.exists() or target.resolve() in given or any(target.resolve() in g.parents for g in given):
