@@ -14,6 +14,8 @@ tokens/s and the validation curve of each candidate.
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 9 --val-every 500 \
         --only cpu1h-now,cpu1h-lr3e-3,cpu1h-lr4e-3,cpu1h-batch128-lr3e-3,cpu1h-h1024 \
         --output results/pretrain_sweep_lr_size                                                  # lr, batch, width
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 9 --val-every 500 \
+        --only cpu1h-now,cpu1h-lr3e-3,cpu1h-lr4e-3,cpu1h-lr6e-3 --output results/pretrain_sweep_lr  # lr, undisturbed
 
 Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
 others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
@@ -69,28 +71,32 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "cpu1h-fp32": (
         "the one-hour recipe as it was before the bf16 sweep (P 128, H 512, Adam 2e-3, linear decay, adaptive "
         "softmax), fp32, dropout 0.1",
-        {"trainer.precision": "32-true", "model.bilm.dropout": 0.1},
+        {"trainer.precision": "32-true", "model.bilm.dropout": 0.1, "model.lr": 2e-3},
     ),
     "cpu1h-bf16": (
         "the same with --trainer.precision bf16-mixed: bf16 matrix multiplies, fp32 gates, cell state and loss",
-        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.1},
+        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.1, "model.lr": 2e-3},
     ),
     "cpu1h-bf16-dropout0": (
         "bf16, dropout 0 (an hour sees a third of an epoch)",
-        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.0},
+        {"trainer.precision": "bf16-mixed", "model.bilm.dropout": 0.0, "model.lr": 2e-3},
     ),
     # the bf16 recipe (configs/pretrain/cpu_1h.yaml since the bf16 sweep: bf16, dropout 0): its learning rate,
     # batch and width, the levers the bf16 sweep left unswept
-    "cpu1h-now": ("the one-hour recipe as it is: bf16, dropout 0, Adam 2e-3, batch 64, P 128, H 512", {}),
+    "cpu1h-now": (
+        "the one-hour recipe as it was: bf16, dropout 0, Adam 2e-3, batch 64, P 128, H 512",
+        {"model.lr": 2e-3},
+    ),
     "cpu1h-lr3e-3": ("the same with Adam 3e-3", {"model.lr": 3e-3}),
     "cpu1h-lr4e-3": ("the same with Adam 4e-3", {"model.lr": 4e-3}),
+    "cpu1h-lr6e-3": ("the same with Adam 6e-3", {"model.lr": 6e-3}),
     "cpu1h-batch128-lr3e-3": (
         "Adam 3e-3, batches of 128 sentences (wider products for the bf16 units)",
         {"model.lr": 3e-3, "data.batch_size": 128},
     ),
     "cpu1h-h1024": (
         "Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)",
-        {"model.bilm.cell_dim": 1024},
+        {"model.bilm.cell_dim": 1024, "model.lr": 2e-3},
     ),
 }
 

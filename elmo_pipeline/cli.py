@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablation": ("ablation", "train one biLM per recurrent cell, compare ppl/speed"),
     "seq2seq": ("seq2seq", "train a translation model, with or without LM fusion"),
     "translate": ("translate", "translate a file with a model trained by `seq2seq`"),
+    "target-lm": ("target_lm", "a fusion LM's in-domain text, and its perplexity over a translation's target words"),
 }
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from elmo_pipeline.data.readers.base import ReaderError, open_lines
 from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.files import write_bytes_atomic
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.text.batching import length_sorted_batches
 from elmo_pipeline.text.tokenize import tokenize
@@ -69,6 +70,52 @@ def read_parallel(source_path: str | Path, target_path: str | Path) -> tuple[lis
             pair.append(tokens)
         pairs.append((pair[0], pair[1]))
         raw.append(target_line[1].strip())
+
+
+def write_target_text(
+    data_root: str | Path,
+    out: str | Path,
+    target_lang: str = "en",
+    train_file: str = "train",
+    dev_lines: int = 1000,
+) -> dict[str, int]:
+    """The training split's target side, as a fusion LM's in-domain corpus: ``out/train.txt`` and ``out/dev.txt``.
+
+    Each line is tokenised as :class:`TranslationDataModule` tokenises a target (the project's tokenizer, case
+    kept) and written with single spaces, for ``pretrain --data.tokenizer whitespace``. The last ``dev_lines``
+    lines of the training file are held out into ``dev.txt`` (model selection of the LM's adaptation), so
+    the LM never reads the translation's val or test text. Returns the counts of both files.
+
+    Raises:
+        MissingFileError: the training file is not there.
+        ReaderError: an empty or undecodable line (named by file and line).
+        InputError: ``dev_lines`` is not below the number of training lines.
+    """
+    stem = Path(data_root) / f"{train_file}.{target_lang}"
+    found = [p for p in (stem, stem.with_name(stem.name + ".gz")) if p.is_file()]
+    if not found:
+        raise MissingFileError(
+            f"{stem}[.gz]: no such file (the training split's {target_lang} side; check --data-root)"
+        )
+    sentences = []
+    for number, text in open_lines(found[0]):
+        tokens = tokenize(text)
+        if not tokens:
+            raise ReaderError(found[0], number, "empty line; every line must hold one sentence")
+        sentences.append(tokens)
+    if not 0 <= dev_lines < len(sentences):
+        raise InputError(
+            f"--dev-lines {dev_lines}: {found[0]} has {len(sentences)} lines; hold out fewer than that (and 0 or more)"
+        )
+    cut = len(sentences) - dev_lines
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, part in (("train", sentences[:cut]), ("dev", sentences[cut:])):
+        write_bytes_atomic(folder / f"{name}.txt", "".join(" ".join(s) + "\n" for s in part).encode("utf-8"))
+        counts[f"{name}_sentences"] = len(part)
+        counts[f"{name}_tokens"] = sum(map(len, part))
+    return counts
 
 
 def build_vocabulary(sentences: list[list[str]], min_count: int, max_words: int = 0, keep=None) -> Vocabulary:

@@ -16,6 +16,8 @@ the two agree, which a test checks. LSTMP biLMs only (every published ELMo and e
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -197,3 +199,19 @@ class TargetLM(nn.Module):
     def reorder(state: LMState, index: torch.Tensor) -> LMState:
         """The state of the rows ``index`` (beam search keeps and copies hypotheses)."""
         return [(h[index], c[index]) for h, c in state]
+
+
+def target_perplexity(lm: TargetLM, batches: Iterable[dict[str, torch.Tensor]]) -> float:
+    """``lm``'s perplexity on the targets of ``batches`` (``target_in`` = <S> y, ``target_out`` = y </S>, padding
+    below 0), over the target vocabulary: ``</S>`` counts, padding does not. Rounded to 2 decimals."""
+    device = next(lm.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            log_probs = lm(batch["target_in"].to(device))  # (B, T, V)
+            targets = batch["target_out"].to(device)  # (B, T)
+            valid = targets >= 0
+            picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+            total -= float(picked[valid].sum())
+            count += int(valid.sum())
+    return round(math.exp(total / max(count, 1)), 2)

@@ -16,8 +16,8 @@ and ``seq2seq.pt``, which ``elmo-pipeline translate --model`` reads.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import torch
 from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.models.search import UNK_WORDS, Translation
+from elmo_pipeline.models.source import BiLMSource
+from elmo_pipeline.models.target_lm import TargetLM, target_perplexity
 from elmo_pipeline.systems.checkpoints import SafeCheckpointCLI
 from elmo_pipeline.systems.finetune_cli import build_lightning_cli
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem, corpus_bleu
@@ -140,17 +142,28 @@ class Seq2SeqCLI(SafeCheckpointCLI):
 
 def lm_perplexity(model: Seq2SeqSystem, data: TranslationDataModule) -> float:
     """The fusion LM's perplexity on the val targets, over the target vocabulary (``</S>`` included)."""
-    lm = model.model.lm
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            log_probs = lm(batch["target_in"].to(model.device))  # (B, T, V)
-            targets = batch["target_out"].to(model.device)  # (B, T)
-            valid = targets >= 0
-            picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
-            total -= float(picked[valid].sum())
-            count += int(valid.sum())
-    return round(math.exp(total / max(count, 1)), 2)
+    return target_perplexity(model.model.lm, data.val_dataloader())
+
+
+def target_lm_perplexity(lm: str, data_root: str, split: str, **vocabulary) -> dict:
+    """One LM's perplexity over the target words of ``split``, with what it was measured on.
+
+    ``vocabulary``: the options of :class:`TranslationDataModule` that set the target vocabulary
+    (``source_lang``, ``target_lang``, ``min_count``, ``max_target_words``).
+    """
+    data = TranslationDataModule(data_root=data_root, lm=lm, **vocabulary)  # refuses an LM without a softmax vocabulary
+    bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
+    words = list(data.target_vocabulary.words)
+    target = TargetLM(bilm, lm_vocabulary, words).eval()
+    batches = data.val_dataloader() if split == "val" else data.test_dataloader()
+    return {
+        "lm": lm,
+        "split": split,
+        "perplexity": target_perplexity(target, batches),
+        "target_vocabulary": len(words),
+        "target_vocabulary_sha256": hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest(),
+        "sentences": len(data.pairs[split]),
+    }
 
 
 def build_cli(argv: list[str], run: bool = True) -> Seq2SeqCLI:
