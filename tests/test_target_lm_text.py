@@ -13,7 +13,7 @@ from test_seq2seq import FIXTURE, tiny_lm
 from elmo_pipeline import cli
 from elmo_pipeline.data.readers.base import ReaderError
 from elmo_pipeline.data.translation import TranslationDataModule, write_target_text
-from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.errors import InputError, MissingFileError, WouldOverwriteError
 from elmo_pipeline.interop import save_bilm_tf
 from elmo_pipeline.models.export_folder import save_export
 from elmo_pipeline.models.target_lm import TargetLM, target_perplexity
@@ -46,6 +46,14 @@ def test_bad_text_input_is_refused_with_the_file_and_the_fix(tmp_path):
     with pytest.raises(ReaderError, match=r"train\.en:2.*empty line"):
         write_target_text(tmp_path, tmp_path / "out", dev_lines=1)
     assert not (tmp_path / "out" / "train.txt").exists()  # nothing half-written
+    (tmp_path / "train.en").write_text("A dog runs .\nA man .\n", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "dev.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(WouldOverwriteError, match="dev.txt exists; pass --overwrite"):
+        write_target_text(tmp_path, tmp_path / "out", dev_lines=1)
+    assert (tmp_path / "out" / "dev.txt").read_text("utf-8") == "mine\n"  # the user's file is kept
+    write_target_text(tmp_path, tmp_path / "out", dev_lines=1, overwrite=True)
+    assert (tmp_path / "out" / "dev.txt").read_text("utf-8") == "A man .\n"
 
 
 def test_the_perplexity_is_the_mean_negative_log_likelihood_of_each_target_word_and_end(tmp_path):
@@ -76,6 +84,8 @@ def test_the_command_writes_the_text_and_compares_lms_on_the_same_target_words(t
     other = type(bilm)(bilm.config).eval()
     second = save_export(tmp_path / "second", other, lm_vocab)
     argv = ["target-lm", "perplexity", "--data-root", str(FIXTURE), "--min-count", "1"]
+    assert cli.main([*argv[:-1], "0", "--lm", str(first)]) != 0
+    assert "--min-count must be at least 1" in capsys.readouterr().err
     assert cli.main([*argv, "--lm", str(first), "--lm", str(second), "--output", str(tmp_path / "p.json")]) == 0
     captured = capsys.readouterr()
     rows = json.loads((tmp_path / "p.json").read_text())

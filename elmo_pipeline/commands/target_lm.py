@@ -21,6 +21,7 @@ import logging
 import sys
 
 from elmo_pipeline.data.translation import write_target_text
+from elmo_pipeline.errors import InputError
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.systems.seq2seq_cli import target_lm_perplexity
 
@@ -36,6 +37,7 @@ def main(argv: list[str]) -> int:
     text.add_argument("--target-lang", default="en", help="the target files' suffix")
     text.add_argument("--train-file", default="train", help="the training split's file stem")
     text.add_argument("--dev-lines", type=int, default=1000, help="training lines held out (the last ones) as dev")
+    text.add_argument("--overwrite", action="store_true", help="replace train.txt and dev.txt if --out has them")
     ppl = actions.add_parser("perplexity", help="each LM's perplexity over the target words of a split")
     ppl.add_argument("--data-root", required=True, help="the parallel corpus's folder (as --data.data_root)")
     ppl.add_argument("--lm", action="append", required=True, help="an export folder with a softmax; repeatable")
@@ -49,9 +51,16 @@ def main(argv: list[str]) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.action == "text":
-        counts = write_target_text(args.data_root, args.out, args.target_lang, args.train_file, args.dev_lines)
+        counts = write_target_text(
+            args.data_root, args.out, args.target_lang, args.train_file, args.dev_lines, args.overwrite
+        )
         print(json.dumps({"out": args.out, **counts}))
         return 0
+    if args.min_count < 1 or args.max_target_words < 0:
+        raise InputError(
+            f"--min-count must be at least 1 and --max-target-words 0 (no limit) or more; got {args.min_count} "
+            f"and {args.max_target_words}"
+        )
     vocabulary = {
         "source_lang": args.source_lang,
         "target_lang": args.target_lang,

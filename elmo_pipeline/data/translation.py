@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from elmo_pipeline.data.readers.base import ReaderError, open_lines
-from elmo_pipeline.errors import InputError, MissingFileError
+from elmo_pipeline.errors import InputError, MissingFileError, WouldOverwriteError
 from elmo_pipeline.files import write_bytes_atomic
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.text.batching import length_sorted_batches
@@ -78,6 +78,7 @@ def write_target_text(
     target_lang: str = "en",
     train_file: str = "train",
     dev_lines: int = 1000,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """The training split's target side, as a fusion LM's in-domain corpus: ``out/train.txt`` and ``out/dev.txt``.
 
@@ -87,6 +88,7 @@ def write_target_text(
     the LM never reads the translation's val or test text. Returns the counts of both files.
 
     Raises:
+        WouldOverwriteError: ``train.txt`` or ``dev.txt`` is already in ``out`` and ``overwrite`` is not set.
         MissingFileError: the training file is not there.
         ReaderError: an empty or undecodable line (named by file and line).
         InputError: ``dev_lines`` is not below the number of training lines.
@@ -109,6 +111,9 @@ def write_target_text(
         )
     cut = len(sentences) - dev_lines
     folder = Path(out)
+    there = [str(folder / name) for name in ("train.txt", "dev.txt") if (folder / name).exists()]
+    if there and not overwrite:
+        raise WouldOverwriteError(f"{', '.join(there)} exists; pass --overwrite to replace it, or choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, part in (("train", sentences[:cut]), ("dev", sentences[cut:])):
