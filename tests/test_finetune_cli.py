@@ -237,3 +237,34 @@ def test_a_config_file_with_model_elmo_still_reads(in_tmp, tiny_export, caplog):
     both.write_text(f"model:\n  elmo: {tiny_export}\ndata:\n  elmo: {tiny_export}\n", encoding="utf-8")
     with pytest.raises(InputError, match="sets both model.elmo"):
         build_cli([*common, "--config", str(both)], run=False)
+
+
+def test_bf16_heads_keep_their_losses_in_float32():
+    from elmo_pipeline.modules.heads.base import class_output
+    from elmo_pipeline.modules.heads.encoders import masked_softmax
+
+    logits = torch.randn(4, 3).bfloat16()
+    out = class_output(logits, torch.tensor([0, 1, 2, 0]))
+    assert out.logits.dtype == torch.float32 and out.loss.dtype == torch.float32
+    mask = torch.tensor([[True, True, False]])
+    weights = masked_softmax(torch.tensor([[1.0, 2.0, 50.0]]).bfloat16(), mask)
+    assert weights.dtype == torch.float32 and weights[0, 2] == 0 and float(weights.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(
+    not __import__("elmo_pipeline.modules.lstm", fromlist=["x"]).bf16_supported(torch.device("cpu")),
+    reason="needs a CPU with native bf16",
+)
+def test_ner_trains_in_bf16(in_tmp, tiny_export):
+    record = _run("ner_conll2003", f"--data.elmo={tiny_export}", "--trainer.precision=bf16-mixed")
+    assert record["arm"] == "elmo" and 0.0 <= record["test"]["f1"] <= 1.0 and record["val"]["loss"] > 0
+
+
+def test_bf16_finetuning_is_refused_where_the_processor_lacks_it(in_tmp, monkeypatch, capsys):
+    from elmo_pipeline.modules import lstm
+
+    monkeypatch.setattr(lstm, "bf16_supported", lambda device: False)
+    args = ["finetune", "--config", "configs/finetune/sentiment_sst5.yaml", "--trainer.precision=bf16-mixed"]
+    assert cli_main(args) != 0
+    err = capsys.readouterr().err
+    assert "finetune: --trainer.precision bf16-mixed needs native bf16" in err and "Traceback" not in err

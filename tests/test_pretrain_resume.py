@@ -172,9 +172,9 @@ def test_bf16_fast_adaptive_training_lowers_the_loss(tmp_path):
 
 def test_bf16_is_refused_where_the_processor_lacks_it(tmp_path, monkeypatch):
     from elmo_pipeline.errors import UserError
-    from elmo_pipeline.systems import pretrain
+    from elmo_pipeline.modules import lstm
 
-    monkeypatch.setattr(pretrain, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(lstm, "bf16_supported", lambda device: False)
     corpus = _corpus(tmp_path, n=24)
     with pytest.raises(UserError, match="needs native bf16 matrix multiplies.*--trainer.precision 32-true"):
         _fit(tmp_path, corpus, RecordBatches(), tmp_path / "ckpt", max_steps=2, precision="bf16-mixed")

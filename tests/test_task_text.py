@@ -183,3 +183,89 @@ def test_a_published_biLM_is_tuned_with_a_new_softmax_over_the_task_words(tmp_pa
         w for line in (Path(preset.work_dir) / "sentiment_sst5/task_text/text/train.txt").open() for w in line.split()
     }
     assert set(vocab) - {"<S>", "</S>", "<UNK>"} <= train_words  # the task's own words
+
+
+def test_the_choice_compares_the_seeds_both_arms_ran_and_keeps_the_chosen_arms_every_seed():
+    task = "sentiment_sst5"
+    base = {"baseline": [40.0, 41.0, 40.5], "random_bilm": [38.0, 38.5, 37.0]}
+    runs = _records(task, {**base, "elmo_task": [43.0, 39.0, 39.0]}, {**base, "elmo_task": [44.0, 45.0, 46.0]})
+    runs += _records(task, {"elmo": [42.0]}, {"elmo": [50.0]})  # the general biLM ran on seed 0 only
+    table, choice = choose_elmo(runs, task)
+    # seed 0 alone decides (43 > 42); the tuned arm's mean over all three seeds (40.3) would have lost
+    assert choice["chosen"] == "elmo_task" and choice["seeds"] == [0]
+    assert choice["dev"]["elmo_task"] == {"mean": 43.0, "std": None, "n": 1, "scores": [43.0]}
+    assert sorted(100 * r["test"]["acc"] for r in table if r["arm"] == "elmo") == pytest.approx([44.0, 45.0, 46.0])
+    text = markdown_table(table_rows(runs, [task]), "t", "", True, None, {})
+    assert "- sentiment_sst5: tuned 43.00, general 42.00: kept (seed 0)" in text
+
+
+def test_only_the_arm_chosen_on_the_first_seeds_runs_on_the_others(tmp_path):
+    from elmo_pipeline.reproduce.runner import after_the_choice, execute, plan
+
+    def make_plan():
+        task = StageSpec("configs/finetune/sentiment_sst5.yaml", {}, "sentiment_sst5")
+        preset = Preset(
+            name="t",
+            data_root=SAMPLES,
+            bilm="b",
+            work_dir=str(tmp_path / "w"),
+            seeds=3,
+            tasks=[task],
+            arms=["baseline", "elmo", "elmo_task"],
+            task_text=StageSpec("configs/pretrain/task_text.yaml"),
+            elmo_choice_seeds=1,
+        )
+        tuned = tmp_path / "tuned"
+        tuned.mkdir(exist_ok=True)
+        (tuned / "config.json").write_text("{}")
+        (tuned / "weights.pt").write_bytes(b"w")
+        return plan(preset, "general", None, "", {"sentiment_sst5": str(tuned)})
+
+    runs = make_plan()
+    dev = {("elmo", 0): 0.42, ("elmo_task", 0): 0.43}
+    started = []
+
+    def starter(run, threads, env):
+        started.append((run.arm, run.seed))
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "task": run.task.name,
+            "arm": run.arm,
+            "seed": run.seed,
+            "best_val": dev.get((run.arm, run.seed), 0.4),
+        }
+        record["test"] = {"acc": 0.4}
+        (run.run_dir / "results.json").write_text(json.dumps(record))
+        (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")
+        return record
+
+    results = execute(runs, 2, 1, starter=starter, admit=after_the_choice(runs, 1))
+    assert sorted(started) == sorted(
+        [("baseline", s) for s in range(3)] + [("elmo", 0), ("elmo_task", 0), ("elmo_task", 1), ("elmo_task", 2)]
+    )
+    # the later seeds start only after both seed-0 runs finished
+    assert max(started.index(("elmo", 0)), started.index(("elmo_task", 0))) < started.index(("elmo_task", 1))
+    assert len(results) == 7
+    # a rerun starts nothing; with the other arm ahead on dev, that arm would have run
+    started.clear()
+    assert len(execute(runs, 2, 1, starter=starter, admit=after_the_choice(runs, 1))) == 7 and not started
+    (elmo0,) = [i for i, r in enumerate(runs) if (r.arm, r.seed) == ("elmo", 0)]
+    results[elmo0]["best_val"] = 0.44
+    admit = after_the_choice(runs, 1)
+    later = {(r.arm, r.seed): admit(i, results) for i, r in enumerate(runs) if r.seed > 0 and r.arm != "baseline"}
+    assert later == {("elmo", 1): True, ("elmo_task", 1): False, ("elmo", 2): True, ("elmo_task", 2): False}
+    # runs of the arm not chosen, finished by an earlier call (a preset that ran both arms on every seed), do not count
+    for run in runs:
+        if run.arm == "elmo" and run.seed > 0:
+            starter(run, 1, None)
+    again = execute(runs, 2, 1, starter=starter, admit=after_the_choice(runs, 1))
+    assert sorted((runs[i].arm, runs[i].seed) for i in again if runs[i].arm == "elmo") == [("elmo", 0)]
+    del results[elmo0]  # while a seed-0 run is unfinished, the later seeds wait
+    assert {admit(i, results) for i, r in enumerate(runs) if r.seed > 0 and r.arm != "baseline"} == {None}
+
+
+def test_elmo_choice_seeds_is_checked(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nbilm: b\nseeds: 3\nelmo_choice_seeds: 4\n")
+    with pytest.raises(ValueError, match="elmo_choice_seeds must be a whole number from 0"):
+        Preset.load(str(path))

@@ -51,6 +51,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from elmo_pipeline.errors import UserError
+
 # PyTorch falls back from oneDNN to its own CPU kernel for projected LSTMs and says so on every call
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
@@ -75,6 +77,19 @@ def bf16_supported(device: torch.device) -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def require_native_bf16(command: str, precision: object, device: torch.device) -> None:
+    """Refuse a bf16 precision (``--trainer.precision bf16-mixed``) where the processor has no native bf16.
+
+    On a CPU without bf16 matrix instructions the multiplies are emulated, several times slower than
+    float32, so a bf16 run there would be a slow run, not a fast one.
+    """
+    if str(precision).startswith("bf16") and not bf16_supported(device):
+        raise UserError(
+            f"{command}: --trainer.precision {precision} needs native bf16 matrix multiplies, and this "
+            f"{device.type} has none (no AVX-512 BF16 or AMX; or a GPU without bf16); use --trainer.precision 32-true"
+        )
 
 
 class LSTMPLayer(nn.Module):

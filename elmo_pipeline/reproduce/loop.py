@@ -17,7 +17,15 @@ from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.reproduce.preset import Preset
 from elmo_pipeline.reproduce.provenance import keep_given_bilm, keep_pretraining
 from elmo_pipeline.reproduce.report import write_report
-from elmo_pipeline.reproduce.runner import Run, RunsFailed, bilm_identity, execute, plan, pretrain
+from elmo_pipeline.reproduce.runner import (
+    Run,
+    RunsFailed,
+    after_the_choice,
+    bilm_identity,
+    execute,
+    plan,
+    pretrain,
+)
 from elmo_pipeline.reproduce.supervisor import Supervisor
 from elmo_pipeline.reproduce.table import run_score
 from elmo_pipeline.reproduce.task_text import tune_on_task_text
@@ -81,7 +89,20 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
         if preset.only_tasks:
             selected = {i for i, run in enumerate(runs) if run.task.name in preset.only_tasks}
         results: dict[int, dict[str, Any]] = {}
-        total = len(runs)
+        admit = after_the_choice(runs, preset.elmo_choice_seeds)
+
+        def planned() -> list[int]:
+            """The runs of this preset: all but the later seeds of the +ELMo arm not chosen on dev.
+
+            Such a run finished by an earlier call (a preset without ``elmo_choice_seeds``) is left out
+            too, so the table follows the preset's rule.
+            """
+            return [j for j in range(len(runs)) if admit(j, results) is not False]
+
+        def expected_total() -> int:
+            """How many runs there will be: an undecided pair (elmo, elmo_task of one seed) counts once."""
+            undecided = sum(1 for j in planned() if j not in results and admit(j, results) is None)
+            return len(planned()) - undecided // 2
 
         ran = 0  # runs finished by this call (the rate of the time-left estimate)
         finetune_started = time.perf_counter()
@@ -91,6 +112,7 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
             index = runs.index(run)
             results[index] = record
             save_state()
+            total = expected_total()
             if reused:
                 how = "finished before, kept"
             else:
@@ -103,20 +125,31 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
                 f"(dev {100 * (record.get('best_val') or 0):.2f}; {how})",
                 flush=True,
             )
-            if not reused and all(i in results for i, r in enumerate(runs) if r.task is run.task):
-                write_report(
-                    preset, state, pretrain_record, runs, results, task_text=tuned
-                )  # partial table after each task
+            if not reused and all(i in results for i in planned() if runs[i].task is run.task):
+                write_report(preset, state, pretrain_record, *kept(), task_text=tuned)  # partial table after each task
+
+        def kept() -> tuple[list[Run], dict[int, dict[str, Any]]]:
+            """The planned runs and their results, renumbered: what the report covers."""
+            order = planned()
+            return [runs[j] for j in order], {k: results[j] for k, j in enumerate(order) if j in results}
 
         try:
             results.update(
-                execute(runs, preset.jobs, preset.threads, on_done=on_done, selected=selected, supervisor=supervisor)
+                execute(
+                    runs,
+                    preset.jobs,
+                    preset.threads,
+                    on_done=on_done,
+                    selected=selected,
+                    supervisor=supervisor,
+                    admit=admit,
+                )
             )
         except RunsFailed:
             if results:
-                write_report(preset, state, pretrain_record, runs, results, task_text=tuned)  # what did finish
+                write_report(preset, state, pretrain_record, *kept(), task_text=tuned)  # what did finish
             raise
         save_state()
-        return write_report(preset, state, pretrain_record, runs, results, wandb, task_text=tuned)
+        return write_report(preset, state, pretrain_record, *kept(), wandb, task_text=tuned)
     finally:
         save_state()

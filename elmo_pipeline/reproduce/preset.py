@@ -69,6 +69,9 @@ class Preset:
         arms: the arms each task is run in: ``baseline``, ``random_bilm``, ``elmo`` and, with ``task_text``,
             ``elmo_task`` (+ELMo with the biLM tuned on the task's training text; the table keeps, per task,
             whichever of ``elmo`` and ``elmo_task`` scores higher on dev).
+        elmo_choice_seeds: with ``elmo_task``, the number of first seeds on which both ``elmo`` and
+            ``elmo_task`` run; the one with the higher mean dev score over them then runs alone on the
+            other seeds (0: both run on every seed).
         task_text: the stage that tunes the biLM on each task's training sentences before it is frozen (ELMo
             §3.4): a pretraining config continued from the biLM (``--model.init_from``) and its overrides
             (:mod:`elmo_pipeline.reproduce.task_text`).
@@ -93,6 +96,7 @@ class Preset:
     tasks: list[StageSpec] = field(default_factory=list)
     arms: list[str] = field(default_factory=lambda: list(TABLE_ARMS))
     task_text: StageSpec | None = None
+    elmo_choice_seeds: int = 0
     launch: str = ""
     dry_run_vocab_size: int = 50_000
     only_tasks: list[str] = field(default_factory=list)  # --tasks: run these; the report covers all
@@ -137,6 +141,12 @@ class Preset:
         if "elmo_task" in (raw.get("arms") or []) and raw.get("task_text") is None:
             raise ValueError(f"{path}: the elmo_task arm needs a `task_text` stage (the config that tunes the biLM)")
         preset_obj = cls(**raw)
+        choice = preset_obj.elmo_choice_seeds
+        if not isinstance(choice, int) or not 0 <= choice <= preset_obj.seeds:
+            raise ValueError(
+                f"{path}: elmo_choice_seeds must be a whole number from 0 (both +ELMo arms on every seed) to "
+                f"seeds ({preset_obj.seeds}), got {choice!r}"
+            )
         preset_obj.output_dir = preset_obj.output_dir or f"results/{preset_obj.name}"
         preset_obj.work_dir = preset_obj.work_dir or f"runs/reproduce/{preset_obj.name}"
         if preset_obj.pretrain is None and not preset_obj.bilm:

@@ -35,6 +35,7 @@ from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.models.source import BiLMSource
 from elmo_pipeline.reproduce.preset import Preset, StageSpec, finetune_config, fingerprint, pretrain_config
 from elmo_pipeline.reproduce.supervisor import RunFailed, Supervisor, log_tail
+from elmo_pipeline.reproduce.table import choose_elmo
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,35 @@ def plan(
     return runs
 
 
+def after_the_choice(runs: list[Run], choice_seeds: int) -> Callable[[int, dict[int, dict[str, Any]]], bool | None]:
+    """Which runs to start, for :func:`execute`, when +ELMo's biLM is chosen on the first ``choice_seeds`` seeds.
+
+    Both ``elmo`` and ``elmo_task`` run on seeds below ``choice_seeds``. A later seed's run of either
+    waits until those of its task have finished, then runs only if its arm has the higher mean dev
+    score on them (:func:`~elmo_pipeline.reproduce.table.choose_elmo`, the rule the table uses).
+    Returns ``admit(i, results)``: True (start run ``i``), False (skip it) or None (not decided yet).
+    """
+
+    def admit(i: int, results: dict[int, dict[str, Any]]) -> bool | None:
+        run = runs[i]
+        if choice_seeds <= 0 or run.arm not in ("elmo", "elmo_task") or run.seed < choice_seeds:
+            return True
+        deciding = [
+            j
+            for j, other in enumerate(runs)
+            if other.task is run.task and other.arm in ("elmo", "elmo_task") and other.seed < choice_seeds
+        ]
+        if not any(runs[j].arm == "elmo_task" for j in deciding):
+            return True  # no tuned biLM for this task: nothing to choose
+        if any(j not in results for j in deciding):
+            return None
+        records = [{**results[j], "task": run.task.name, "arm": runs[j].arm, "seed": runs[j].seed} for j in deciding]
+        _, choice = choose_elmo(records, run.task.name)
+        return choice is None or run.arm == choice["chosen"]
+
+    return admit
+
+
 def keep_logs(run_dir: Path) -> Path | None:
     """Move an unfinished run's logs (log.txt, logs/) to ``<task>/<arm>/.attempts/<seed>-<n>`` before it restarts."""
     logs = [run_dir / name for name in ("log.txt", "logs") if (run_dir / name).exists()]
@@ -330,6 +360,24 @@ class RunsFailed(RuntimeError):
         super().__init__(f"{len(failures)} run(s) failed:\n{lines}")
 
 
+def _next_admitted(
+    queue: list[int],
+    results: dict[int, dict[str, Any]],
+    admit: Callable[[int, dict[int, dict[str, Any]]], bool | None] | None,
+    runs: list[Run],
+) -> int | None:
+    """Take the first run of ``queue`` that ``admit`` lets start (dropping those it skips); None if none can yet."""
+    for i in list(queue):
+        verdict = True if admit is None else admit(i, results)
+        if verdict is None:
+            continue
+        queue.remove(i)
+        if verdict:
+            return i
+        log.info("reproduce: %s is not run (its +ELMo arm was not chosen on dev)", runs[i].label)
+    return None
+
+
 def gpu_slots() -> list[str]:
     """The visible GPUs, one per concurrent job (``CUDA_VISIBLE_DEVICES`` of each child); empty on CPU."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -351,14 +399,19 @@ def execute(
     starter: Callable[..., dict[str, Any]] | None = None,
     selected: set[int] | None = None,
     supervisor: Supervisor | None = None,
+    admit: Callable[[int, dict[int, dict[str, Any]]], bool | None] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Run what is not finished yet, ``jobs`` at a time; returns each run's results by index.
 
-    Finished runs are reported through ``on_done(run, record, reused=True)`` without running; runs
-    not in ``selected`` (when given) are only reported if finished. With several GPUs visible, each
-    concurrent job gets its own (``CUDA_VISIBLE_DEVICES``). A failure stops the scheduling of new
-    runs; the running ones end, then :class:`RunsFailed` lists every failure. An interrupt stops
-    every child of ``supervisor``. ``starter(run, threads, env)`` runs one run (default :func:`start`).
+    Finished runs are reported through ``on_done(run, record, reused=True)`` without running (but for
+    those ``admit`` skips); runs not in ``selected`` (when given) are only reported if finished.
+    ``admit(i, results)``, when given, decides each unfinished run when a slot is free: True starts
+    it, False skips it, None leaves it waiting for other runs' results (:func:`after_the_choice`); the
+    first startable run in order starts.
+    With several GPUs visible, each concurrent job gets its own (``CUDA_VISIBLE_DEVICES``). A failure
+    stops the scheduling of new runs; the running ones end, then :class:`RunsFailed` lists every
+    failure. An interrupt stops every child of ``supervisor``. ``starter(run, threads, env)`` runs one
+    run (default :func:`start`).
     """
     supervisor = supervisor or Supervisor()
     starter = starter or functools.partial(start, supervisor=supervisor)
@@ -366,7 +419,9 @@ def execute(
     todo = []
     for i, run in enumerate(runs):
         record = run.finished()
-        if record is not None:
+        if record is not None and admit is not None and admit(i, results) is False:
+            log.info("reproduce: %s finished before but its +ELMo arm was not chosen on dev; not counted", run.label)
+        elif record is not None:
             results[i] = record
             if on_done:
                 on_done(run, record, True)
@@ -384,11 +439,19 @@ def execute(
         try:
             while queue or pending:
                 while queue and free_slots and not failures:
-                    i, slot = queue.pop(0), free_slots.pop(0)
+                    i = _next_admitted(queue, results, admit, runs)
+                    if i is None:
+                        break
+                    slot = free_slots.pop(0)
                     env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus and jobs > 1 else None
                     log.info("reproduce: start %s (%s)", runs[i].label, runs[i].run_dir)
                     pending[pool.submit(starter, runs[i], threads, env)] = (i, slot)
                 if not pending:
+                    if queue and not failures:
+                        raise RuntimeError(
+                            "reproduce: runs wait for a choice that no running run can make: "
+                            + ", ".join(runs[i].label for i in queue)
+                        )
                     break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:

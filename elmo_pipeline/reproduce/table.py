@@ -60,24 +60,32 @@ def dev_score(record: dict[str, Any]) -> float:
 def choose_elmo(runs: list[dict[str, Any]], task: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The task's runs with its +ELMo chosen on dev: the general biLM's (``elmo``) or the task-tuned one's.
 
-    When the task has ``elmo_task`` runs, the arm with the higher mean dev score over its seeds is the
-    table's +ELMo (ties keep the general biLM): its records come back as arm ``elmo`` (``from_arm`` says
-    which), the other arm's are left out of the table. Test scores play no part. Returns the runs and the
-    choice (both arms' dev scores), or None when there is nothing to choose.
+    When the task has ``elmo_task`` runs, the arm with the higher mean dev score is the table's +ELMo
+    (ties keep the general biLM). The means are over the seeds that both arms ran: every seed, or the
+    first ``elmo_choice_seeds`` of a preset that runs only the chosen arm on the rest
+    (:class:`~elmo_pipeline.reproduce.preset.Preset`). The chosen arm's records (all its seeds) come back
+    as arm ``elmo`` (``from_arm`` says which); the other arm's are left out of the table. Test scores
+    play no part. Returns the runs and the choice (both arms' dev scores on the compared seeds), or None
+    when there is nothing to choose.
     """
     mine = [r for r in runs if r["task"] == task]
     arms = {arm: [r for r in mine if r["arm"] == arm] for arm in ("elmo", "elmo_task")}
     if not arms["elmo_task"]:
         return mine, None
+    seeds = {r["seed"] for r in arms["elmo_task"]}
+    if arms["elmo"]:
+        seeds &= {r["seed"] for r in arms["elmo"]}
     dev = {}
     for arm, records in arms.items():
-        if records:
-            mean, std = mean_std([dev_score(r) for r in records])
-            dev[arm] = {"mean": mean, "std": std, "n": len(records), "scores": [dev_score(r) for r in records]}
+        compared = sorted((r for r in records if r["seed"] in seeds), key=lambda r: r["seed"])
+        if compared:
+            scores = [dev_score(r) for r in compared]
+            mean, std = mean_std(scores)
+            dev[arm] = {"mean": mean, "std": std, "n": len(scores), "scores": scores}
     kept = "elmo" not in dev or dev["elmo_task"]["mean"] > dev["elmo"]["mean"]
     chosen = "elmo_task" if kept else "elmo"
     table = [r for r in mine if r["arm"] not in arms] + [{**r, "arm": "elmo", "from_arm": chosen} for r in arms[chosen]]
-    return table, {"kept": kept, "chosen": chosen, "dev": dev}
+    return table, {"kept": kept, "chosen": chosen, "dev": dev, "seeds": sorted(seeds)}
 
 
 def table_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[dict[str, Any]]:
@@ -254,7 +262,8 @@ def _task_text_lines(rows: list[dict[str, Any]], task_text: dict[str, dict[str, 
     lines = [
         "",
         "+ELMo with the biLM tuned on the task's training sentences (ELMo §3.4), kept where its mean dev score "
-        "over the seeds is higher than with the general biLM (dev, mean ± std):",
+        "is higher than with the general biLM, over the seeds both ran (dev, mean ± std; the table then has the "
+        "kept one's every seed):",
     ]
     for row in choices:
         choice, record = row["task_text"], task_text.get(row["task"]) or {}
@@ -264,6 +273,8 @@ def _task_text_lines(rows: list[dict[str, Any]], task_text: dict[str, dict[str, 
             f"- {row['task']}: tuned {_fmt(dev['elmo_task']['mean'], dev['elmo_task']['std'])}, general "
             f"{_fmt(general.get('mean'), general.get('std'))}: {'kept' if choice['kept'] else 'dropped'}"
         )
+        if choice.get("seeds") is not None:
+            text += f" (seed{'s' if len(choice['seeds']) > 1 else ''} {', '.join(map(str, choice['seeds']))})"
         if record.get("dev_ppl_before") is not None and record.get("best_val_ppl") is not None:
             text += f"; perplexity of the dev sentences {record['dev_ppl_before']:.1f} -> {record['best_val_ppl']:.1f}"
         lines.append(text)

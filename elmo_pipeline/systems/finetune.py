@@ -28,6 +28,7 @@ from elmo_pipeline.data.word_vectors import is_none
 from elmo_pipeline.metrics.span_f1 import SpanF1
 from elmo_pipeline.modules.elmo_mix import ElmoMix
 from elmo_pipeline.modules.heads import Head, HeadOutput
+from elmo_pipeline.modules.lstm import require_native_bf16
 from elmo_pipeline.modules.token_embedder import TokenEmbedder
 from elmo_pipeline.tasks import load_task
 
@@ -151,7 +152,11 @@ class FinetuneSystem(L.LightningModule):
         """Copy the pretrained word vectors into the word embedding before training starts.
 
         Lightning restores a checkpoint after ``setup``, so a resumed run keeps its trained rows.
+        bf16 (``--trainer.precision bf16-mixed``: autocast, with the heads' losses, CRF and attention
+        softmaxes in float32) is refused where the processor has no native bf16.
         """
+        if self._trainer is not None:
+            require_native_bf16("finetune", self.trainer.precision, self.device)
         if stage != "fit" or is_none(self.hparams.word_vectors):
             return
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -16,12 +16,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
 from elmo_pipeline.data.unigram import unigram_log_probs, unigram_nll
-from elmo_pipeline.errors import MissingFileError, TrainingDiverged, UserError, WouldOverwriteError
+from elmo_pipeline.errors import MissingFileError, TrainingDiverged, WouldOverwriteError
 from elmo_pipeline.models.bilm import BiLM, check_targets
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.models.export_folder import check_replaceable
 from elmo_pipeline.models.source import BiLMSource
-from elmo_pipeline.modules.lstm import bf16_supported
+from elmo_pipeline.modules.lstm import require_native_bf16
 from elmo_pipeline.systems.divergence import DivergenceGuard
 from elmo_pipeline.systems.init_from import adapted_config, load_encoder, source_exists
 from elmo_pipeline.systems.lr_schedule import REHORIZON_EVERY, LRSchedule, time_budget_horizon
@@ -322,15 +322,9 @@ class PretrainSystem(L.LightningModule):
         """bf16 training (``--trainer.precision bf16-mixed``) only where the processor multiplies bf16 natively.
 
         Under bf16 autocast the LSTMP layers run their matrix multiplies in bf16 and keep the gates,
-        the cell state and the loss in float32 (``modules/lstm.py``); on a CPU without bf16 matrix
-        instructions those multiplies are emulated, several times slower than float32.
+        the cell state and the loss in float32 (``modules/lstm.py``).
         """
-        if str(self.trainer.precision).startswith("bf16") and not bf16_supported(self.device):
-            raise UserError(
-                f"pretrain: --trainer.precision {self.trainer.precision} needs native bf16 matrix multiplies, and this "
-                f"{self.device.type} has none (no AVX-512 BF16 or AMX; or a GPU without bf16); use --trainer.precision "
-                "32-true"
-            )
+        require_native_bf16("pretrain", self.trainer.precision, self.device)
 
     def _refuse_to_overwrite(self) -> None:
         """A new run must not replace what an earlier one left: its export, or its checkpoints."""

@@ -66,5 +66,9 @@ def add_output_elmo(x: torch.Tensor, output_elmo: list[torch.Tensor] | None, ind
 
 
 def class_output(logits: torch.Tensor, labels: torch.Tensor | None) -> HeadOutput:
-    """A classifier's output: logits (B, K) and, given labels (B,), their mean cross-entropy."""
+    """A classifier's output: logits (B, K) and, given labels (B,), their mean cross-entropy.
+
+    Both in float32, also under bf16 autocast.
+    """
+    logits = logits.float()
     return HeadOutput(logits, F.cross_entropy(logits, labels) if labels is not None else None)

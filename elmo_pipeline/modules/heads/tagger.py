@@ -61,7 +61,7 @@ class CrfTagger(nn.Module):
         mask = masks[0]  # (B, T)
         h = self.dropout(self.encoder(self.dropout(inputs[0]), mask))  # (B, T, 2H)
         h = add_output_elmo(h, output_elmo)  # (B, T, 2H [+ E])
-        emissions = self.tag_projection(h)  # (B, T, K)
+        emissions = self.tag_projection(h).float()  # (B, T, K); the CRF works in float32, also under bf16 autocast
         loss = None
         if labels is not None:
             gold = labels.masked_fill(~mask, 0)  # (B, T)
