@@ -113,3 +113,34 @@ def test_archived_copies_give_the_same_statistics(tmp_path):
         archive(path, tmp_path / "kept" / name)
         assert copy.stat().st_mtime_ns == before  # an up-to-date copy is not rewritten
     assert conlleval(tmp_path / "kept" / "ner-elmo-seed0.conll.gz")["correct"] == CORRECT
+
+
+def test_an_archived_copy_with_other_content_is_replaced_however_new_it_looks(tmp_path):
+    import gzip
+    import os
+
+    from elmo_pipeline.data.predictions import archive
+
+    run = write_predictions(tmp_path / "run", "test", "classification", [[["a"]], [["b"]]], ["x", "y"], ["x", "x"])
+    stale = tmp_path / "kept" / "sst-elmo-seed0.txt.gz"
+    stale.parent.mkdir()
+    stale.write_bytes(gzip.compress(b"an earlier table's predictions\n"))
+    future = run.stat().st_mtime_ns + 10**12  # a checkout made after the run wrote its file
+    os.utime(stale, ns=(future, future))
+    copy = archive(run, tmp_path / "kept" / "sst-elmo-seed0.txt")
+    assert gzip.decompress(copy.read_bytes()) == run.read_bytes()
+
+
+def test_the_report_drops_prediction_files_of_an_earlier_table(tmp_path):
+    from elmo_pipeline.reproduce.report import prune_predictions
+
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    names = ["sst-elmo-seed0.txt.gz", "sst-elmo-seed0.gold.txt.gz", "sst-elmo-seed1.txt.gz", "ner-elmo-seed1.conll.gz"]
+    for name in [*names, "notes.txt", "other-task-seed0.txt.gz"]:
+        (folder / name).write_bytes(b"x")
+    records = [{"predictions": str(folder / "sst-elmo-seed0.txt.gz")}]
+    assert prune_predictions(folder, records, ["sst", "ner"]) == sorted(names[2:])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["sst-elmo-seed0.txt.gz", "sst-elmo-seed0.gold.txt.gz", "notes.txt", "other-task-seed0.txt.gz"]
+    )

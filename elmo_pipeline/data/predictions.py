@@ -94,7 +94,7 @@ def archive(path: str | Path, destination: str | Path) -> Path:
         pairs.append((gold_path(path), gold_path(destination)))
     for source, target in pairs:
         target = target.with_name(target.name.removesuffix(".gz") + ".gz")
-        if target.is_file() and target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+        if _holds(target, source):
             continue  # the report is rewritten after every run: copy each file once
         tmp = target.with_name(target.name + ".tmp")
         with open(source, "rb") as f, open(tmp, "wb") as raw:
@@ -102,6 +102,21 @@ def archive(path: str | Path, destination: str | Path) -> Path:
                 shutil.copyfileobj(f, out)
         tmp.replace(target)
     return destination.with_name(destination.name.removesuffix(".gz") + ".gz")
+
+
+def _holds(target: Path, source: Path) -> bool:
+    """Whether the gzipped ``target`` holds exactly ``source``'s bytes.
+
+    By content, not by modification time: a checkout or a copy gives an old table's file a newer time
+    than a new run's predictions of the same name.
+    """
+    if not target.is_file():
+        return False
+    try:
+        with gzip.open(target, "rb") as f:
+            return f.read() == source.read_bytes()
+    except (OSError, EOFError):  # not a readable gzip file: copy again
+        return False
 
 
 def example_statistics(path: str | Path) -> np.ndarray:

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.data.predictions import archive
+from elmo_pipeline.data.predictions import archive, gold_path
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.machine import machine_info
 from elmo_pipeline.reproduce.plots import plot_layer_weights, plot_learning_curves
@@ -101,6 +101,30 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
     return {"rows": rows, "text": text, "pictures": pictures}
 
 
+def prune_predictions(folder: Path, records: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """Delete the run prediction files of ``folder`` that no record of this report points to.
+
+    Only files named as the report names them (``<task>-<arm>-seed<n>...``, for the tasks of this
+    reproduction) are considered: they are this folder's own copies, left by an earlier table (another
+    biLM, or an arm no longer run). Returns the names deleted.
+    """
+    if not folder.is_dir():
+        return []
+    kept = set()
+    for record in records:
+        name = Path(record.get("predictions") or "").name
+        kept |= {name, gold_path(Path(name)).name}
+    deleted = []
+    for path in sorted(folder.iterdir()):
+        ours = any(path.name.startswith(f"{task}-") for task in tasks) and "-seed" in path.name
+        if ours and path.name.endswith(".gz") and path.name not in kept:
+            path.unlink()
+            deleted.append(path.name)
+    if deleted:
+        log.info("reproduce: removed %d prediction file(s) of an earlier table from %s", len(deleted), folder)
+    return deleted
+
+
 def write_report(
     preset: Preset,
     state: dict[str, Any],
@@ -127,6 +151,7 @@ def write_report(
             name = f"{record['task']}-{record['arm']}-seed{record['seed']}{kind}"
             record["predictions"] = str(archive(predictions, out / "predictions" / name))
         records.append(record)
+    prune_predictions(out / "predictions", records, [run.task.name for run in runs])
     tasks = [t.name for t in preset.tasks if any(r["task"] == t.name for r in records)]
     rows = table_rows(records, tasks)
     pictures = [
