@@ -264,7 +264,8 @@ def test_bf16_finetuning_is_refused_where_the_processor_lacks_it(in_tmp, monkeyp
     from elmo_pipeline.modules import lstm
 
     monkeypatch.setattr(lstm, "bf16_supported", lambda device: False)
-    args = ["finetune", "--config", "configs/finetune/sentiment_sst5.yaml", "--trainer.precision=bf16-mixed"]
+    args = ["finetune", "--config", "configs/finetune/sentiment_sst5.yaml", *SMALL_HEAD["sentiment_sst5"]]
+    args += ["--model.word_vectors=none", "--model.word_dim=8", "--trainer.precision=bf16-mixed"]
     assert cli_main(args) != 0
     err = capsys.readouterr().err
     assert "finetune: --trainer.precision bf16-mixed needs native bf16" in err and "Traceback" not in err

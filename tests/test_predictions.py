@@ -139,7 +139,8 @@ def test_the_report_drops_prediction_files_of_an_earlier_table(tmp_path):
     names = ["sst-elmo-seed0.txt.gz", "sst-elmo-seed0.gold.txt.gz", "sst-elmo-seed1.txt.gz", "ner-elmo-seed1.conll.gz"]
     for name in [*names, "notes.txt", "other-task-seed0.txt.gz"]:
         (folder / name).write_bytes(b"x")
-    records = [{"predictions": str(folder / "sst-elmo-seed0.txt.gz")}]
+    # kept by the run it belongs to, also when the run's own file has moved (nothing was copied this time)
+    records = [{"task": "sst", "arm": "elmo", "seed": 0, "predictions": "/moved/work/sst/elmo/seed0/test.txt"}]
     assert prune_predictions(folder, records, ["sst", "ner"]) == sorted(names[2:])
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["sst-elmo-seed0.txt.gz", "sst-elmo-seed0.gold.txt.gz", "notes.txt", "other-task-seed0.txt.gz"]

@@ -149,9 +149,11 @@ def test_the_stage_tunes_the_biLM_on_the_task_text_and_is_not_run_twice(tmp_path
 
     stamp = (run_dir / "results.json").stat().st_mtime_ns
     assert tune_on_task_text(preset, task, bilm, None) == record  # finished: kept, nothing run
+    assert tune_on_task_text(preset, task, bilm, None, only_if_finished=True) == record  # a task --tasks leaves out
     assert (run_dir / "results.json").stat().st_mtime_ns == stamp
 
     other = _export(tmp_path / "other", seed=1)  # another biLM: the stage runs again, for it
+    assert tune_on_task_text(preset, task, other, None, only_if_finished=True) is None  # but not for a left-out task
     again = tune_on_task_text(preset, task, other, None)
     assert again["fingerprint"] != record["fingerprint"] and again["bilm"] == other
     runs = plan(preset, bilm, None, "id", {"sentiment_sst5": again["export"]})
@@ -226,6 +228,7 @@ def test_only_the_arm_chosen_on_the_first_seeds_runs_on_the_others(tmp_path):
     started = []
 
     def starter(run, threads, env):
+        assert run.arm == "baseline" or run.seed == 0 or {("elmo", 0), ("elmo_task", 0)} <= set(finished)
         started.append((run.arm, run.seed))
         run.run_dir.mkdir(parents=True, exist_ok=True)
         record = {
@@ -237,14 +240,14 @@ def test_only_the_arm_chosen_on_the_first_seeds_runs_on_the_others(tmp_path):
         record["test"] = {"acc": 0.4}
         (run.run_dir / "results.json").write_text(json.dumps(record))
         (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")
+        finished.append((run.arm, run.seed))
         return record
 
+    finished = []  # a later seed's +ELMo run must start only after both seed-0 runs finished (asserted above)
     results = execute(runs, 2, 1, starter=starter, admit=after_the_choice(runs, 1))
     assert sorted(started) == sorted(
         [("baseline", s) for s in range(3)] + [("elmo", 0), ("elmo_task", 0), ("elmo_task", 1), ("elmo_task", 2)]
     )
-    # the later seeds start only after both seed-0 runs finished
-    assert max(started.index(("elmo", 0)), started.index(("elmo_task", 0))) < started.index(("elmo_task", 1))
     assert len(results) == 7
     # a rerun starts nothing; with the other arm ahead on dev, that arm would have run
     started.clear()
@@ -269,3 +272,13 @@ def test_elmo_choice_seeds_is_checked(tmp_path):
     path.write_text("name: p\nbilm: b\nseeds: 3\nelmo_choice_seeds: 4\n")
     with pytest.raises(ValueError, match="elmo_choice_seeds must be a whole number from 0"):
         Preset.load(str(path))
+
+
+def test_arms_without_a_seed_in_common_are_compared_over_their_own_seeds():
+    task = "sentiment_sst5"
+    runs = _records(task, {"elmo_task": [43.0]}, {"elmo_task": [44.0]})
+    runs += [{**r, "seed": 1} for r in _records(task, {"elmo": [42.0]}, {"elmo": [50.0]})]
+    _, choice = choose_elmo(runs, task)  # a partial report: elmo_task seed 0, elmo seed 1
+    assert choice["chosen"] == "elmo_task" and choice["seeds"] == [0, 1]
+    text = markdown_table(table_rows(runs, [task]), "t", "", True, None, {})
+    assert "tuned 43.00, general 42.00: kept" in text

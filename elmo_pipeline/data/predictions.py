@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def _holds(target: Path, source: Path) -> bool:
     try:
         with gzip.open(target, "rb") as f:
             return f.read() == source.read_bytes()
-    except (OSError, EOFError):  # not a readable gzip file: copy again
+    except (OSError, EOFError, zlib.error):  # not a readable gzip file: copy again
         return False
 
 

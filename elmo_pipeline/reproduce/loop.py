@@ -83,6 +83,10 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
             for task in preset.tasks:
                 if not preset.only_tasks or task.name in preset.only_tasks:
                     tuned[task.name] = tune_on_task_text(preset, task, bilm, wandb, supervisor)
+                else:  # left out by --tasks: its finished tuning still names its elmo_task runs in the report
+                    record = tune_on_task_text(preset, task, bilm, wandb, supervisor, only_if_finished=True)
+                    if record is not None:
+                        tuned[task.name] = record
             save_state()
         runs = plan(preset, bilm, wandb, bilm_identity(bilm), {name: r["export"] for name, r in tuned.items()})
         selected = None
@@ -117,7 +121,7 @@ def _reproduce(preset: Preset, work: Path, wandb_enabled: bool, supervisor: Supe
                 how = "finished before, kept"
             else:
                 ran += 1
-                left = total - len(results)
+                left = max(total - len(results), 0)
                 rate = (time.perf_counter() - finetune_started) / ran  # wall s per run, jobs included
                 how = f"{record.get('wall_seconds', 0):.0f} s; about {left * rate / 60:.0f} min left"
             print(

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from elmo_pipeline.data.predictions import archive, gold_path
+from elmo_pipeline.data.predictions import archive
 from elmo_pipeline.files import write_json_atomic
 from elmo_pipeline.machine import machine_info
 from elmo_pipeline.reproduce.plots import plot_layer_weights, plot_learning_curves
@@ -111,9 +111,9 @@ def prune_predictions(folder: Path, records: list[dict[str, Any]], tasks: list[s
     if not folder.is_dir():
         return []
     kept = set()
-    for record in records:
-        name = Path(record.get("predictions") or "").name
-        kept |= {name, gold_path(Path(name)).name}
+    for record in records:  # by the run, not by where its file is now (a moved work folder has none to copy)
+        stem = f"{record.get('task')}-{record.get('arm')}-seed{record.get('seed')}"
+        kept |= {f"{stem}.conll.gz", f"{stem}.txt.gz", f"{stem}.gold.txt.gz"}
     deleted = []
     for path in sorted(folder.iterdir()):
         ours = any(path.name.startswith(f"{task}-") for task in tasks) and "-seed" in path.name

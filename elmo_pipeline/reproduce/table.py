@@ -73,8 +73,10 @@ def choose_elmo(runs: list[dict[str, Any]], task: str) -> tuple[list[dict[str, A
     if not arms["elmo_task"]:
         return mine, None
     seeds = {r["seed"] for r in arms["elmo_task"]}
-    if arms["elmo"]:
+    if arms["elmo"] and seeds & {r["seed"] for r in arms["elmo"]}:
         seeds &= {r["seed"] for r in arms["elmo"]}
+    elif arms["elmo"]:  # no seed in common (a partial report): each arm's mean over its own seeds
+        seeds |= {r["seed"] for r in arms["elmo"]}
     dev = {}
     for arm, records in arms.items():
         compared = sorted((r for r in records if r["seed"] in seeds), key=lambda r: r["seed"])

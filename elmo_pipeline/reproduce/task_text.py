@@ -96,8 +96,12 @@ def tune_on_task_text(
     bilm: str,
     wandb: dict[str, Any] | None,
     supervisor: Supervisor | None = None,
-) -> dict[str, Any]:
+    only_if_finished: bool = False,
+) -> dict[str, Any] | None:
     """Tune ``bilm`` on ``task``'s training sentences (or reuse the finished tuning); returns its record.
+
+    With ``only_if_finished`` (a task that ``--tasks`` leaves out) nothing is trained: the finished
+    tuning's record, or None.
 
     The record: ``export`` (the tuned biLM), ``dev_ppl_before`` and ``best_val_ppl`` (the perplexity of
     the dev sentences before and after, when the softmax is kept), the sentence counts, steps, tokens and
@@ -117,6 +121,8 @@ def tune_on_task_text(
     if done is not None:
         log.info("reproduce: %s: the biLM tuned on its text already (%s): kept", task.name, run_dir)
         return done
+    if only_if_finished:
+        return None
     stamp = run_dir / "fingerprint"
     if stamp.is_file() and stamp.read_text().strip() != print_:  # another biLM, config or text: start again
         keep_logs(run_dir)
