@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_cold_fusion_step.py none cold
 
-The sizes of configs/seq2seq/multi30k_de_en.yaml (batch 64, the LM results/cpu_1h/export, 8,000
+The sizes of configs/seq2seq/multi30k_de_en.yaml (batch 64, the LM results/pretrain_cpu_1h_2026-12-01/export, 8,000
 target words); each step is forward, backward and Adam's update on a real training batch. It prints
 the median milliseconds of steps 5 to 24 for each arm named on the command line.
 """
@@ -20,7 +20,7 @@ from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem
 
-LM = "results/cpu_1h/export"
+LM = "results/pretrain_cpu_1h_2026-12-01/export"
 
 
 def main(arms: list[str]) -> None:

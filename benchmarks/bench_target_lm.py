@@ -1,6 +1,6 @@
 """Benchmark the fusion LM's scores over a decoder's target words: only those words against the whole softmax.
 
-    .venv/bin/python benchmarks/bench_target_lm.py --lm results/cpu_1h/export \
+    .venv/bin/python benchmarks/bench_target_lm.py --lm results/pretrain_cpu_1h_2026-12-01/export \
         --targets ../shared/data/multi30k/train.en.gz
 
 Cold fusion runs the frozen LM over every training prefix (``TargetLM.forward``). With an adaptive

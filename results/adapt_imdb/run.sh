@@ -6,7 +6,7 @@ B=.venv/bin/elmo-pipeline
 C=configs/pretrain/adapt_imdb.yaml
 export WANDB_MODE=disabled PYTHONWARNINGS=ignore
 # the held-out text and the source's vocabulary (the header of the config)
-mkdir -p runs/adapt_imdb && cp results/cpu_1h/export/vocab.txt runs/adapt_imdb/vocab.txt
+mkdir -p runs/adapt_imdb && cp results/pretrain_cpu_1h_2026-12-01/export/vocab.txt runs/adapt_imdb/vocab.txt
 IMDB=../shared/data/lm/imdb_aclImdb/imdb_aclImdb_test_reviews.txt.gz
 zcat $IMDB | sed -n 22801,23300p > runs/adapt_imdb/valid.txt
 zcat $IMDB | sed -n 23801,24799p > runs/adapt_imdb/test.txt
@@ -15,7 +15,7 @@ echo "== fit $(date +%T)"; /usr/bin/time -v $B pretrain --config $C --trainer.en
 grep -E "Elapsed|Maximum resident" runs/adapt_imdb/fit.log
 echo "== after $(date +%T)"; $B pretrain test --config $C --ckpt_path best --trainer.enable_progress_bar=false 2>&1 | grep -E "test perplexity|error"
 echo "== sst $(date +%T)"
-for bilm in results/cpu_1h/export runs/adapt_imdb/export; do
+for bilm in results/pretrain_cpu_1h_2026-12-01/export runs/adapt_imdb/export; do
   for seed in 0 1; do
     name=$(basename $(dirname $bilm))-seed$seed
     OMP_NUM_THREADS=2 $B finetune --config configs/finetune/sentiment_sst5.yaml --data.data_root ../shared/data \

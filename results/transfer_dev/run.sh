@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dev-only experiments that choose the transfer options per task (docs/results.md, "Choosing the mix on dev"):
-# every arm on GloVe + char-CNN, the one-hour biLM (results/cpu_1h/export), runs to a dev plateau, test never
+# every arm on GloVe + char-CNN, the one-hour biLM (results/pretrain_cpu_1h_2026-12-01/export), runs to a dev plateau, test never
 # evaluated (--test_after_fit false). Two runs at a time, one torch thread each (2 CPU cores):
 #   bash results/transfer_dev/run.sh [SEEDS]          # default seeds: "0 1"
 # Each run writes results/transfer_dev/runs/<task>/<variant>/seed<k>.json; then
@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."   # the repository root
 SEEDS=${1:-"0 1"}
-BILM=results/cpu_1h/export
+BILM=results/pretrain_cpu_1h_2026-12-01/export
 OUT=results/transfer_dev/runs
 export WANDB_MODE=disabled PYTHONWARNINGS=ignore OMP_NUM_THREADS=1
 
