@@ -57,7 +57,7 @@ def test_welch_by_hand():
 
 
 def test_welch_on_the_committed_cpu_1h_seeds():
-    """The issue's figures (Welch over the 3 seeds of results/cpu_1h), from the scores themselves."""
+    """The issue's figures (Welch over the 3 seeds of results/cpu_1h_2026-12-02), from the scores themselves."""
     snli = welch_t_test([57.78, 57.74, 60.02], [53.52, 52.96, 52.79])  # +ELMo vs baseline
     assert 2 < snli["df"] < 3 and snli["p_two_sided"] == pytest.approx(0.013, abs=0.001)
     ner = welch_t_test([87.47, 87.77, 87.95], [86.14, 87.60, 87.88])  # +ELMo vs the random control
