@@ -1,11 +1,12 @@
 """The Multi30k fusion table from the runs under results/seq2seq/<arm>/seed<k>/ (written by run.sh).
 
     .venv/bin/python results/seq2seq/make_table.py            # writes results/seq2seq/table.md
+    .venv/bin/python results/seq2seq/make_table.py results/seq2seq_caption_lm   # another folder of runs (run.sh OUT=)
 
 Rows: no fusion and shallow fusion (both from the `none` runs: one model, two decodings) and cold fusion
 (the `cold` runs). Test BLEU is mean ± sample std over the seeds present; each run decoded test once.
 Examples: test sentences of seed 0 where a fusion changed the no-fusion translation. The picture of val BLEU
-per epoch goes to docs/img/seq2seq_val_bleu.png.
+per epoch goes to docs/img/seq2seq_val_bleu.png (for another folder: val_bleu.png inside it).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def resumed(record: dict) -> bool:
     return "/version_0/" not in record.get("best_checkpoint", "/version_0/")
 
 
-def main() -> None:
-    runs = {arm: sorted((HERE / arm).glob("seed*/results.json")) for arm in ("none", "cold")}
+def main(folder: Path = HERE) -> None:
+    runs = {arm: sorted((folder / arm).glob("seed*/results.json")) for arm in ("none", "cold")}
     records = {arm: [json.loads(p.read_text()) for p in paths] for arm, paths in runs.items()}
     rows = [("no fusion", "none", "none"), ("shallow fusion", "none", "shallow"), ("cold fusion", "cold", "cold")]
     lines = [
@@ -64,15 +65,16 @@ def main() -> None:
     if any(resumed(r) for arm in records.values() for r in arm):
         out.append("\\* resumed after an interruption: the minutes of the resumed attempt only.\n")
     out.append(f"LM: `{lm}`; its val perplexity over the target vocabulary: {ppl}. BLEU: sacrebleu `{signature}`.")
-    out += ["", *significance(records)]
+    out += ["", *significance(records, folder)]
     out += ["", "## Examples (seed 0) where fusion changed the translation", ""]
-    out += examples()
-    (HERE / "table.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+    out += examples(folder)
+    (folder / "table.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     print("\n".join(out))
-    plot_curves(HERE.parents[1] / "docs" / "img" / "seq2seq_val_bleu.png")
+    picture = HERE.parents[1] / "docs" / "img" / "seq2seq_val_bleu.png" if folder == HERE else folder / "val_bleu.png"
+    plot_curves(folder, picture)
 
 
-def significance(records: dict[str, list[dict]]) -> list[str]:
+def significance(records: dict[str, list[dict]], folder: Path = HERE) -> list[str]:
     """Each fusion arm against no fusion: Welch's t over the seeds' test BLEU, and sacrebleu's paired
     bootstrap over the test sentences of each seed (1,000 resamples)."""
     from sacrebleu.metrics import BLEU
@@ -93,8 +95,8 @@ def significance(records: dict[str, list[dict]]) -> list[str]:
         "| arm vs no fusion | Δ test BLEU (mean) | Welch p (two-sided) | paired bootstrap p per seed |",
         "|---|---|---|---|",
     ]
-    for arm, decoding, folder in (("shallow fusion", "shallow", "none"), ("cold fusion", "cold", "cold")):
-        found = {r["seed"]: r for r in records[folder] if decoding in r.get("decoding", {})}
+    for arm, decoding, arm_folder in (("shallow fusion", "shallow", "none"), ("cold fusion", "cold", "cold")):
+        found = {r["seed"]: r for r in records[arm_folder] if decoding in r.get("decoding", {})}
         if not found or all(
             r["decoding"][decoding]["lm_weight"] == 0 and decoding == "shallow" for r in found.values()
         ):
@@ -105,8 +107,8 @@ def significance(records: dict[str, list[dict]]) -> list[str]:
         test = welch_t_test(scores, [base[s] for s in shared]) if len(scores) > 1 and len(shared) > 1 else None
         per_seed = []
         for seed in shared:
-            plain = HERE / "none" / f"seed{seed}" / "translations.none.test.txt"
-            fused = HERE / folder / f"seed{seed}" / f"translations.{decoding}.test.txt"
+            plain = folder / "none" / f"seed{seed}" / "translations.none.test.txt"
+            fused = folder / arm_folder / f"seed{seed}" / f"translations.{decoding}.test.txt"
             if not (plain.is_file() and fused.is_file()):
                 continue
             systems = [
@@ -121,7 +123,7 @@ def significance(records: dict[str, list[dict]]) -> list[str]:
     return out
 
 
-def plot_curves(path: Path) -> None:
+def plot_curves(folder: Path, path: Path) -> None:
     """Val BLEU (greedy) after every epoch, one line per run."""
     import csv
 
@@ -132,7 +134,7 @@ def plot_curves(path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for arm, style in (("none", "-"), ("cold", "--")):
-        for metrics in sorted((HERE / arm).glob("seed*/metrics.csv")):
+        for metrics in sorted((folder / arm).glob("seed*/metrics.csv")):
             rows = [r for r in csv.DictReader(metrics.open()) if r.get("val/bleu")]
             epochs = [int(r["epoch"]) + 1 for r in rows]
             label = {"none": "no fusion", "cold": "cold fusion"}[arm] + f", {metrics.parent.name}"
@@ -146,8 +148,8 @@ def plot_curves(path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def examples(count: int = 4) -> list[str]:
-    base = HERE / "none" / "seed0"
+def examples(folder: Path = HERE, count: int = 4) -> list[str]:
+    base = folder / "none" / "seed0"
     files = {"test": "test_2016_flickr", "val": "val"}
     out = []
     for name, split, path in (
@@ -155,7 +157,7 @@ def examples(count: int = 4) -> list[str]:
         # val chose lambda 0, so shallow fusion changes nothing on test; what lambda 0.1 changes, on val:
         # elmo-pipeline translate --model RUN --input val.de.gz --lm-weight 0.1
         ("shallow, λ = 0.1 (not chosen)", "val", base / "translations.shallow_lambda0.1.val.txt"),
-        ("cold", "test", HERE / "cold" / "seed0" / "translations.cold.test.txt"),
+        ("cold", "test", folder / "cold" / "seed0" / "translations.cold.test.txt"),
     ):
         plain_path = base / f"translations.none.{split}.txt"
         source_path = DATA / f"{files[split]}.de.gz"
@@ -180,4 +182,6 @@ def examples(count: int = 4) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else HERE)
