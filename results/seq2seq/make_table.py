@@ -97,9 +97,10 @@ def significance(records: dict[str, list[dict]], folder: Path = HERE) -> list[st
     ]
     for arm, decoding, arm_folder in (("shallow fusion", "shallow", "none"), ("cold fusion", "cold", "cold")):
         found = {r["seed"]: r for r in records[arm_folder] if decoding in r.get("decoding", {})}
-        if not found or all(
-            r["decoding"][decoding]["lm_weight"] == 0 and decoding == "shallow" for r in found.values()
-        ):
+        if not found:
+            out.append(f"| {arm} | — | — | — (not run) |")
+            continue
+        if all(r["decoding"][decoding]["lm_weight"] == 0 and decoding == "shallow" for r in found.values()):
             out.append(f"| {arm} | — | — | — (= no fusion) |")
             continue
         scores = [r["decoding"][decoding]["test_bleu"] for r in found.values()]
@@ -151,14 +152,18 @@ def plot_curves(folder: Path, path: Path) -> None:
 def examples(folder: Path = HERE, count: int = 4) -> list[str]:
     base = folder / "none" / "seed0"
     files = {"test": "test_2016_flickr", "val": "val"}
-    out = []
-    for name, split, path in (
-        ("shallow", "test", base / "translations.shallow.test.txt"),
-        # val chose lambda 0, so shallow fusion changes nothing on test; what lambda 0.1 changes, on val:
+    record = base / "results.json"
+    chosen = (
+        json.loads(record.read_text())["decoding"].get("shallow", {}).get("lm_weight") if record.is_file() else None
+    )
+    candidates = [("shallow", "test", base / "translations.shallow.test.txt")]
+    if chosen != 0.1:
+        # where val chose lambda 0, shallow fusion changes nothing on test; what lambda 0.1 changes, on val:
         # elmo-pipeline translate --model RUN --input val.de.gz --lm-weight 0.1
-        ("shallow, λ = 0.1 (not chosen)", "val", base / "translations.shallow_lambda0.1.val.txt"),
-        ("cold", "test", folder / "cold" / "seed0" / "translations.cold.test.txt"),
-    ):
+        candidates.append(("shallow, λ = 0.1 (not chosen)", "val", base / "translations.shallow_lambda0.1.val.txt"))
+    candidates.append(("cold", "test", folder / "cold" / "seed0" / "translations.cold.test.txt"))
+    out = []
+    for name, split, path in candidates:
         plain_path = base / f"translations.none.{split}.txt"
         source_path = DATA / f"{files[split]}.de.gz"
         if not (path.is_file() and plain_path.is_file() and source_path.is_file()):
