@@ -282,3 +282,60 @@ def test_arms_without_a_seed_in_common_are_compared_over_their_own_seeds():
     assert choice["chosen"] == "elmo_task" and choice["seeds"] == [0, 1]
     text = markdown_table(table_rows(runs, [task]), "t", "", True, None, {})
     assert "tuned 43.00, general 42.00: kept" in text
+
+
+def test_a_reproduction_that_chooses_on_seed_0_reports_only_the_runs_of_its_rule(tmp_path, monkeypatch):
+    """The loop end to end, with every run faked: the plan, the wait for the choice, the table, a --tasks rerun."""
+    from elmo_pipeline.reproduce import loop, runner
+
+    general, tuned = tmp_path / "general", tmp_path / "tuned"
+    for folder in (general, tuned):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        (folder / "weights.pt").write_bytes(folder.name.encode())
+    tasks = [StageSpec("configs/finetune/sentiment_sst5.yaml", {}, "sentiment_sst5")]
+    tasks.append(StageSpec("configs/finetune/nli_snli.yaml", {}, "nli_snli"))
+    preset = Preset(
+        name="t",
+        data_root=SAMPLES,
+        bilm=str(general),
+        seeds=3,
+        jobs=2,
+        work_dir=str(tmp_path / "work"),
+        output_dir=str(tmp_path / "out"),
+        tasks=tasks,
+        arms=["baseline", "random_bilm", "elmo", "elmo_task"],
+        task_text=StageSpec("configs/pretrain/task_text.yaml"),
+        elmo_choice_seeds=1,
+    )
+    monkeypatch.setattr(loop, "keep_given_bilm", lambda bilm, out: None)
+    monkeypatch.setattr(loop, "tune_on_task_text", lambda *a, **k: {"export": str(tuned)})
+    dev = {"elmo": 0.45, "elmo_task": 0.40}  # the general biLM wins seed 0 on both tasks
+    started = []
+
+    def starter(run, threads, env):
+        started.append(run.label)
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"task": run.task.name, "arm": run.arm, "seed": run.seed, "best_val": dev.get(run.arm, 0.3)}
+        record["test"] = {"acc": record["best_val"] - 0.01 * run.seed}
+        (run.run_dir / "results.json").write_text(json.dumps(record))
+        (run.run_dir / "fingerprint").write_text(run.fingerprint + "\n")
+        return record
+
+    monkeypatch.setattr(
+        runner, "start", lambda run, threads, env_extra=None, supervisor=None: starter(run, threads, env_extra)
+    )
+    loop.reproduce(preset, wandb_enabled=False)
+    assert len(started) == 2 * (3 * 2 + 2 + 2)  # baseline + control on 3 seeds, both +ELMo on seed 0, elmo on 1-2
+    assert not any("elmo_task seed 1" in label or "elmo_task seed 2" in label for label in started)
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert report["complete"] and report["runs_planned"] == report["runs_done"] == 20
+    for row in report["table"]:
+        assert row["task_text"]["chosen"] == "elmo" and row["task_text"]["seeds"] == [0]
+        assert row["elmo"]["n"] == 3 and row["elmo"]["mean"] == pytest.approx(44.0)
+    # a --tasks rerun of one task starts nothing and still reports both tasks the same way
+    started.clear()
+    preset.only_tasks = ["nli_snli"]
+    loop.reproduce(preset, wandb_enabled=False)
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert not started and again["table"] == report["table"] and again["runs_done"] == 20
