@@ -101,6 +101,11 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
     return {"rows": rows, "text": text, "pictures": pictures}
 
 
+def prediction_stem(record: dict[str, Any]) -> str:
+    """The name of a run's prediction copies in ``<output>/predictions/``, without its ending."""
+    return f"{record.get('task')}-{record.get('arm')}-seed{record.get('seed')}"
+
+
 def prune_predictions(folder: Path, records: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     """Delete the run prediction files of ``folder`` that no record of this report points to.
 
@@ -112,7 +117,7 @@ def prune_predictions(folder: Path, records: list[dict[str, Any]], tasks: list[s
         return []
     kept = set()
     for record in records:  # by the run, not by where its file is now (a moved work folder has none to copy)
-        stem = f"{record.get('task')}-{record.get('arm')}-seed{record.get('seed')}"
+        stem = prediction_stem(record)
         kept |= {f"{stem}.conll.gz", f"{stem}.txt.gz", f"{stem}.gold.txt.gz"}
     deleted = []
     for path in sorted(folder.iterdir()):
@@ -148,7 +153,7 @@ def write_report(
         predictions = record.get("predictions")
         if predictions and Path(predictions).is_file():  # kept with the table, so the bootstrap can be rerun
             kind = ".conll" if predictions.endswith(".conll") else ".txt"
-            name = f"{record['task']}-{record['arm']}-seed{record['seed']}{kind}"
+            name = f"{prediction_stem(record)}{kind}"
             record["predictions"] = str(archive(predictions, out / "predictions" / name))
         records.append(record)
     prune_predictions(out / "predictions", records, [run.task.name for run in runs])

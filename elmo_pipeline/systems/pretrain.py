@@ -312,19 +312,12 @@ class PretrainSystem(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._refuse_a_missing_init_from()
-        self._refuse_emulated_bf16()
+        # bf16 (autocast: the LSTMP products in bf16, gates, cell state and loss in fp32) only with native bf16
+        require_native_bf16("pretrain", self.trainer.precision, self.device)
         if self.trainer.ckpt_path is None and not self.hparams.overwrite:
             self._refuse_to_overwrite()
         if self.hparams.export_dir:  # the export replaces its folder: refuse now one holding the user's files
             check_replaceable(self.hparams.export_dir)
-
-    def _refuse_emulated_bf16(self) -> None:
-        """bf16 training (``--trainer.precision bf16-mixed``) only where the processor multiplies bf16 natively.
-
-        Under bf16 autocast the LSTMP layers run their matrix multiplies in bf16 and keep the gates,
-        the cell state and the loss in float32 (``modules/lstm.py``).
-        """
-        require_native_bf16("pretrain", self.trainer.precision, self.device)
 
     def _refuse_to_overwrite(self) -> None:
         """A new run must not replace what an earlier one left: its export, or its checkpoints."""

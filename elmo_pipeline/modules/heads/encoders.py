@@ -40,7 +40,8 @@ class BiLSTMEncoder(nn.Module):
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """softmax over ``dim`` where ``mask`` (broadcastable to ``scores``) is True; 0 elsewhere (float32)."""
-    scores = scores.float().masked_fill(~mask, torch.finfo(scores.dtype).min)
+    scores = scores.float()
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=dim) * mask
 
 
