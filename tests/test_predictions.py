@@ -82,8 +82,11 @@ def test_bootstrap_against_a_hand_computed_case():
     assert result["delta"] == pytest.approx(50.0)
     assert result["p_value"] == pytest.approx(0.25, abs=0.015)
     assert result["ci_low"] == 0.0 and result["ci_high"] == 100.0
+    # two-sided: twice the smaller tail; the ties (1/4) count in both, so 2 * 1/4
+    assert result["p_two_sided"] == pytest.approx(0.5, abs=0.03)
     reverse = paired_bootstrap(b, a, "accuracy", samples=2_000, seed=0)
     assert reverse["p_value"] == 1.0  # B never beats A
+    assert reverse["p_two_sided"] == pytest.approx(0.5, abs=0.06)  # the same question, asked the other way
 
 
 def test_bootstrap_uses_the_mean_over_seeds_and_span_f1():

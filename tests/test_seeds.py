@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from elmo_pipeline.metrics.seeds import regularized_incomplete_beta, t_two_sided_p, welch_t_test
+from elmo_pipeline.metrics.seeds import paired_t_test, regularized_incomplete_beta, t_two_sided_p, welch_t_test
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,30 @@ def test_degenerate_arms():
     assert welch_t_test([2.0, 2.0], [1.0, 1.0])["p_two_sided"] == 0.0
     with pytest.raises(ValueError, match="at least 2 seeds"):
         welch_t_test([1.0], [1.0, 2.0])
+
+
+def test_paired_t_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3), df 2; for df 2, P(|T| >= t) = 1 - t / sqrt(2 + t^2)
+    result = paired_t_test([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
+    t = 2 * math.sqrt(3)
+    assert result["delta"] == pytest.approx(2.0) and result["df"] == 2 and result["n"] == 3
+    assert result["t"] == pytest.approx(t)
+    assert result["p_two_sided"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert paired_t_test([10.0, 20.0, 30.0], [11.0, 22.0, 33.0])["p_two_sided"] == pytest.approx(result["p_two_sided"])
+
+
+def test_paired_t_is_sharper_than_welch_when_the_seeds_pair_up():
+    """One model per seed decoded two ways: the seeds differ by far more than the decodings do."""
+    plain = [30.0, 33.0, 36.0]
+    fused = [30.4, 33.5, 36.3]  # +0.4 on every seed, within the 3-point seed spread
+    assert welch_t_test(fused, plain)["p_two_sided"] > 0.8
+    assert paired_t_test(fused, plain)["p_two_sided"] < 0.05
+
+
+def test_paired_t_degenerate_and_refused():
+    assert paired_t_test([1.0, 2.0], [1.0, 2.0])["p_two_sided"] == 1.0
+    assert paired_t_test([2.0, 3.0], [1.0, 2.0])["p_two_sided"] == 0.0
+    with pytest.raises(ValueError, match="pair up"):
+        paired_t_test([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        paired_t_test([1.0], [2.0])

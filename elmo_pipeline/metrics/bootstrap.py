@@ -8,7 +8,13 @@ in which A does not beat B:
 
 A small p says that A's lead is not an accident of which examples the test set happens to hold
 (this is Koehn's form; Berg-Kirkpatrick et al. 2012 count draws with a lead above twice the observed
-one instead). With ``samples`` draws, p = 0 means p < 1 / samples.
+one instead). It is one-sided: it asks whether A beats B. The two-sided p asks whether they differ,
+in either direction; it doubles the smaller tail, so that it is below 0.05 just when the 95% percentile
+interval of A - B leaves out 0:
+
+    p_two_sided = min(1, 2 * min(#{r : delta_r <= 0}, #{r : delta_r >= 0}) / samples)
+
+With ``samples`` draws, p = 0 means p < 1 / samples.
 With several seeds per system, each system's score on a draw is its mean over seeds, so the test
 asks about the mean of the runs the table reports.
 
@@ -55,7 +61,8 @@ def paired_bootstrap(
 
     Returns:
         ``delta`` (A - B on the full test set, mean over seeds), ``p_value`` (share of rounds with
-        A - B <= 0), ``ci_low``/``ci_high`` (the 2.5% and 97.5% quantiles of A - B over the rounds).
+        A - B <= 0: one-sided), ``p_two_sided`` (twice the smaller tail), ``ci_low``/``ci_high`` (the 2.5%
+        and 97.5% quantiles of A - B over the rounds).
     """
     score = METRICS[metric] if isinstance(metric, str) else metric
     a = np.asarray(a, dtype=np.float64)
@@ -77,6 +84,7 @@ def paired_bootstrap(
     return {
         "delta": full,
         "p_value": float((deltas <= 0).mean()),
+        "p_two_sided": float(min(1.0, 2 * min((deltas <= 0).mean(), (deltas >= 0).mean()))),
         "ci_low": float(np.quantile(deltas, 0.025)),
         "ci_high": float(np.quantile(deltas, 0.975)),
         "samples": samples,

@@ -1,4 +1,4 @@
-"""Welch's t-test over training seeds: is one arm's mean score above another's, two-sided.
+"""t-tests over training seeds: is one arm's mean score above another's, two-sided.
 
 Each arm of the table is trained once per seed, and its score varies with the seed (initialisation,
 data order, dropout). The question the table asks is whether +ELMo's mean over seeds beats the
@@ -12,6 +12,10 @@ variances (Welch 1947)::
 with ``s^2`` the sample variances and ``I_x(a, b)`` the regularized incomplete beta function. The p
 is exact for the t distribution (no draws), and two-sided: it says whether the arms differ, in
 either direction.
+
+Where both arms are the *same* trained model per seed, decoded two ways (translation with and
+without shallow fusion), the seeds pair up and the paired t-test is the sharper one:
+``t = mean(d) / (s_d / sqrt(n))`` on the per-seed differences d, with n - 1 degrees of freedom.
 
 The paired bootstrap over test examples (:mod:`elmo_pipeline.metrics.bootstrap`) answers another
 question: whether the lead of the *trained models the table holds* would survive another draw of test
@@ -100,4 +104,31 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float | in
         return {**result, "t": t, "df": math.nan, "p_two_sided": 1.0 if delta == 0 else 0.0}
     t = delta / math.sqrt(se2)
     df = se2 * se2 / (var_a * var_a / (len(a) - 1) + var_b * var_b / (len(b) - 1))
+    return {**result, "t": t, "df": df, "p_two_sided": t_two_sided_p(t, df)}
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int | str]:
+    """The paired two-sided t-test of mean(a) against mean(b), where a[i] and b[i] come from the same
+    training seed's model (one model decoded two ways, for example): Student's t on the differences.
+
+    Returns:
+        ``delta`` (mean of a - b), ``t``, ``df`` (pairs - 1), ``p_two_sided``, ``n`` (pairs) and ``test``.
+        Differences that are all equal give p 1 when they are 0 and 0 otherwise (t is infinite).
+
+    Raises:
+        ValueError: fewer than 2 pairs, or a and b of different lengths.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired t-test: the arms must pair up, got {len(a)} and {len(b)} seeds")
+    if len(a) < 2:
+        raise ValueError(f"paired t-test: needs at least 2 pairs, got {len(a)}")
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    delta = statistics.fmean(differences)
+    se2 = statistics.variance(differences) / len(differences)
+    result: dict[str, float | int | str] = {"test": "paired_t_over_seeds", "delta": delta, "n": len(differences)}
+    df = len(differences) - 1
+    if se2 == 0.0:
+        t = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+        return {**result, "t": t, "df": df, "p_two_sided": 1.0 if delta == 0 else 0.0}
+    t = delta / math.sqrt(se2)
     return {**result, "t": t, "df": df, "p_two_sided": t_two_sided_p(t, df)}
