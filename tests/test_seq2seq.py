@@ -83,6 +83,21 @@ def test_a_sentence_alone_equals_the_same_sentence_in_a_batch(fusion):
             assert greedy(model, alone_source, alone_lengths) == [batch_outputs[i]]
 
 
+@pytest.mark.parametrize("fusion", ["none", "cold"])
+def test_teacher_forcing_equals_the_search_steps(fusion):
+    """Training reads the output layer once over every step (and the LM over whole prefixes); search
+    steps the decoder and the LM one word at a time. Both give the same logits at every step."""
+    model = tiny_model(fusion)
+    source, lengths = padded(SOURCES)
+    target_in = torch.tensor([[0, 3, 4, 5], [0, 6, 7, 2], [0, 7, 8, 9], [0, 3, 10, 4]])
+    with torch.no_grad():
+        forced = model(source, lengths, target_in)  # (B, T, V)
+        memory, state = model.encode(source, lengths)
+        for t in range(target_in.shape[1]):
+            logits, state, _ = model.step(target_in[:, t], state, memory)
+            torch.testing.assert_close(logits, forced[:, t], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("fusion", ["none", "shallow", "cold"])
 def test_beam_of_one_equals_greedy(fusion):
     model = tiny_model(fusion)

@@ -126,36 +126,46 @@ class Seq2Seq(nn.Module):
         lm_state = self.lm.initial_state(source.shape[0]) if self.config.fusion == "cold" else None
         return Memory(keys, self.attention.project_keys(keys), mask), State(h.contiguous(), c.contiguous(), lm_state)
 
-    def step(
-        self, previous: torch.Tensor, state: State, memory: Memory, lm_log_probs: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        """One decoder step.
+    def recur(self, previous: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """One step of the decoder's recurrence, up to the output layer.
 
         Args:
             previous: (B,) the previous target ids (``<S>`` first).
-            state: the decoder state after the previous step.
+            state: the decoder state after the previous step (its LM state is passed on unchanged).
             memory: the encoded source.
-            lm_log_probs: (B, V) log p_LM of this step's word (cold fusion), computed by the caller when
-                teacher forcing; during search (None) the LM is stepped here from ``state.lm``.
 
         Returns:
-            The logits (B, V), the new state and the attention weights (B, S).
+            The deep output dropout(o_t) (B, D), the new state and the attention weights (B, S).
         """
         embedded = self.dropout(self.target_embedding(previous))  # (B, E)
         context, weights = self.attention(state.h, memory.keys, memory.projected, memory.mask)  # (B, K), (B, S)
         h, c = self.decoder(torch.cat([embedded, context], dim=-1), (state.h, state.c))  # 2 x (B, D)
         deep = self.dropout(torch.tanh(self.deep_output(torch.cat([h, context, embedded], dim=-1))))  # (B, D)
-        lm_state = state.lm
+        return deep, State(h, c, state.lm), weights
+
+    def readout(self, deep: torch.Tensor, lm_log_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """The output layer: deep outputs (..., D) [and the LM's log-probabilities (..., V), cold fusion] -> logits
+        (..., V)."""
         if self.fusion is not None:
-            if lm_log_probs is None:
-                lm_log_probs, lm_state = self.lm.step(previous, state.lm)  # (B, V)
-            logits = self.fusion(deep, lm_log_probs)  # (B, V)
-        else:
-            logits = self.output(deep)  # (B, V)
-        return logits, State(h, c, lm_state), weights
+            return self.fusion(deep, lm_log_probs)
+        return self.output(deep)
+
+    def step(self, previous: torch.Tensor, state: State, memory: Memory) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """One decoding step (search): :meth:`recur`, the LM stepped from ``state.lm`` (cold fusion), :meth:`readout`.
+
+        Returns:
+            The logits (B, V), the new state and the attention weights (B, S).
+        """
+        deep, state, weights = self.recur(previous, state, memory)
+        lm_log_probs = None
+        if self.fusion is not None:
+            lm_log_probs, lm_state = self.lm.step(previous, state.lm)  # (B, V)
+            state = state._replace(lm=lm_state)
+        return self.readout(deep, lm_log_probs), state, weights
 
     def forward(self, source: torch.Tensor, lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing.
+        """Teacher forcing: the recurrence step by step, then the output layer once over every step (one large
+        matrix product instead of T small ones; the same function as :meth:`step` applied T times).
 
         Args:
             source: (B, S) source ids, padded.
@@ -166,10 +176,9 @@ class Seq2Seq(nn.Module):
             (B, T, V) logits of y_1 .. y_T.
         """
         memory, state = self.encode(source, lengths)
-        lm_log_probs = self.lm(target_in) if self.fusion is not None else None  # (B, T, V), no gradient
-        logits = []
+        deep = []
         for t in range(target_in.shape[1]):
-            step_lm = lm_log_probs[:, t] if lm_log_probs is not None else None
-            step_logits, state, _ = self.step(target_in[:, t], state, memory, step_lm)
-            logits.append(step_logits)
-        return torch.stack(logits, dim=1)  # (B, T, V)
+            step_deep, state, _ = self.recur(target_in[:, t], state, memory)
+            deep.append(step_deep)
+        lm_log_probs = self.lm(target_in) if self.fusion is not None else None  # (B, T, V), no gradient
+        return self.readout(torch.stack(deep, dim=1), lm_log_probs)  # (B, T, V)
