@@ -51,7 +51,7 @@ def main(folder: Path = HERE) -> None:
     for label, arm, decoding in rows:
         found = [r for r in records[arm] if decoding in r.get("decoding", {})]
         if not found:
-            lines.append(f"| {label} | 0 | — | — | — | — | — |")
+            lines.append(f"| {label} | none yet | — | — | — | — | — |")
             continue
         d = [r["decoding"][decoding] for r in found]
         seeds = ", ".join(str(r["seed"]) for r in found)
