@@ -23,8 +23,8 @@ from elmo_pipeline.systems.seq2seq import Seq2SeqSystem
 LM = "results/pretrain_cpu_1h_2026-12-01/export"
 
 
-def main(arms: list[str]) -> None:
-    torch.manual_seed(0)
+def multi30k(lm: str = LM) -> TranslationDataModule:
+    """Multi30k as configs/seq2seq/multi30k_de_en.yaml reads it, set up for fit."""
     data = TranslationDataModule(
         data_root="../shared/data/multi30k",
         source_lang="de",
@@ -32,25 +32,36 @@ def main(arms: list[str]) -> None:
         min_count=2,
         max_target_words=8000,
         batch_size=64,
-        lm=LM,
+        lm=lm,
     )
     data.setup("fit")
+    return data
+
+
+def multi30k_system(data: TranslationDataModule, fusion: str, lm: str = LM) -> Seq2SeqSystem:
+    """The translation model at configs/seq2seq/multi30k_de_en.yaml's sizes, in train mode."""
+    return Seq2SeqSystem(
+        data.source_vocab_size,
+        data.target_vocab_size,
+        data.target_vocabulary,
+        embedding_dim=128,
+        encoder_dim=256,
+        decoder_dim=256,
+        attention_dim=128,
+        fusion=fusion,
+        lm=lm,
+        cold_lm_dim=256,
+        cold_hidden_dim=512,
+    ).train()
+
+
+def main(arms: list[str]) -> None:
+    torch.manual_seed(0)
+    data = multi30k()
     result = {}
     for fusion in arms:
         torch.manual_seed(0)
-        system = Seq2SeqSystem(
-            data.source_vocab_size,
-            data.target_vocab_size,
-            data.target_vocabulary,
-            embedding_dim=128,
-            encoder_dim=256,
-            decoder_dim=256,
-            attention_dim=128,
-            fusion=fusion,
-            lm=LM,
-            cold_lm_dim=256,
-            cold_hidden_dim=512,
-        ).train()
+        system = multi30k_system(data, fusion)
         optimizer = torch.optim.Adam(system.parameters(), lr=1e-3)
         batches = iter(data.train_dataloader())
         seconds = []

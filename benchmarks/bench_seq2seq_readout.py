@@ -21,11 +21,10 @@ import time
 import types
 
 import torch
+from bench_cold_fusion_step import multi30k, multi30k_system  # python puts the script's folder on the path
 
-from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models.seq2seq import Seq2Seq
-from elmo_pipeline.systems.seq2seq import Seq2SeqSystem
 
 LM = "results/caption_lm/export"
 
@@ -43,30 +42,9 @@ def per_step(model: Seq2Seq, source: torch.Tensor, lengths: torch.Tensor, target
 
 def main(fusion: str, threads: int) -> None:
     torch.set_num_threads(threads)
-    data = TranslationDataModule(
-        data_root="../shared/data/multi30k",
-        source_lang="de",
-        target_lang="en",
-        min_count=2,
-        max_target_words=8000,
-        batch_size=64,
-        lm=LM,
-    )
-    data.setup("fit")
+    data = multi30k(LM)
     torch.manual_seed(0)
-    once = Seq2SeqSystem(
-        data.source_vocab_size,
-        data.target_vocab_size,
-        data.target_vocabulary,
-        embedding_dim=128,
-        encoder_dim=256,
-        decoder_dim=256,
-        attention_dim=128,
-        fusion=fusion,
-        lm=LM,
-        cold_lm_dim=256,
-        cold_hidden_dim=512,
-    ).train()
+    once = multi30k_system(data, fusion, LM)
     stepwise = copy.deepcopy(once)
     stepwise.model.forward = types.MethodType(per_step, stepwise.model)
     systems = {"once": once, "per_step": stepwise}
