@@ -19,32 +19,20 @@ reads it (the target vocabulary's ids, ``<UNK>`` for a word outside it).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 
 import torch
+from unk_modes import load_run  # python puts the script's folder on the path
 
-from elmo_pipeline.data.translation import TranslationDataModule
 from elmo_pipeline.machine import describe_machine
-from elmo_pipeline.systems.checkpoints import load_checkpoint
-from elmo_pipeline.systems.seq2seq import Seq2SeqSystem
 
 GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 
 
 def measure(path: str, split: str, data_root: str) -> dict:
-    checkpoint = load_checkpoint(path)
-    accepted = inspect.signature(Seq2SeqSystem.__init__).parameters
-    hp = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-    data = TranslationDataModule(
-        data_root=data_root, source_lang="de", target_lang="en", min_count=2, max_target_words=8000,
-        batch_size=64, lm=hp.get("lm"),
-    )  # fmt: skip
-    data.setup("fit")
-    hp.update(target_vocabulary=data.target_vocabulary)
-    system = Seq2SeqSystem(**hp).eval()
-    system.load_state_dict(checkpoint["state_dict"])
+    system, data = load_run(path, data_root)
+    system.eval()
     loader = data.val_dataloader() if split == "val" else data.test_dataloader()
     nll = dict.fromkeys(GRID, 0.0)
     lm_nll, lm_better, words = 0.0, 0, 0

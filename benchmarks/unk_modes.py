@@ -22,24 +22,32 @@ from elmo_pipeline.systems.checkpoints import load_checkpoint
 from elmo_pipeline.systems.seq2seq import Seq2SeqSystem, corpus_bleu
 
 
+def load_run(path: str, data_root: str, fusion: str | None = None) -> tuple[Seq2SeqSystem, TranslationDataModule]:
+    """A trained translation model from its Lightning checkpoint, with Multi30k read as it was trained
+    (its LM fixes the target vocabulary). ``fusion`` overrides the checkpoint's (``none``: decode without the LM).
+    """
+    checkpoint = load_checkpoint(path)
+    accepted = inspect.signature(Seq2SeqSystem.__init__).parameters
+    hp = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
+    data = TranslationDataModule(
+        data_root=data_root, source_lang="de", target_lang="en", min_count=2, max_target_words=8000,
+        batch_size=64, lm=hp.get("lm"),
+    )  # fmt: skip
+    data.setup("fit")
+    hp.update(target_vocabulary=data.target_vocabulary, **({"fusion": fusion} if fusion else {}))
+    system = Seq2SeqSystem(**hp)
+    system.load_state_dict(checkpoint["state_dict"])
+    return system, data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--split", default="val", choices=["val", "test"])
     parser.add_argument("--data-root", default="../shared/data/multi30k")
     args = parser.parse_args()
-    checkpoint = load_checkpoint(args.checkpoint)
-    accepted = inspect.signature(Seq2SeqSystem.__init__).parameters
-    hp = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-    data = TranslationDataModule(
-        data_root=args.data_root, source_lang="de", target_lang="en", min_count=2, max_target_words=8000,
-        batch_size=64, lm=hp.get("lm"),
-    )  # fmt: skip
-    data.setup("fit")
-    hp.update(target_vocabulary=data.target_vocabulary, fusion="none")
-    system = Seq2SeqSystem(**hp)
-    system.load_state_dict(checkpoint["state_dict"])
-    found = system.decode(data.source_ids(args.split), hp["beam"], 0.0, progress=True)
+    system, data = load_run(args.checkpoint, args.data_root, fusion="none")
+    found = system.decode(data.source_ids(args.split), system.hparams.beam, 0.0, progress=True)
     stem = f"{args.data_root}/{data.files[args.split]}"
     sources = [s for s, _ in read_parallel(f"{stem}.de.gz", f"{stem}.en.gz")[0]]  # as written: case kept
     unk_id = data.target_vocabulary.index["<UNK>"]
