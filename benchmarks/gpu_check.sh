@@ -3,7 +3,10 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # PYTHON=/path/to/python to use another interpreter
 #
-# Parts, each under its own timeout (seconds: 30 + 110 + 110 + 130 + 2 x 45 + 10 = 480 at most):
+# Parts, each under its own timeout (seconds: 30 + 120 + 100 + 100 + 110 + 2 x 40 + 10 = 550 at most):
+#   cuda_tests the recurrence on the GPU against the CPU reference (tests/test_recurrence_cuda.py, marked
+#              gpu): the fast backend, cuDNN's fused kernel with its flattened weights, the compiled
+#              recurrence with CUDA graphs, fp32 and bf16 autocast, a whole biLM, and embed's runner
 #   bench      the Original biLM's training tokens/s for each recurrence path (`elmo-pipeline bench`,
 #              the bundled sample corpus, the config's batch of 128): the fast path in fp32 and
 #              bf16-mixed, and unclipped on cuDNN (`fused`); each variant's peak GPU memory
@@ -56,14 +59,15 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 cd "$ROOT" || exit 2
-part bench 110 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
+part cuda_tests 120 "$PY" -m pytest -m gpu tests/test_recurrence_cuda.py -q -p no:cacheprovider
+part bench 100 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
     --variants fast,fast-bf16,fused --steps 10 --warmup 3 --device cuda --json "$OUT/bench.json"
-part bench_compiled 110 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
+part bench_compiled 100 "${CLI[@]}" bench --config configs/pretrain/original.yaml --sample-data \
     --variants compiled-bf16 --steps 10 --warmup 6 --device cuda --json "$OUT/bench_compiled.json"
 
 SAMPLE="$ROOT/data/sample"
 cd "$OUT/ddp" || exit 2  # the tiny config's relative paths (runs/pretrain/tiny/...) land here
-part ddp 130 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
+part ddp 110 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
     --trainer.strategy ddp --trainer.devices 1 --trainer.accelerator gpu --trainer.precision bf16-mixed \
     --trainer.max_steps 20 --trainer.val_check_interval 10 --trainer.enable_progress_bar=false \
     "--data.sources=[$SAMPLE/gutenberg_emma.txt.gz,$SAMPLE/us_speeches.txt.gz]" \
@@ -72,7 +76,7 @@ part ddp 130 "${CLI[@]}" pretrain --config "$ROOT/configs/pretrain/tiny.yaml" \
 cd "$ROOT" || exit 2
 
 for precision in fp32 bf16; do
-    part "embed_$precision" 45 "$PY" benchmarks/bench_embed.py --preset original --device cuda \
+    part "embed_$precision" 40 "$PY" benchmarks/bench_embed.py --preset original --device cuda \
         --precision "$precision" --data "$SAMPLE/wikitext2_valid_excerpt.txt" --sentences 0 --repeat 20 \
         --json "$OUT/embed_$precision.json"
 done
@@ -117,7 +121,10 @@ ddp = out / "ddp/runs/pretrain/tiny"
 metrics = load("ddp/runs/pretrain/tiny/export/metrics.json")
 smi_file = out / "nvidia_smi_mib.csv"
 smi = [int(x) for x in smi_file.read_text().split() if x.isdigit()] if smi_file.is_file() else []
+tests_log = out / "cuda_tests.log"
+tests_tail = tests_log.read_text().strip().splitlines()[-1:] if tests_log.is_file() else []
 summary = {
+    "cuda_tests": {"status": status("cuda_tests"), "pytest": tests_tail[0] if tests_tail else None},
     "bench": variants("bench.json"),
     "bench_compiled": variants("bench_compiled.json"),
     "ddp": {

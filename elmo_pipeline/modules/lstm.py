@@ -178,7 +178,9 @@ class LSTMPLayer(nn.Module):
         cell_clip, proj_clip = self.cell_clip or 0.0, self.proj_clip or 0.0  # 0: none
         recurrence = compiled_recurrence(x.device.type)
         h = recurrence(x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip)
-        return h[:, :T]  # (B, T, P)
+        # our own copy: on CUDA the output lives in the graph's memory, which the next replay (the next
+        # layer, under no_grad) overwrites
+        return h[:, :T].clone()  # (B, T, P)
 
     def _apply(self, fn, recurse: bool = True):
         module = super()._apply(fn, recurse)

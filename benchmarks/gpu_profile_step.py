@@ -1,0 +1,98 @@
+"""Where one training step of a config's biLM spends its GPU time, per `bench` variant.
+
+    python benchmarks/gpu_profile_step.py --config configs/pretrain/original.yaml --variants fast,fast-bf16,fused
+
+For each variant it runs `elmo-pipeline bench`'s own step (``bench.TrainingStep``) on the bundled
+sample corpus's batches: a few warm-up steps, then a few steps under ``torch.profiler``. It prints, per
+step, the wall time, the GPU kernels' summed time (and so how busy the GPU was), the kernel launches,
+and the kernels that took the most time. A GPU that is busy for a small part of the wall time is
+waiting on the host's launches: the step is launch-bound, and faster kernels cannot help it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import yaml
+from torch.profiler import ProfilerActivity, profile
+
+from elmo_pipeline.bench import TrainingStep, real_batches, sample_data, variant_config
+from elmo_pipeline.models import BiLMConfig
+
+
+def profile_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
+    for batch in batches[:warmup]:
+        step(batch, timed=False)
+    timed = batches[warmup:]
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for batch in timed:
+            step(batch, timed=False)
+        torch.cuda.synchronize()
+    wall = (time.perf_counter() - start) / len(timed)
+    kernels: dict[str, list[float]] = defaultdict(list)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[event.name].append(event.device_time)  # microseconds
+    busy = sum(sum(times) for times in kernels.values()) / 1e6 / len(timed)
+    launches = sum(len(times) for times in kernels.values()) / len(timed)
+    ranked = sorted(kernels.items(), key=lambda item: -sum(item[1]))[:top]
+    return {
+        "wall_ms": 1e3 * wall,
+        "gpu_busy_ms": 1e3 * busy,
+        "gpu_busy_fraction": busy / wall,
+        "kernels_per_step": launches,
+        "tokens_per_step": sum(int(b["num_tokens"]) for b in timed) / len(timed),
+        "top": [
+            {"kernel": name[:90], "ms_per_step": sum(t) / 1e3 / len(timed), "calls_per_step": len(t) / len(timed)}
+            for name, t in ranked
+        ],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/pretrain/original.yaml")
+    parser.add_argument("--variants", default="fast,fast-bf16,fused")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_profile_step: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+    bilm = (loaded.get("model") or {}).get("bilm") or {}
+    batch_size = (loaded.get("data") or {}).get("batch_size", 64)
+    with tempfile.TemporaryDirectory() as tmp:
+        batches, vocab = real_batches(sample_data(batch_size, Path(tmp) / "vocab.txt"), args.warmup + args.steps)
+    base = BiLMConfig.from_dict({**bilm, "vocab_size": len(vocab)})
+    found = {"config": args.config, "device": torch.cuda.get_device_name(device), "torch": torch.__version__}
+    for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        config, precision = variant_config(base, name)
+        result = profile_variant(TrainingStep(config, precision, device), batches, args.warmup, args.top)
+        found[name] = result
+        print(
+            f"\n## {name}: {result['wall_ms']:.1f} ms a step, GPU busy {result['gpu_busy_ms']:.1f} ms "
+            f"({100 * result['gpu_busy_fraction']:.0f}%), {result['kernels_per_step']:.0f} kernels a step, "
+            f"{result['tokens_per_step']:.0f} tokens a step"
+        )
+        for row in result["top"]:
+            print(f"  {row['ms_per_step']:8.2f} ms  {row['calls_per_step']:7.0f} x  {row['kernel']}")
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
