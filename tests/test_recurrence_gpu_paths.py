@@ -74,3 +74,28 @@ def test_a_biLM_with_the_compiled_recurrence_is_the_reference():
     out_ref, out = reference(chars), compiled(chars)
     for a, b in zip(out.activations, out_ref.activations, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_the_compiled_output_survives_the_next_replay(monkeypatch):
+    """A CUDA graph writes each replay's output into the same memory. Stand-in: a recurrence that returns
+    one shared buffer per shape. Under no_grad (validation, embed), layer 1's output must survive layer
+    2's call, so the compiled layer hands back its own copy."""
+    from tiny_models import tiny_bilm
+
+    from elmo_pipeline.text.chars import batch_to_char_ids
+
+    buffers: dict[torch.Size, torch.Tensor] = {}
+
+    def replayed(x, *weights):
+        out = lstm.lstmp_recurrence(x, *weights)
+        return buffers.setdefault(out.shape, torch.empty_like(out)).copy_(out)
+
+    monkeypatch.setattr(lstm, "compiled_recurrence", lambda kind: replayed)
+    reference = tiny_bilm(fast=False, vocab_size=0)
+    compiled = tiny_bilm(compile_recurrence=True, vocab_size=0)
+    compiled.load_state_dict(reference.state_dict())
+    chars = batch_to_char_ids([["<S>", "a", "cat", "sat", "</S>"], ["<S>", "dogs", "</S>"]])  # (2, 5, 50)
+    with torch.no_grad():
+        out_ref, out = reference(chars), compiled(chars)
+    for a, b in zip(out.activations, out_ref.activations, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
