@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 28 ("the first multi-GPU run works"): one script, one GPU, under 8 minutes.
+# The prepared GPU check of issue 28 ("the first multi-GPU run works"): one script, one GPU, about 10 minutes at most.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # PYTHON=/path/to/python to use another interpreter
 #
-# Parts, each under its own timeout (seconds: 30 + 120 + 100 + 100 + 110 + 2 x 40 + 10 = 550 at most):
+# Parts, each under its own timeout (seconds: 30 + 120 + 100 + 100 + 110 + 2 x 40 + 10 = 550,
+# plus 10 s of grace per part):
 #   cuda_tests the recurrence on the GPU against the CPU reference (tests/test_recurrence_cuda.py, marked
 #              gpu): the fast backend, cuDNN's fused kernel with its flattened weights, the compiled
 #              recurrence with CUDA graphs, fp32 and bf16 autocast, a whole biLM, and embed's runner
 #   bench      the Original biLM's training tokens/s for each recurrence path (`elmo-pipeline bench`,
 #              the bundled sample corpus, the config's batch of 128): the fast path in fp32 and
-#              bf16-mixed, and unclipped on cuDNN (`fused`); each variant's peak GPU memory
+#              bf16-mixed, and unclipped on cuDNN (`fused`); the process's peak GPU memory (not
+#              reset between variants)
 #   bench_compiled
 #              the same for the clipped recurrence under torch.compile with CUDA graphs, bf16-mixed
 #              (`compiled-bf16`; its first steps compile each padded length, hence its own part)

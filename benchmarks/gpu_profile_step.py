@@ -1,12 +1,14 @@
 """Where one training step of a config's biLM spends its GPU time, per `bench` variant.
 
     python benchmarks/gpu_profile_step.py --config configs/pretrain/original.yaml --variants fast,fast-bf16,fused
+    python benchmarks/gpu_profile_step.py --config CONFIG --sample-data   # the bundled sample corpus
 
-For each variant it runs `elmo-pipeline bench`'s own step (``bench.TrainingStep``) on the bundled
-sample corpus's batches: a few warm-up steps, then a few steps under ``torch.profiler``. It prints, per
-step, the wall time, the GPU kernels' summed time (and so how busy the GPU was), the kernel launches,
-and the kernels that took the most time. A GPU that is busy for a small part of the wall time is
-waiting on the host's launches: the step is launch-bound, and faster kernels cannot help it.
+For each variant it runs `elmo-pipeline bench`'s own step (``bench.TrainingStep``) on the config's own
+batches (the bundled sample corpus with ``--sample-data``, or when the config names no sources): a
+few warm-up steps, then a few steps under ``torch.profiler``. It prints, per step, the wall time, the
+GPU kernels' summed time (and so the fraction of the wall time the GPU was busy), the kernel
+launches, and the kernels that took the most time. The profiler slows the host's launches, so the
+busy fraction it shows is a low bound; time the step without it with `elmo-pipeline bench`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ from elmo_pipeline.models import BiLMConfig
 
 
 def profile_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
+    """Profile ``step`` on ``batches`` after ``warmup`` of them.
+
+    Args:
+        step: one variant's model and optimizer.
+        batches: the warm-up batches, then the profiled ones.
+        warmup: how many batches run before the profiler starts.
+        top: how many kernels to list, by their summed time.
+
+    Returns:
+        Per step: wall and GPU-busy milliseconds, the busy fraction, kernel launches, real tokens, and the
+        ``top`` kernels with their milliseconds and calls.
+    """
     for batch in batches[:warmup]:
         step(batch, timed=False)
     timed = batches[warmup:]
@@ -40,7 +54,7 @@ def profile_variant(step: TrainingStep, batches: list[dict], warmup: int, top: i
     wall = (time.perf_counter() - start) / len(timed)
     kernels: dict[str, list[float]] = defaultdict(list)
     for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
+        if event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation:  # kernels only
             kernels[event.name].append(event.device_time)  # microseconds
     busy = sum(sum(times) for times in kernels.values()) / 1e6 / len(timed)
     launches = sum(len(times) for times in kernels.values()) / len(timed)
@@ -65,6 +79,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--sample-data", action="store_true", help="the bundled sample corpus, not the config's")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -73,9 +88,12 @@ def main() -> int:
     device = torch.device("cuda")
     loaded = yaml.safe_load(Path(args.config).read_text()) or {}
     bilm = (loaded.get("model") or {}).get("bilm") or {}
-    batch_size = (loaded.get("data") or {}).get("batch_size", 64)
-    with tempfile.TemporaryDirectory() as tmp:
-        batches, vocab = real_batches(sample_data(batch_size, Path(tmp) / "vocab.txt"), args.warmup + args.steps)
+    data = dict(loaded.get("data") or {})
+    batch_size = data.get("batch_size", 64)
+    with tempfile.TemporaryDirectory() as tmp:  # the sample corpus's vocabulary lives only for this run
+        if args.sample_data or not data.get("sources"):
+            data = sample_data(batch_size, Path(tmp) / "vocab.txt")
+        batches, vocab = real_batches(data, args.warmup + args.steps)
     base = BiLMConfig.from_dict({**bilm, "vocab_size": len(vocab)})
     found = {"config": args.config, "device": torch.cuda.get_device_name(device), "torch": torch.__version__}
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:

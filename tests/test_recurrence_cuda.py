@@ -8,6 +8,8 @@ one (``benchmarks/gpu_check.sh`` does, as its first part).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,10 @@ from elmo_pipeline.modules.lstm import LSTMPLayer
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(
+        os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1",
+        reason="TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 forces TF32 products, so fp32 cannot be compared as fp32",
+    ),
 ]
 
 PATHS = {"reference": dict(fast=False), "fast": dict(fast=True), "compiled": dict(compiled=True)}
@@ -58,7 +64,7 @@ def test_every_path_in_fp32_is_the_cpu_reference(path, clipped):
     """Forward and every gradient, at a length the compiled recurrence pads (5 to 8). Unclipped, the fast
     and compiled layers hand over to cuDNN's fused kernel."""
     reference, gpu = _layer(path, clipped)
-    x = 3 * torch.randn(4, 5, 8)
+    x = 3 * torch.randn(4, 5, 8)  # (B, T, X)
     want = _outputs_and_grads(reference, x)
     got = _outputs_and_grads(gpu, x.cuda())
     if clipped:
@@ -70,9 +76,11 @@ def test_every_path_in_fp32_is_the_cpu_reference(path, clipped):
 @pytest.mark.parametrize("clipped", [True, False], ids=["clipped", "unclipped"])
 @pytest.mark.parametrize("path", list(PATHS))
 def test_every_path_under_bf16_autocast_stays_near_fp32(path, clipped):
-    """bf16 products with fp32 state: within bf16's rounding of the fp32 reference, forward and gradients."""
+    """Under bf16 autocast, forward and gradients stay within 3% of the fp32 reference (relative norm).
+
+    That bound shows bf16's rounding and catches a wrong result, but not a cell state kept in bf16."""
     reference, gpu = _layer(path, clipped)
-    x = 3 * torch.randn(4, 5, 8)
+    x = 3 * torch.randn(4, 5, 8)  # (B, T, X)
     want = _outputs_and_grads(reference, x)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         got = _outputs_and_grads(gpu, x.cuda())
@@ -87,7 +95,7 @@ def test_cudnn_weights_are_flattened_and_still_trained():
     reference, gpu = _layer("fast", clipped=False)
     storages = {p.untyped_storage().data_ptr() for p in gpu.parameters()}
     assert len(storages) == 1, "the weights are not in one flat buffer"
-    x = torch.randn(4, 5, 8)
+    x = torch.randn(4, 5, 8)  # (B, T, X)
     for layer, inputs in ((reference, x), (gpu, x.cuda())):
         optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
         layer(inputs).square().sum().backward()
