@@ -12,8 +12,8 @@ clipping, Adam update.
 It reports tokens/s (real tokens, boundaries included, over the measured steps), the ratio to the
 first variant, the achieved GFLOP/s (FLOPs of a step counted by ``torch.utils.flop_counter``: matrix
 multiplies and convolutions, forward and backward) next to a 2048³ matrix multiply in the variant's
-dtype, and the peak memory of the process (on CPU one figure for the whole run, every variant in
-it). It also measures **the host's bf16/fp32 matrix-multiply ratio at the
+dtype, and the peak memory of the process (one figure for the whole run, with every variant's model
+in it, on a CPU and on a GPU alike). It also measures **the host's bf16/fp32 matrix-multiply ratio at the
 recurrence's own shapes** (the four products of a step, forward and backward, at B x P x 4H x H), the
 ceiling of what bf16 can give on this processor, and the loss of every variant at every step.
 
