@@ -94,6 +94,14 @@ def test_the_command_writes_the_text_and_compares_lms_on_the_same_target_words(t
     assert rows[0]["target_vocabulary_sha256"] == rows[1]["target_vocabulary_sha256"]
     assert rows[0]["perplexity"] != rows[1]["perplexity"] and rows[0]["sentences"] == 40
     assert "do not compare" not in captured.err
+    assert cli.main([*argv, "--lm", str(first), "--split", "train", "--output", str(tmp_path / "t.json")]) == 0
+    capsys.readouterr()
+    (train,) = json.loads((tmp_path / "t.json").read_text())
+    data = TranslationDataModule(data_root=str(FIXTURE), min_count=1, lm=str(first))
+    target = TargetLM(bilm, lm_vocab, list(data.target_vocabulary.words)).eval()
+    assert train["split"] == "train" and train["sentences"] == 60  # every training pair
+    assert train["perplexity"] == pytest.approx(target_perplexity(target, data.train_dataloader()), rel=1e-5)
+    assert train["perplexity"] != rows[0]["perplexity"]  # the train targets are not the val targets
     wider = save_export(tmp_path / "wider", bilm, Vocabulary([*SPECIALS, "A", "man", "a", "in", ".", "dog"]))
     assert cli.main([*argv, "--lm", str(first), "--lm", str(wider)]) == 0
     assert "do not compare" in capsys.readouterr().err

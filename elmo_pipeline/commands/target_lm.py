@@ -41,7 +41,12 @@ def main(argv: list[str]) -> int:
     ppl = actions.add_parser("perplexity", help="each LM's perplexity over the target words of a split")
     ppl.add_argument("--data-root", required=True, help="the parallel corpus's folder (as --data.data_root)")
     ppl.add_argument("--lm", action="append", required=True, help="an export folder with a softmax; repeatable")
-    ppl.add_argument("--split", choices=("val", "test"), default="val")
+    ppl.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="val",
+        help="train: the training targets, which an LM adapted with `target-lm text` has read (all but --dev-lines)",
+    )
     ppl.add_argument("--source-lang", default="de", help="the source files' suffix (as --data.source_lang)")
     ppl.add_argument("--target-lang", default="en", help="the target files' suffix (as --data.target_lang)")
     ppl.add_argument("--min-count", type=int, default=2, help="as seq2seq's --data.min_count")

@@ -155,7 +155,8 @@ def target_lm_perplexity(lm: str, data_root: str, split: str, **vocabulary) -> d
     bilm, lm_vocabulary = BiLMSource.parse(lm).load_with_vocab()
     words = list(data.target_vocabulary.words)
     target = TargetLM(bilm, lm_vocabulary, words).eval()
-    batches = data.val_dataloader() if split == "val" else data.test_dataloader()
+    loaders = {"train": data.train_dataloader, "val": data.val_dataloader, "test": data.test_dataloader}
+    batches = loaders[split]()  # train: the order is shuffled, which a perplexity does not see
     return {
         "lm": lm,
         "split": split,
