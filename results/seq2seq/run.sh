@@ -32,7 +32,9 @@ run=$(ls -d "$root"/logs/version_* | sort -V | tail -1)
 dest=$out/$arm/seed$seed
 mkdir -p "$dest"
 cp "$run"/results.json "$run"/translations.*.txt "$dest"/
-# the metrics of every attempt, in order (a resumed run logs to a new version folder)
+# the metrics of every attempt, in order (a resumed run logs to a new version folder). A resumed run starts
+# again from its last checkpoint, the end of an epoch, so the rows that the interrupted attempt logged
+# after that point are dropped: the resumed attempt logs those steps again.
 .venv/bin/python - "$root" "$dest/metrics.csv" <<'PY'
 import csv, sys
 from pathlib import Path
@@ -41,7 +43,11 @@ for folder in sorted(Path(sys.argv[1]).glob("logs/version_*"), key=lambda p: int
     with open(folder / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
         fields += [k for k in reader.fieldnames or [] if k not in fields]
-        rows += list(reader)
+        attempt = list(reader)
+    if attempt:
+        first_step = min(int(r["step"]) for r in attempt)
+        rows = [r for r in rows if int(r["step"]) < first_step]
+    rows += attempt
 with open(sys.argv[2], "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
