@@ -397,6 +397,19 @@ def test_final_table_goes_to_wandb_as_a_table(tmp_path, monkeypatch):
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/pictures/layer_weights_*.png"))
 
 
+def test_a_task_without_dev_curves_gets_a_labelled_empty_panel(tmp_path):
+    """A report rebuilt without the run folders: the panel says so instead of drawing an empty legend."""
+    import warnings
+
+    from elmo_pipeline.reproduce.plots import plot_learning_curves
+
+    runs = [_record("sentiment_sst5", "baseline", 0, 0.4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when legend() finds no labelled line
+        path = plot_learning_curves(runs, [tmp_path / "missing"], ["sentiment_sst5"], tmp_path / "curves.png", None)
+    assert path == tmp_path / "curves.png" and path.stat().st_size > 0
+
+
 @pytest.mark.parametrize("kill", ["ctrl-c", "kill-9-parent"])
 def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill):
     """Ctrl-C of the process group, or kill -9 of the parent alone (its children die with it)."""

@@ -119,7 +119,10 @@ def plot_learning_curves(
             )
             seen.add(arm)
         ax.set(title=task, xlabel="epoch", ylabel="dev score (%)")
-        ax.legend(fontsize=7)
+        if seen:
+            ax.legend(fontsize=7)
+        else:  # no run of this task left a metrics.csv (a report rebuilt without the run folders)
+            ax.text(0.5, 0.5, "no dev curves found", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
