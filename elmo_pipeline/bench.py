@@ -28,7 +28,9 @@ loss and weights); ``today`` the step before the fast path (per-occurrence chara
 autograd-traced recurrence, sampled softmax with 512 negatives); ``plain`` that step with the
 config's softmax; ``fused`` unclipped, on PyTorch's fused LSTM kernel (cuDNN on a GPU);
 ``compiled`` the clipped recurrence under ``torch.compile`` (CUDA graphs on a GPU;
-``compile_recurrence``); ``-adaptive`` swaps in the adaptive softmax.
+``compile_recurrence``); ``-adaptive`` swaps in the adaptive softmax; ``-serial`` runs the two
+directions of each depth one after the other on every thread, not side by side
+(``parallel_directions``).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ VARIANTS = (
     "fast-adaptive-bf16",
     "compiled",
     "compiled-bf16",
+    "fast-serial",
+    "fast-bf16-serial",
 )
 
 
@@ -81,7 +85,8 @@ def variant_config(base: BiLMConfig, name: str) -> tuple[BiLMConfig, str]:
         return replace(base, fast=True, compile_recurrence=True), "bf16" if name.endswith("-bf16") else "fp32"
     if not name.startswith("fast"):
         raise ValueError(f"bench: unknown variant {name!r}; choose from {list(VARIANTS)} (--variants)")
-    config = replace(base, fast=True)
+    config = replace(base, fast=True, parallel_directions=not name.endswith("-serial"))
+    name = name.removesuffix("-serial")
     if "-adaptive" in name:
         config = replace(config, softmax="adaptive")
     return config, "bf16" if name.endswith("-bf16") else "fp32"
@@ -230,8 +235,12 @@ class TrainingStep:
 
     @staticmethod
     def count_flops(config: BiLMConfig, precision: str, device: torch.device, batch: dict[str, torch.Tensor]) -> float:
-        """FLOPs of one step, on a model of its own (so that the compared runs stay in step)."""
-        probe = TrainingStep(config, precision, device)
+        """FLOPs of one step, on a model of its own (so that the compared runs stay in step).
+
+        The directions run one after the other here: the counter sees only the calling thread's work,
+        and side by side the same products run on two others.
+        """
+        probe = TrainingStep(replace(config, parallel_directions=False), precision, device)
         with FlopCounterMode(display=False) as counter:
             probe(batch, timed=False)
         return counter.get_total_flops()

@@ -139,6 +139,7 @@ def test_every_config_field_declares_whether_it_changes_the_layers():
         "adaptive_div_value",
         "fast",
         "compile_recurrence",
+        "parallel_directions",
     }
 
     @dataclasses.dataclass

@@ -27,6 +27,7 @@ from elmo_pipeline.errors import InputError
 from elmo_pipeline.models.config import BiLMConfig
 from elmo_pipeline.modules.cells import make_cell
 from elmo_pipeline.modules.char_cnn import CharCNNEncoder
+from elmo_pipeline.modules.lstm import lstmp_pair
 from elmo_pipeline.modules.softmax import AdaptiveLMSoftmax, LMSoftmax
 
 IGNORE = -1  # target id of positions without a target
@@ -143,15 +144,27 @@ class BiLM(nn.Module):
         skip = set() if include_softmax or self.softmax is None else {id(p) for p in self.softmax.parameters()}
         return sum(p.numel() for p in self.parameters() if id(p) not in skip)
 
-    def _run_stack(self, layers: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
-        for index, layer in enumerate(layers):
-            h = layer(self.dropout(x))  # (B, T, P)
+    def _run_stacks(self, x_fwd: torch.Tensor, x_bwd: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Both directions' stacks, a depth at a time: L x (B, T, P) each (the backward one in reversed time).
+
+        The two layers at one depth are independent, so with ``config.parallel_directions`` they run
+        side by side on a multi-threaded CPU (:func:`lstmp_pair`); dropout masks are drawn here, in
+        the same order either way, so the switch does not change the numbers.
+        """
+        fwd: list[torch.Tensor] = []
+        bwd: list[torch.Tensor] = []
+        for index, (layer_fwd, layer_bwd) in enumerate(zip(self.forward_layers, self.backward_layers, strict=True)):
+            in_fwd, in_bwd = self.dropout(x_fwd), self.dropout(x_bwd)
+            if self.config.parallel_directions:
+                h_fwd, h_bwd = lstmp_pair(layer_fwd, layer_bwd, in_fwd, in_bwd)  # 2 x (B, T, P)
+            else:
+                h_fwd, h_bwd = layer_fwd(in_fwd), layer_bwd(in_bwd)
             if self.config.residual(index):
-                h = h + x
-            outputs.append(h)
-            x = h
-        return outputs
+                h_fwd, h_bwd = h_fwd + x_fwd, h_bwd + x_bwd
+            fwd.append(h_fwd)
+            bwd.append(h_bwd)
+            x_fwd, x_bwd = h_fwd, h_bwd
+        return fwd, bwd
 
     def forward(
         self,
@@ -184,8 +197,7 @@ class BiLM(nn.Module):
         lengths = mask.sum(dim=1).clamp(min=1)  # (B,)
         keep = mask.unsqueeze(-1)  # (B, T, 1)
         x = self.token_encoder(chars) * keep  # (B, T, P)
-        fwd = self._run_stack(self.forward_layers, x)  # L x (B, T, P)
-        bwd = self._run_stack(self.backward_layers, reverse_padded(x, lengths))  # L x (B, T, P), reversed time
+        fwd, bwd = self._run_stacks(x, reverse_padded(x, lengths))  # 2 x L x (B, T, P), bwd in reversed time
         bwd = [reverse_padded(h, lengths) for h in bwd]  # L x (B, T, P)
         activations = [torch.cat([x, x], dim=-1)]  # (B, T, 2P)
         activations += [torch.cat([f, b], dim=-1) * keep for f, b in zip(fwd, bwd, strict=True)]

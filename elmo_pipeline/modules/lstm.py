@@ -156,19 +156,21 @@ class LSTMPLayer(nn.Module):
             return lstmp_recurrence(
                 x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr, cell_clip, proj_clip
             )  # (B, T, P)
-        state_dtype = self.weight_hh.dtype  # float32 (float64 in the tests): gates and cell state
         with torch.autocast(x.device.type, enabled=False):
-            h = LSTMPFunction.apply(
-                x.transpose(0, 1).to(state_dtype).contiguous(),  # (T, B, X), time-major
-                self.weight_ih,
-                self.bias,
-                self.weight_hh,
-                self.weight_hr,
-                self.cell_clip,
-                self.proj_clip,
-                dtype,
-            )  # (T, B, P)
+            h = LSTMPFunction.apply(*self._fast_inputs(x), self.cell_clip, self.proj_clip, dtype)  # (T, B, P)
         return h.transpose(0, 1)  # (B, T, P)
+
+    def runs_fast(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes the fast backend (:class:`LSTMPFunction`) for this input."""
+        dtype = matmul_dtype(x.device, self.weight_hh.dtype)
+        fused = not self.clipped and (dtype == self.weight_hh.dtype or not (self.fast or self.compiled))
+        return self.fast and not fused and not self.compiled
+
+    def _fast_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The fast backend's inputs: x (T, B, X) time-major in the state dtype (float32), and the weights."""
+        state_dtype = self.weight_hh.dtype  # float32 (float64 in the tests): gates and cell state
+        x = x.transpose(0, 1).to(state_dtype).contiguous()  # (T, B, X)
+        return x, self.weight_ih, self.bias, self.weight_hh, self.weight_hr
 
     def _compiled(self, x: torch.Tensor) -> torch.Tensor:
         T = x.shape[1]
@@ -346,7 +348,10 @@ def lstmp_scan(
 
     Step t reads the state from slot t of ``cells`` and ``hs`` and writes the new one to slot t + 1,
     so a caller carries a state by putting it in slot 0 and reading slot T (streaming chunks, the
-    target LM's one step) and training keeps every slot for its backward.
+    target LM's one step) and training keeps every slot for its backward. The loop runs as
+    TorchScript (:func:`_scan`, compiled from the Python below on first use): the per-step kernels
+    are small, and the interpreter calls them with less overhead than Python and without the GIL, so
+    the two directions of a layer can run side by side (:class:`LSTMPPairFunction`).
 
     Args:
         gates: (T, B, 4H) float32, ``W_ih x_t + b`` on entry, the gates (see :func:`lstmp_cell_`) on exit.
@@ -359,12 +364,48 @@ def lstmp_scan(
         cell_clip, proj_clip: None for no clipping.
         active: rows still running at each step, a shrinking prefix of rows sorted by length (None: all).
     """
-    T, B = gates.shape[:2]
+    rows = None if active is None else [int(n) for n in active]
+    _scripted(_scan)(gates, cells, hs, tanh_cells, ms, whh_t, whr_t, _clip(cell_clip), _clip(proj_clip), rows)
+
+
+def _clip(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+_SCRIPTED: dict[Callable, Callable] = {}
+_SCRIPT_LOCK = __import__("threading").Lock()
+
+
+def _scripted(function: Callable) -> Callable:
+    """``function`` compiled by TorchScript, once per process (thread-safe: two directions may ask at once)."""
+    with _SCRIPT_LOCK:
+        if function not in _SCRIPTED:
+            _SCRIPTED[function] = torch.jit.script(function)
+        return _SCRIPTED[function]
+
+
+def _scan(
+    gates: torch.Tensor,
+    cells: torch.Tensor,
+    hs: torch.Tensor,
+    tanh_cells: torch.Tensor,
+    ms: torch.Tensor,
+    whh_t: torch.Tensor,
+    whr_t: torch.Tensor,
+    cell_clip: float | None,
+    proj_clip: float | None,
+    active: list[int] | None,
+) -> None:
+    """The body of :func:`lstmp_scan`, in TorchScript's subset of Python."""
+    T, B = gates.shape[0], gates.shape[1]
     in_place = whh_t.dtype == gates.dtype  # the recurrent product adds straight into the gates
-    recurrent = None if in_place else gates.new_empty(B, gates.shape[2], dtype=whh_t.dtype)  # (B, 4H)
-    two, one = gates.new_full((), 2.0), gates.new_full((), 1.0)
+    recurrent = torch.empty(B, gates.shape[2], dtype=whh_t.dtype, device=gates.device)  # (B, 4H), bf16 only
+    two = torch.full((), 2.0, dtype=gates.dtype, device=gates.device)
+    one = torch.full((), 1.0, dtype=gates.dtype, device=gates.device)
     for t in range(T):
-        n = B if active is None else active[t]
+        n = B
+        if active is not None:
+            n = active[t]
         a = gates[t, :n]  # (n, 4H)
         if in_place:
             torch.addmm(a, hs[t, :n], whh_t, out=a)  # gates = W_ih x_t + b + W_hh h_{t-1}
@@ -377,6 +418,122 @@ def lstmp_scan(
             h.clamp_(-proj_clip, proj_clip)
 
 
+def lstmp_forward(x, weight_ih, bias, weight_hh, weight_hr, cell_clip, proj_clip, dtype):
+    """The fast backend's forward of one layer from a zero state: h (T, B, P) and what its backward keeps.
+
+    ``x`` (T, B, X) contiguous in the state dtype (float32); the four parameters; the two clip values
+    (None: no clipping); the dtype of the matrix multiplies. Runs no autograd: :class:`LSTMPFunction`
+    and :class:`LSTMPPairFunction` wrap it.
+    """
+    T, B, X = x.shape
+    G, P = weight_hh.shape
+    H = G // 4
+    state = weight_hh.dtype
+    x_mm, wih = x.to(dtype), weight_ih.to(dtype)  # cast once per call
+    whh, whr = weight_hh.to(dtype), weight_hr.to(dtype)
+    if dtype == state:
+        gates = torch.addmm(bias, x_mm.view(T * B, X), wih.t()).view(T, B, G)  # (T, B, 4H)
+    else:  # the product in the matmul dtype, the bias added in the state's
+        gates = torch.mm(x_mm.view(T * B, X), wih.t()).view(T, B, G).to(state).add_(bias)  # (T, B, 4H)
+    cells = x.new_empty(T + 1, B, H, dtype=state)  # c_{t-1} at t, c_{-1} = 0
+    hs = x.new_empty(T + 1, B, P, dtype=dtype)  # h_{t-1} at t, h_{-1} = 0
+    tanh_cells = x.new_empty(T, B, H, dtype=state)
+    ms = x.new_empty(T, B, H, dtype=dtype)
+    cells[0].zero_()
+    hs[0].zero_()
+    lstmp_scan(gates, cells, hs, tanh_cells, ms, whh.t(), whr.t(), cell_clip, proj_clip)
+    return hs[1:].to(state), (x_mm, gates, cells, tanh_cells, hs, ms, wih, whh, whr)  # (T, B, P)
+
+
+def lstmp_backward(saved, cell_clip, proj_clip, grad_h):
+    """The hand-written backward of :func:`lstmp_forward`: the gradients of x and the four parameters.
+
+    ``saved`` is what the forward kept; ``grad_h`` (T, B, P) the gradient of its output. The
+    recurrence runs in reverse, and the weight and input gradients are one matrix multiply each over
+    all steps, as cuDNN does. The backward of ``clamp`` passes the gradient where the value was
+    inside the range; it is read from the clipped value (``|c| < clip``), which differs from
+    autograd's ``clamp`` only where the unclipped value was exactly ``+-clip``.
+    """
+    x_mm, acts, cells, tanh_cells, hs, ms, wih, whh, whr = saved
+    T, B, G = acts.shape
+    H, P, X = G // 4, hs.shape[-1], x_mm.shape[-1]
+    dtype = hs.dtype  # of the matrix multiplies
+    # where the clamps cut the gradient (outside the range)
+    c_cut = cells[1:].abs() >= cell_clip if cell_clip is not None else None  # (T, B, H)
+    h_cut = hs[1:].abs() >= proj_clip if proj_clip is not None else None  # (T, B, P)
+    d_gates = acts.new_empty(T, B, G)  # gradient of the gate pre-activations
+    d_gates_mm = d_gates if dtype == acts.dtype else acts.new_empty(T, B, G, dtype=dtype)
+    d_proj = acts.new_empty(T, B, P)  # gradient of W_hr's output, after the clip
+    _scripted(_scan_backward)(acts, cells, tanh_cells, grad_h, whh, whr, c_cut, h_cut, d_gates, d_gates_mm, d_proj)
+    # the gradients over all steps, one matrix multiply each
+    d_flat = d_gates_mm.view(T * B, G)  # (T*B, 4H)
+    state = acts.dtype
+    grad_x = (d_flat @ wih).view(T, B, X).to(state)  # (T, B, X)
+    grad_ih = (d_flat.t() @ x_mm.view(T * B, X)).to(state)  # (4H, X)
+    grad_bias = d_gates.view(T * B, G).sum(dim=0)  # (4H,)
+    grad_hh = (d_flat.t() @ hs[:-1].reshape(T * B, P)).to(state)  # (4H, P)
+    grad_hr = (d_proj.view(T * B, P).to(dtype).t() @ ms.view(T * B, H)).to(state)  # (P, H)
+    return grad_x, grad_ih, grad_bias, grad_hh, grad_hr
+
+
+def _scan_backward(
+    acts: torch.Tensor,
+    cells: torch.Tensor,
+    tanh_cells: torch.Tensor,
+    grad_h: torch.Tensor,
+    whh: torch.Tensor,
+    whr: torch.Tensor,
+    c_cut: torch.Tensor | None,
+    h_cut: torch.Tensor | None,
+    d_gates: torch.Tensor,
+    d_gates_mm: torch.Tensor,
+    d_proj: torch.Tensor,
+) -> None:
+    """The loop of :func:`lstmp_backward` over time in reverse, in TorchScript's subset of Python.
+
+    Fills ``d_gates`` (T, B, 4H) with the gradient of the gate pre-activations (``d_gates_mm``, the
+    same in the matmul dtype, may be the same tensor) and ``d_proj`` (T, B, P) with the gradient of
+    W_hr's output after the clip.
+    """
+    T, B, G = acts.shape[0], acts.shape[1], acts.shape[2]
+    H, P = G // 4, d_proj.shape[2]
+    same = d_gates_mm.dtype == d_gates.dtype
+    dh_next = acts.new_zeros(B, P)
+    dc_next = acts.new_zeros(B, H)
+    dc = acts.new_empty(B, H)
+    dm = acts.new_empty(B, H)
+    dc_per_dm = acts.new_empty(B, H)
+    ones = acts.new_ones(B, H)
+    slope = acts.new_empty(B, G)  # d gate / d pre-activation
+    for t in range(T - 1, -1, -1):
+        a = acts[t]  # (B, 4H)
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        dh = d_proj[t]  # (B, P)
+        torch.add(grad_h[t], dh_next, out=dh)
+        if h_cut is not None:
+            dh.masked_fill_(h_cut[t], 0.0)
+        if same:
+            torch.mm(dh, whr, out=dm)  # (B, H)
+        else:
+            dm.copy_(torch.mm(dh.to(whr.dtype), whr))  # (B, H)
+        torch.addcmul(ones, tanh_cells[t], tanh_cells[t], value=-1.0, out=dc_per_dm).mul_(o)  # o (1 - tanh^2)
+        torch.addcmul(dc_next, dm, dc_per_dm, out=dc)  # (B, H)
+        if c_cut is not None:
+            dc.masked_fill_(c_cut[t], 0.0)
+        d = d_gates[t]  # (B, 4H): first dL/d gate, then times the gate's slope
+        torch.mul(dc, g, out=d[:, :H])  # i
+        torch.mul(dc, cells[t], out=d[:, H : 2 * H])  # f
+        torch.mul(dc, i, out=d[:, 2 * H : 3 * H])  # g
+        torch.mul(dm, tanh_cells[t], out=d[:, 3 * H :])  # o
+        torch.addcmul(a, a, a, value=-1.0, out=slope)  # s (1 - s) for the sigmoid gates ...
+        torch.addcmul(ones, g, g, value=-1.0, out=slope[:, 2 * H : 3 * H])  # ... 1 - g^2 for g
+        d.mul_(slope)
+        dc_next = dc.mul(f)  # (B, H)
+        if not same:
+            d_gates_mm[t].copy_(d)
+        dh_next = d_gates_mm[t] @ whh  # (B, P)
+
+
 class LSTMPFunction(torch.autograd.Function):
     """One LSTMP layer from a zero state, time-major, with a hand-written backward (the fast training path).
 
@@ -387,88 +544,128 @@ class LSTMPFunction(torch.autograd.Function):
     Written for speed on CPUs, where a step's tensors are small and every kernel launch counts: the
     input projection is one matrix multiply over all steps, each step's work goes into
     preallocated buffers with in-place and ``out=`` kernels (:func:`lstmp_scan`), and the backward
-    computes the weight and input gradients as one matrix multiply each over all steps. The
-    backward of ``clamp`` passes the gradient where the value was inside the range; it is read
-    from the clipped value (``|c| < clip``), which differs from autograd's ``clamp`` only where the
-    unclipped value was exactly ``+-clip``.
+    computes the weight and input gradients as one matrix multiply each over all steps
+    (:func:`lstmp_forward`, :func:`lstmp_backward`).
     """
 
     @staticmethod
     def forward(ctx, x, weight_ih, bias, weight_hh, weight_hr, cell_clip, proj_clip, dtype):  # noqa: D102
-        T, B, X = x.shape
-        G, P = weight_hh.shape
-        H = G // 4
-        state = weight_hh.dtype
-        x_mm, wih = x.to(dtype), weight_ih.to(dtype)  # cast once per call
-        whh, whr = weight_hh.to(dtype), weight_hr.to(dtype)
-        if dtype == state:
-            gates = torch.addmm(bias, x_mm.view(T * B, X), wih.t()).view(T, B, G)  # (T, B, 4H)
-        else:  # the product in the matmul dtype, the bias added in the state's
-            gates = torch.mm(x_mm.view(T * B, X), wih.t()).view(T, B, G).to(state).add_(bias)  # (T, B, 4H)
-        cells = x.new_empty(T + 1, B, H, dtype=state)  # c_{t-1} at t, c_{-1} = 0
-        hs = x.new_empty(T + 1, B, P, dtype=dtype)  # h_{t-1} at t, h_{-1} = 0
-        tanh_cells = x.new_empty(T, B, H, dtype=state)
-        ms = x.new_empty(T, B, H, dtype=dtype)
-        cells[0].zero_()
-        hs[0].zero_()
-        lstmp_scan(gates, cells, hs, tanh_cells, ms, whh.t(), whr.t(), cell_clip, proj_clip)
-        ctx.save_for_backward(x_mm, gates, cells, tanh_cells, hs, ms, wih, whh, whr)
+        h, saved = lstmp_forward(x, weight_ih, bias, weight_hh, weight_hr, cell_clip, proj_clip, dtype)
+        ctx.save_for_backward(*saved)
         ctx.clips = (cell_clip, proj_clip)
-        return hs[1:].to(state)  # (T, B, P)
+        return h
 
     @staticmethod
     def backward(ctx, grad_h):  # noqa: D102
-        x_mm, acts, cells, tanh_cells, hs, ms, wih, whh, whr = ctx.saved_tensors
-        cell_clip, proj_clip = ctx.clips
-        T, B, G = acts.shape
-        H, P, X = G // 4, hs.shape[-1], x_mm.shape[-1]
-        dtype = hs.dtype  # of the matrix multiplies
-        # where the clamps cut the gradient (outside the range)
-        c_cut = cells[1:].abs() >= cell_clip if cell_clip is not None else None  # (T, B, H)
-        h_cut = hs[1:].abs() >= proj_clip if proj_clip is not None else None  # (T, B, P)
-        d_gates = acts.new_empty(T, B, G)  # gradient of the gate pre-activations
-        d_gates_mm = d_gates if dtype == acts.dtype else acts.new_empty(T, B, G, dtype=dtype)
-        d_proj = acts.new_empty(T, B, P)  # gradient of W_hr's output, after the clip
-        dh_next = acts.new_zeros(B, P)
-        dc_next = acts.new_zeros(B, H)
-        dc = acts.new_empty(B, H)
-        dm = acts.new_empty(B, H)
-        dc_per_dm = acts.new_empty(B, H)
-        ones = acts.new_ones(B, H)
-        slope = acts.new_empty(B, G)  # d gate / d pre-activation
-        for t in range(T - 1, -1, -1):
-            a = acts[t]  # (B, 4H)
-            i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            dh = d_proj[t]  # (B, P)
-            torch.add(grad_h[t], dh_next, out=dh)
-            if h_cut is not None:
-                dh.masked_fill_(h_cut[t], 0.0)
-            if dtype == acts.dtype:
-                torch.mm(dh, whr, out=dm)  # (B, H)
-            else:
-                dm.copy_(torch.mm(dh.to(dtype), whr))  # (B, H)
-            torch.addcmul(ones, tanh_cells[t], tanh_cells[t], value=-1.0, out=dc_per_dm).mul_(o)  # o (1 - tanh^2)
-            torch.addcmul(dc_next, dm, dc_per_dm, out=dc)  # (B, H)
-            if c_cut is not None:
-                dc.masked_fill_(c_cut[t], 0.0)
-            d = d_gates[t]  # (B, 4H): first dL/d gate, then times the gate's slope
-            torch.mul(dc, g, out=d[:, :H])  # i
-            torch.mul(dc, cells[t], out=d[:, H : 2 * H])  # f
-            torch.mul(dc, i, out=d[:, 2 * H : 3 * H])  # g
-            torch.mul(dm, tanh_cells[t], out=d[:, 3 * H :])  # o
-            torch.addcmul(a, a, a, value=-1.0, out=slope)  # s (1 - s) for the sigmoid gates ...
-            torch.addcmul(ones, g, g, value=-1.0, out=slope[:, 2 * H : 3 * H])  # ... 1 - g^2 for g
-            d.mul_(slope)
-            dc_next = dc.mul(f)  # (B, H)
-            if d_gates_mm is not d_gates:
-                d_gates_mm[t].copy_(d)
-            dh_next = d_gates_mm[t] @ whh  # (B, P)
-        # the gradients over all steps, one matrix multiply each
-        d_flat = d_gates_mm.view(T * B, G)  # (T*B, 4H)
-        state = acts.dtype
-        grad_x = (d_flat @ wih).view(T, B, X).to(state)  # (T, B, X)
-        grad_ih = (d_flat.t() @ x_mm.view(T * B, X)).to(state)  # (4H, X)
-        grad_bias = d_gates.view(T * B, G).sum(dim=0)  # (4H,)
-        grad_hh = (d_flat.t() @ hs[:-1].reshape(T * B, P)).to(state)  # (4H, P)
-        grad_hr = (d_proj.view(T * B, P).to(dtype).t() @ ms.view(T * B, H)).to(state)  # (P, H)
-        return grad_x, grad_ih, grad_bias, grad_hh, grad_hr, None, None, None
+        return (*lstmp_backward(ctx.saved_tensors, *ctx.clips, grad_h), None, None, None)
+
+
+# ----------------------------------------------------------------------- two directions side by side
+_POOL: dict[str, object] = {}
+
+
+def _side_by_side(first: Callable[[], object], second: Callable[[], object]) -> tuple[object, object]:
+    """Run two independent calls at once, each on half of torch's threads, and return both results.
+
+    The two directions of a biLM layer are independent chains of about a dozen small kernels per
+    time step. On a CPU the threads of one kernel that small mostly wait for each other, while two
+    chains on a thread each keep both busy: on 2 cores the recurrence of a layer pair, forward and
+    backward, takes about 0.7 of its time run one direction after the other on both threads
+    (docs/benchmarks.md). The kernels release the GIL, so two Python threads overlap. Workers run
+    without autograd or autocast (the callers are autograd Functions, which compute with neither).
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    half = max(1, threads // 2)
+    if _POOL.get("pid") != os.getpid():  # a forked process (a data-loader worker) gets a pool of its own
+        _POOL.update(pid=os.getpid(), pool=ThreadPoolExecutor(2, "lstmp-direction"))
+
+    def quiet(call: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            # Each call, not once per thread: torch's thread count is one process-wide value that every
+            # TorchScript run re-reads (so the scripted loops would take the caller's count), and the
+            # caller sets it back below once both halves are done.
+            torch.set_num_threads(half)
+            with torch.no_grad():
+                return call()
+
+        return run
+
+    pool = _POOL["pool"]
+    futures = []
+    try:
+        futures = [pool.submit(quiet(call)) for call in (first, second)]  # type: ignore[attr-defined]
+        results = [future.result() for future in futures]
+    finally:
+        for future in futures:  # on an error, wait for the other half before the count goes back
+            future.exception()
+        torch.set_num_threads(threads)
+    return results[0], results[1]
+
+
+def side_by_side_helps(device: torch.device) -> bool:
+    """Whether two directions run side by side here: a CPU with at least two of torch's threads."""
+    return device.type == "cpu" and torch.get_num_threads() >= 2
+
+
+class LSTMPPairFunction(torch.autograd.Function):
+    """Two independent LSTMP layers (a biLM's two directions at one depth), forward and backward side by side.
+
+    The same computation as two :class:`LSTMPFunction` calls, each on half of the threads
+    (:func:`_side_by_side`). Arguments: the matmul dtype, the two clips, then ``x`` and the four
+    parameters of the first layer, then those of the second. Returns the two h (T, B, P).
+    """
+
+    @staticmethod
+    def forward(ctx, dtype, cell_clip, proj_clip, *tensors):  # noqa: D102
+        first, second = tensors[:5], tensors[5:]
+        (h_a, saved_a), (h_b, saved_b) = _side_by_side(
+            lambda: lstmp_forward(*first, cell_clip, proj_clip, dtype),
+            lambda: lstmp_forward(*second, cell_clip, proj_clip, dtype),
+        )
+        ctx.save_for_backward(*saved_a, *saved_b)
+        ctx.clips = (cell_clip, proj_clip)
+        return h_a, h_b
+
+    @staticmethod
+    def backward(ctx, grad_a, grad_b):  # noqa: D102
+        saved = ctx.saved_tensors
+        half = len(saved) // 2
+        grads_a, grads_b = _side_by_side(
+            lambda: lstmp_backward(saved[:half], *ctx.clips, grad_a.contiguous()),
+            lambda: lstmp_backward(saved[half:], *ctx.clips, grad_b.contiguous()),
+        )
+        return (None, None, None, *grads_a, *grads_b)
+
+
+def lstmp_pair(
+    first: nn.Module, second: nn.Module, x_first: torch.Tensor, x_second: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run two independent layers (a biLM's two directions at one depth): ``first(x_first), second(x_second)``.
+
+    Where both are LSTMP layers on the fast backend with the same clips, on a CPU with two or more of
+    torch's threads, the two run side by side (:class:`LSTMPPairFunction`), forward and backward; the
+    numbers are those of the two calls one after the other. Anywhere else, one after the other.
+    """
+    pair = (
+        isinstance(first, LSTMPLayer)
+        and isinstance(second, LSTMPLayer)
+        and (first.cell_clip, first.proj_clip) == (second.cell_clip, second.proj_clip)
+        and side_by_side_helps(x_first.device)
+        and first.runs_fast(x_first)
+        and second.runs_fast(x_second)
+    )
+    if not pair:
+        return first(x_first), second(x_second)
+    dtype = matmul_dtype(x_first.device, first.weight_hh.dtype)
+    with torch.autocast(x_first.device.type, enabled=False):
+        h_first, h_second = LSTMPPairFunction.apply(
+            dtype,
+            first.cell_clip,
+            first.proj_clip,
+            *first._fast_inputs(x_first),
+            *second._fast_inputs(x_second),
+        )  # 2 x (T, B, P)
+    return h_first.transpose(0, 1), h_second.transpose(0, 1)  # 2 x (B, T, P)

@@ -28,6 +28,7 @@ RUN_CHOICES = (
     "dropout",
     "fast",
     "compile_recurrence",
+    "parallel_directions",
 )
 
 
