@@ -21,7 +21,9 @@ as ``torch.nn.LSTM`` keeps one set of equations behind several kernels:
   prefix of length-sorted rows) and :class:`LSTMPFunction` (training: the input projection, the
   scan, and a hand-written backward that runs the recurrence in reverse and computes the weight
   gradients as one matrix multiply over all steps, as cuDNN does). The streaming runner and the
-  target LM call :func:`lstmp_scan` directly.
+  target LM call :func:`lstmp_scan` directly. Both loops over time run as TorchScript, compiled
+  from their Python source on first use (:func:`_scripted`), and on a multi-threaded CPU a biLM's
+  two directions run side by side (:func:`lstmp_pair`, :class:`LSTMPPairFunction`).
 - **the fused kernel**: ``torch.lstm`` (cuDNN on GPU) for an unclipped layer in full precision.
   On a GPU the layer keeps its weights in one flat buffer, as ``nn.LSTM.flatten_parameters`` does,
   so cuDNN does not copy them at every call.
@@ -45,8 +47,11 @@ The tests check every backend and every runner against the reference, forward an
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -373,7 +378,7 @@ def _clip(value: float | None) -> float | None:
 
 
 _SCRIPTED: dict[Callable, Callable] = {}
-_SCRIPT_LOCK = __import__("threading").Lock()
+_SCRIPT_LOCK = threading.Lock()
 
 
 def _scripted(function: Callable) -> Callable:
@@ -569,14 +574,12 @@ def _side_by_side(first: Callable[[], object], second: Callable[[], object]) -> 
 
     The two directions of a biLM layer are independent chains of about a dozen small kernels per
     time step. On a CPU the threads of one kernel that small mostly wait for each other, while two
-    chains on a thread each keep both busy: on 2 cores the recurrence of a layer pair, forward and
-    backward, takes about 0.7 of its time run one direction after the other on both threads
-    (docs/benchmarks.md). The kernels release the GIL, so two Python threads overlap. Workers run
-    without autograd or autocast (the callers are autograd Functions, which compute with neither).
+    chains on a thread each keep both busy: on 2 vCPUs (AMD EPYC) a layer pair's recurrence, forward
+    and backward, took 0.75-0.85 of its time run one direction after the other on both threads, and
+    the whole bf16 training step 0.88-0.93 (docs/benchmarks.md). The loops over time run as
+    TorchScript, which does not hold the GIL, so the two Python threads overlap. Workers run without
+    autograd (the callers are autograd Functions) and without autocast (it is per thread).
     """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     threads = torch.get_num_threads()
     half = max(1, threads // 2)
     if _POOL.get("pid") != os.getpid():  # a forked process (a data-loader worker) gets a pool of its own
