@@ -573,12 +573,11 @@ def _side_by_side(first: Callable[[], object], second: Callable[[], object]) -> 
     """Run two independent calls at once, each on half of torch's threads, and return both results.
 
     The two directions of a biLM layer are independent chains of about a dozen small kernels per
-    time step. On a CPU the threads of one kernel that small mostly wait for each other, while two
-    chains on a thread each keep both busy: on 2 vCPUs (AMD EPYC) a layer pair's recurrence, forward
-    and backward, took 0.75-0.85 of its time run one direction after the other on both threads, and
-    the whole bf16 training step 0.88-0.93 (docs/benchmarks.md). The loops over time run as
-    TorchScript, which does not hold the GIL, so the two Python threads overlap. Workers run without
-    autograd (the callers are autograd Functions) and without autocast (it is per thread).
+    time step, and the threads of one kernel that small partly wait for each other. On 2 vCPUs (AMD
+    EPYC) the whole bf16 training step ran 1.02-1.14x faster side by side than one direction after
+    the other on both threads (docs/benchmarks.md). The loops over time run as TorchScript, which
+    does not hold the GIL, so the two Python threads overlap. Workers run without autograd (the
+    callers are autograd Functions) and without autocast (it is per thread).
     """
     threads = torch.get_num_threads()
     half = max(1, threads // 2)
