@@ -116,21 +116,28 @@ def test_a_workers_error_reaches_the_caller(two_threads):
         lstm._side_by_side(lambda: 1, fails)
 
 
-def test_one_thread_or_other_cells_run_one_after_the_other(monkeypatch):
+def test_off_by_default_and_one_after_the_other_where_side_by_side_cannot_run(monkeypatch):
     calls = []
     monkeypatch.setattr(lstm, "_side_by_side", lambda a, b: calls.append(1) or (a(), b()))
     batch = _batch(40, [4, 2])
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # one thread: nothing to share
-        BiLM(tiny_config(vocab_size=40))(*batch).loss.backward()
+        BiLM(tiny_config(vocab_size=40, parallel_directions=True))(*batch).loss.backward()
         torch.set_num_threads(2)
-        BiLM(tiny_config(vocab_size=40, cell="lstm"))(*batch).loss.backward()  # not an LSTMP layer
-        BiLM(tiny_config(vocab_size=40, fast=False))(*batch).loss.backward()  # the reference loop
-        BiLM(tiny_config(vocab_size=40, cell_clip=None, proj_clip=None))(*batch).loss.backward()  # the fused kernel
+        for overrides in (
+            dict(cell="lstm"),  # not an LSTMP layer
+            dict(fast=False),  # the reference loop
+            dict(cell_clip=None, proj_clip=None),  # the fused kernel
+        ):
+            BiLM(tiny_config(vocab_size=40, parallel_directions=True, **overrides))(*batch).loss.backward()
+        assert calls == []
+        BiLM(tiny_config(vocab_size=40))(*batch).loss.backward()  # off by default
+        assert calls == []
+        BiLM(tiny_config(vocab_size=40, parallel_directions=True))(*batch).loss.backward()  # and where it applies
     finally:
         torch.set_num_threads(before)
-    assert calls == []
+    assert len(calls) == 4  # forward and backward of each of the 2 depths
 
 
 def test_the_scripted_loops_equal_their_python(two_threads):
