@@ -152,7 +152,7 @@ class LSTMPLayer(nn.Module):
         and the fused kernel return what their ops give there (autocast's dtype).
         """
         dtype = matmul_dtype(x.device, self.weight_hh.dtype)
-        if not self.clipped and (dtype == self.weight_hh.dtype or not (self.fast or self.compiled)):
+        if self._takes_fused(dtype):
             return self._fused(x)
         if self.compiled:
             return self._compiled(x)
@@ -167,9 +167,11 @@ class LSTMPLayer(nn.Module):
 
     def runs_fast(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward` takes the fast backend (:class:`LSTMPFunction`) for this input."""
-        dtype = matmul_dtype(x.device, self.weight_hh.dtype)
-        fused = not self.clipped and (dtype == self.weight_hh.dtype or not (self.fast or self.compiled))
-        return self.fast and not fused and not self.compiled
+        return self.fast and not self.compiled and not self._takes_fused(matmul_dtype(x.device, self.weight_hh.dtype))
+
+    def _takes_fused(self, dtype: torch.dtype) -> bool:
+        """Whether an input whose matrix multiplies run in ``dtype`` goes to the fused kernel."""
+        return not self.clipped and (dtype == self.weight_hh.dtype or not (self.fast or self.compiled))
 
     def _fast_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The fast backend's inputs: x (T, B, X) time-major in the state dtype (float32), and the weights."""
