@@ -16,10 +16,17 @@ tokens/s and the validation curve of each candidate.
         --output results/pretrain_sweep_lr_size                                                  # lr, batch, width
     .venv/bin/python benchmarks/sweep_pretrain.py --minutes 9 --val-every 500 \
         --only cpu1h-now,cpu1h-lr3e-3,cpu1h-lr4e-3,cpu1h-lr6e-3 --output results/pretrain_sweep_lr  # lr, undisturbed
+    .venv/bin/python benchmarks/sweep_pretrain.py --steps 1500 --val-every 500 \
+        --only cpu1h-4e-3,cpu1h-beta2-0.98,cpu1h-div2 --output results/pretrain_sweep_steps  # at equal steps
 
 Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
 others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
 mean tokens/s: tokens seen over the training seconds (validation excluded), from the run's CSV log.
+
+``--steps N`` compares at equal steps instead: every candidate trains exactly N steps with the
+learning-rate decay ending at step N (``model.schedule_steps``), so neither the host's speed nor its
+drift within minutes moves the curves. It judges the levers that do not change the step's cost; the
+cost of the others is ``elmo-pipeline bench``'s to measure, interleaved in one process.
 
 A finished candidate (its ``summary.json`` exists) is not rerun: interrupt and rerun freely.
 """
@@ -98,6 +105,27 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         "Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)",
         {"model.bilm.cell_dim": 1024, "model.lr": 2e-3},
     ),
+    # the recipe with Adam 4e-3 (configs/pretrain/cpu_1h.yaml since 2026-12-03), at equal steps (--steps):
+    # the optimizer's second moment and the adaptive softmax's tail width
+    "cpu1h-4e-3": ("the one-hour recipe: Adam 4e-3 (beta2 0.999), adaptive softmax tails 32 and 8 wide", {}),
+    "cpu1h-beta2-0.98": ("the same with Adam beta2 0.98", {"model.betas": [0.9, 0.98]}),
+    "cpu1h-div2": (
+        "the same with the adaptive softmax's tails 64 and 32 wide (div_value 2)",
+        {"model.bilm.adaptive_div_value": 2.0},
+    ),
+    # with tails 64 and 32 wide (cpu1h-div2): a decay to zero, a looser clip, a wider character CNN
+    "cpu1h-div2-min-lr0": (
+        "tails 64 and 32 wide, the decay ending at 0 instead of 5%",
+        {"model.bilm.adaptive_div_value": 2.0, "model.min_lr_ratio": 0.0},
+    ),
+    "cpu1h-div2-clip2": (
+        "tails 64 and 32 wide, gradients clipped at norm 2 instead of 1",
+        {"model.bilm.adaptive_div_value": 2.0, "trainer.gradient_clip_val": 2.0},
+    ),
+    "cpu1h-div2-chars256": (
+        "tails 64 and 32 wide, the character CNN's filters doubled (256)",
+        {"model.bilm.adaptive_div_value": 2.0, "model.bilm.filters": [[1, 32], [2, 32], [3, 64], [4, 128]]},
+    ),
 }
 
 
@@ -120,11 +148,18 @@ def renamed(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def candidate_config(base: dict[str, Any], name: str, overrides: dict[str, Any], minutes: float) -> dict[str, Any]:
+def candidate_config(
+    base: dict[str, Any], name: str, overrides: dict[str, Any], minutes: float, steps: int | None = None
+) -> dict[str, Any]:
     # the base config's output folder, renamed per candidate
     config = renamed(copy.deepcopy(base), base["trainer"]["default_root_dir"], f"runs/sweep/{name}")
     for key, value in overrides.items():
         set_dotted(config, key, value)
+    if steps:  # equal steps: a fixed budget and a decay that ends with it, whatever the host's speed
+        config["trainer"].pop("max_time", None)
+        config["trainer"]["max_steps"] = steps
+        config["model"]["schedule_steps"] = steps
+        return config
     seconds = int(minutes * 60)
     config["trainer"]["max_time"] = f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return config
@@ -155,6 +190,7 @@ def read_curve(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float]]
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time of each candidate")
+    parser.add_argument("--steps", type=int, default=None, help="train each candidate exactly this many steps")
     parser.add_argument("--only", default=None, help="comma-separated candidate names (default: all)")
     parser.add_argument("--val-every", type=int, default=400, help="validate every N steps")
     parser.add_argument("--output", default="results/pretrain_sweep", help="where the table and JSON go")
@@ -174,7 +210,7 @@ def main(argv: list[str]) -> int:
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
             base = bases[CPU_1H if name.startswith("cpu1h-") else BASE]
-            config = candidate_config(base, name, overrides, args.minutes)
+            config = candidate_config(base, name, overrides, args.minutes, args.steps)
             config["trainer"]["val_check_interval"] = args.val_every
             run_dir.mkdir(parents=True, exist_ok=True)
             config_path = run_dir / "config.yaml"
@@ -190,7 +226,8 @@ def main(argv: list[str]) -> int:
                 "name": name,
                 "what": what,
                 "overrides": overrides,
-                "minutes": args.minutes,
+                "minutes": None if args.steps else args.minutes,
+                "steps": args.steps,
                 "wall_s": time.perf_counter() - started,
                 "best_val_ppl": best["ppl"] if best else None,
                 "best_step": best["step"] if best else None,
@@ -201,8 +238,13 @@ def main(argv: list[str]) -> int:
         summary = json.loads(summary_path.read_text())
         rows.append(summary)
         print(f"[sweep] {name}: best val ppl {summary['best_val_ppl']:.1f}", flush=True)
+    budget = (
+        f"{args.steps:,} steps with the decay ending there (`trainer.max_steps`, `model.schedule_steps`)"
+        if args.steps
+        else f"{args.minutes:g} minutes of training (`trainer.max_time`)"
+    )
     lines = [
-        f"Each candidate: {args.minutes:g} minutes of training (`trainer.max_time`), every core, "
+        f"Each candidate: {budget}, every core, "
         f"judged on the best WikiText-2 valid perplexity (first 3,000 sentences) of validations every "
         f"{args.val_every} steps. Base: `{CPU_1H}` for `cpu1h-*`, else `{BASE}`.",
         "",
