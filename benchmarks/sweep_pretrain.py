@@ -18,6 +18,8 @@ tokens/s and the validation curve of each candidate.
         --only cpu1h-now,cpu1h-lr3e-3,cpu1h-lr4e-3,cpu1h-lr6e-3 --output results/pretrain_sweep_lr  # lr, undisturbed
     .venv/bin/python benchmarks/sweep_pretrain.py --steps 1500 --val-every 500 \
         --only cpu1h-4e-3,cpu1h-beta2-0.98,cpu1h-div2 --output results/pretrain_sweep_steps  # at equal steps
+    .venv/bin/python benchmarks/sweep_pretrain.py --steps 1500 --val-every 500 --seed 1 \
+        --only cpu1h-4e-3,cpu1h-div2 --output results/pretrain_sweep_steps_seed1             # a replicate
 
 Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
 others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
@@ -105,10 +107,16 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         "Adam 2e-3, H 1024 (the cell twice as wide; ELMo vectors stay 256-d)",
         {"model.bilm.cell_dim": 1024, "model.lr": 2e-3},
     ),
-    # the recipe with Adam 4e-3 (configs/pretrain/cpu_1h.yaml since 2026-12-03), at equal steps (--steps):
-    # the optimizer's second moment and the adaptive softmax's tail width
-    "cpu1h-4e-3": ("the one-hour recipe: Adam 4e-3 (beta2 0.999), adaptive softmax tails 32 and 8 wide", {}),
-    "cpu1h-beta2-0.98": ("the same with Adam beta2 0.98", {"model.betas": [0.9, 0.98]}),
+    # the recipe with Adam 4e-3 (configs/pretrain/cpu_1h.yaml from 2026-12-03 to 2026-12-04), at equal steps
+    # (--steps): the optimizer's second moment and the adaptive softmax's tail width
+    "cpu1h-4e-3": (
+        "the one-hour recipe: Adam 4e-3 (beta2 0.999), adaptive softmax tails 32 and 8 wide",
+        {"model.bilm.adaptive_div_value": 4.0},
+    ),
+    "cpu1h-beta2-0.98": (
+        "the same with Adam beta2 0.98",
+        {"model.bilm.adaptive_div_value": 4.0, "model.betas": [0.9, 0.98]},
+    ),
     "cpu1h-div2": (
         "the same with the adaptive softmax's tails 64 and 32 wide (div_value 2)",
         {"model.bilm.adaptive_div_value": 2.0},
@@ -191,6 +199,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time of each candidate")
     parser.add_argument("--steps", type=int, default=None, help="train each candidate exactly this many steps")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="initialisation and data-order seed (a replicate: runs/sweep/NAME-seedN)"
+    )
     parser.add_argument("--only", default=None, help="comma-separated candidate names (default: all)")
     parser.add_argument("--val-every", type=int, default=400, help="validate every N steps")
     parser.add_argument("--output", default="results/pretrain_sweep", help="where the table and JSON go")
@@ -206,11 +217,15 @@ def main(argv: list[str]) -> int:
     rows = []
     for name in names:
         what, overrides = CANDIDATES[name]
-        run_dir = Path("runs/sweep") / name
+        run_name = name if args.seed is None else f"{name}-seed{args.seed}"
+        run_dir = Path("runs/sweep") / run_name
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
             base = bases[CPU_1H if name.startswith("cpu1h-") else BASE]
-            config = candidate_config(base, name, overrides, args.minutes, args.steps)
+            config = candidate_config(base, run_name, overrides, args.minutes, args.steps)
+            if args.seed is not None:  # another draw of the initial weights and of the data order
+                config["seed_everything"] = args.seed
+                config["data"]["seed"] = args.seed
             config["trainer"]["val_check_interval"] = args.val_every
             run_dir.mkdir(parents=True, exist_ok=True)
             config_path = run_dir / "config.yaml"
@@ -223,7 +238,8 @@ def main(argv: list[str]) -> int:
             curve, last = read_curve(run_dir)
             best = min(curve, key=lambda p: p["ppl"]) if curve else None
             summary = {
-                "name": name,
+                "name": run_name,
+                "seed": args.seed,
                 "what": what,
                 "overrides": overrides,
                 "minutes": None if args.steps else args.minutes,

@@ -156,7 +156,7 @@ class AdaptiveLMSoftmax(nn.Module):
     def _tail_logits(tail: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
         """A tail cluster's logits (..., size), in at least float32, even under autocast.
 
-        Its projection is narrow (P / div_value**i: 32 and 8 wide in the one-hour recipe), so the
+        Its projection is narrow (P / div_value**i: 64 and 32 wide in the one-hour recipe), so the
         bf16 matrix units gain nothing on it, while bf16 logits of a wide cluster (40,000 words)
         would cost a cast of the whole (n, size) matrix each way.
         """
