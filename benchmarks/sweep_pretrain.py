@@ -134,6 +134,16 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
         "tails 64 and 32 wide, the character CNN's filters doubled (256)",
         {"model.bilm.adaptive_div_value": 2.0, "model.bilm.filters": [[1, 32], [2, 32], [3, 64], [4, 128]]},
     ),
+    # the recipe with tails 64 and 32 wide (configs/pretrain/cpu_1h.yaml since 2026-12-04): wider tails still, and a
+    # second highway layer (the paper's biLM has two)
+    "cpu1h-div1.5": (
+        "the adaptive softmax's tails 85 and 57 wide (div_value 1.5)",
+        {"model.bilm.adaptive_div_value": 1.5},
+    ),
+    "cpu1h-highway2": ("two highway layers instead of one", {"model.bilm.num_highway": 2}),
+    # the recipe as it is, in each precision: the real loop's bf16 / fp32 tokens/s (issue 24), at equal wall time
+    "cpu1h-loop-fp32": ("the one-hour recipe as it is, in fp32", {"trainer.precision": "32-true"}),
+    "cpu1h-loop-bf16": ("the one-hour recipe as it is, in bf16", {"trainer.precision": "bf16-mixed"}),
 }
 
 
@@ -195,6 +205,13 @@ def read_curve(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float]]
     return curve, last
 
 
+def ppl_text(summary: dict[str, Any]) -> str:
+    """The best validation perplexity and its step, or a dash for a run that never validated."""
+    if summary.get("best_val_ppl") is None:
+        return "- (no validation)"
+    return f"**{summary['best_val_ppl']:.1f}** ({summary['best_step']:,.0f})"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training time of each candidate")
@@ -253,7 +270,7 @@ def main(argv: list[str]) -> int:
             summary_path.write_text(json.dumps(summary, indent=2))
         summary = json.loads(summary_path.read_text())
         rows.append(summary)
-        print(f"[sweep] {name}: best val ppl {summary['best_val_ppl']:.1f}", flush=True)
+        print(f"[sweep] {name}: best val ppl {ppl_text(summary)}", flush=True)
     budget = (
         f"{args.steps:,} steps with the decay ending there (`trainer.max_steps`, `model.schedule_steps`)"
         if args.steps
@@ -267,11 +284,10 @@ def main(argv: list[str]) -> int:
         "| candidate | what | steps | tokens seen | mean tokens/s | best val ppl (step) |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: r["best_val_ppl"]):
+    for r in sorted(rows, key=lambda r: (r["best_val_ppl"] is None, r["best_val_ppl"] or 0.0)):
         lines.append(
             f"| {r['name']} | {r['what']} | {r.get('step', 0):,.0f} | {r.get('tokens_seen', 0) / 1e6:.2f}M | "
-            f"{r.get('mean_tokens_per_s', r.get('tokens_per_s', 0)):,.0f} | **{r['best_val_ppl']:.1f}** "
-            f"({r['best_step']:,.0f}) |"
+            f"{r.get('mean_tokens_per_s', r.get('tokens_per_s', 0)):,.0f} | {ppl_text(r)} |"
         )
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(rows, indent=2))

@@ -53,3 +53,9 @@ def test_every_cpu1h_candidate_overrides_keys_the_recipe_has_or_the_system_takes
             for part in parents:
                 node = node[part]
             assert last in node or key in takes, f"{name}: {key} is not in configs/pretrain/cpu_1h.yaml"
+
+
+def test_a_run_without_validation_gets_a_dash_not_a_crash():
+    sweep = load_sweep()
+    assert sweep.ppl_text({"best_val_ppl": None, "best_step": None}) == "- (no validation)"
+    assert sweep.ppl_text({"best_val_ppl": 195.66, "best_step": 11000.0}) == "**195.7** (11,000)"
