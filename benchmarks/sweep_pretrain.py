@@ -20,6 +20,10 @@ tokens/s and the validation curve of each candidate.
         --only cpu1h-4e-3,cpu1h-beta2-0.98,cpu1h-div2 --output results/pretrain_sweep_steps  # at equal steps
     .venv/bin/python benchmarks/sweep_pretrain.py --steps 1500 --val-every 500 --seed 1 \
         --only cpu1h-4e-3,cpu1h-div2 --output results/pretrain_sweep_steps_seed1             # a replicate
+    .venv/bin/python benchmarks/sweep_pretrain.py --steps 1500 --val-every 500 \
+        --only cpu1h-div2,cpu1h-div1.5,cpu1h-highway2 --output results/pretrain_sweep_steps2   # tails, highway
+    .venv/bin/python benchmarks/sweep_pretrain.py --minutes 8 --val-every 1000 \
+        --only cpu1h-loop-bf16,cpu1h-loop-fp32 --output results/pretrain_loop_precision        # bf16 vs fp32
 
 Candidates named ``cpu1h-*`` override ``configs/pretrain/cpu_1h.yaml`` (the one-hour recipe), the
 others ``configs/pretrain/tiny_shared_lm.yaml``. Besides the last-50-steps rate, each run reports its
