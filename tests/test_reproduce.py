@@ -410,6 +410,20 @@ def test_a_task_without_dev_curves_gets_a_labelled_empty_panel(tmp_path):
     assert path == tmp_path / "curves.png" and path.stat().st_size > 0
 
 
+def test_dev_curve_leaves_out_the_revalidation_after_the_fit(tmp_path):
+    """Lightning logs the best checkpoint's validation after the fit with epoch = epochs trained."""
+    from elmo_pipeline.reproduce.plots import dev_curve
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(
+        "epoch,step,test/acc,train/loss,val/acc\n"
+        "0,9,,1.5,\n0,9,,,0.30\n1,19,,1.2,\n1,19,,,0.45\n2,29,,1.1,\n2,29,,,0.40\n"
+        "3,30,,,0.45\n3,30,0.44,,\n"  # after a 3-epoch fit: the best checkpoint's dev, then test
+    )
+    assert dev_curve(csv, "val/acc", 3) == [(0, 0.30), (1, 0.45), (2, 0.40)]
+    assert dev_curve(csv, "val/acc", None)[-1] == (3, 0.45)  # without the record's epochs: every row
+
+
 @pytest.mark.parametrize("kill", ["ctrl-c", "kill-9-parent"])
 def test_interrupted_pretraining_resumes_from_its_last_checkpoint(tmp_path, kill):
     """Ctrl-C of the process group, or kill -9 of the parent alone (its children die with it)."""
@@ -587,6 +601,7 @@ def test_refresh_report_recomputes_the_tests_of_an_old_results_folder(tmp_path, 
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps({**summary, "pretrain": None, "table": [old_row], "runs": runs}))
     assert main(["--refresh-report", str(folder)]) == 0
+    assert not (folder / "learning_curves.png").exists()  # no run folder to draw from: no picture
     results = json.loads((folder / "results.json").read_text())
     assert results["runs"] == runs and results["preset"] == "old"  # the records are kept as they were
     (row,) = results["table"]
@@ -597,6 +612,14 @@ def test_refresh_report_recomputes_the_tests_of_an_old_results_folder(tmp_path, 
     assert row["goal"]["met"]
     table = (folder / "table.md").read_text()
     assert f"| {format_p(test['p_two_sided'])} |" in table and "Wall time 10.0 min on some CPU" in table
+    for record in runs:  # the run folders found again: the learning curves are redrawn
+        run_dir = tmp_path / "work" / record["arm"] / f"seed{record['seed']}"
+        (run_dir / "logs").mkdir(parents=True)
+        (run_dir / "logs" / "metrics.csv").write_text("epoch,step,val/acc\n0,9,0.3\n1,19,0.4\n")
+        record.update(run_dir=str(run_dir), epochs=2)
+    (folder / "results.json").write_text(json.dumps({**results, "runs": runs}))
+    assert main(["--refresh-report", str(folder)]) == 0
+    assert (folder / "learning_curves.png").stat().st_size > 0
     assert main(["--refresh-report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing/results.json not found" in err

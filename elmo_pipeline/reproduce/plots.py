@@ -78,6 +78,17 @@ def _curve(metrics_csv: Path, x: str, y: str) -> list[tuple[int, float]]:
     return [(int(row[x]), row[y]) for row in read_metrics(metrics_csv) if x in row and y in row]
 
 
+def dev_curve(metrics_csv: Path, key: str, epochs: int | None) -> list[tuple[int, float]]:
+    """(epoch, dev score) after each training epoch of a finetuning run.
+
+    A run validates its best checkpoint once more after the fit, and Lightning logs that row with the
+    epoch counter already past the last epoch; it is not an epoch of training, so rows from epoch
+    ``epochs`` on (the record's count of epochs trained) are left out.
+    """
+    points = _curve(metrics_csv, "epoch", key)
+    return points if epochs is None else [(e, v) for e, v in points if e < epochs]
+
+
 def plot_learning_curves(
     runs: list[dict[str, Any]], run_dirs: list[Path], tasks: list[str], path: Path, pretrain_dir: Path | None
 ) -> Path | None:
@@ -104,7 +115,7 @@ def plot_learning_curves(
             if record["task"] != task:
                 continue
             key = "val/f1" if "f1" in (record.get("val") or record.get("test") or {}) else "val/acc"
-            points = _curve(run_dir / "logs" / "metrics.csv", "epoch", key)
+            points = dev_curve(run_dir / "logs" / "metrics.csv", key, record.get("epochs"))
             if not points:
                 continue
             epochs, values = zip(*points, strict=True)
@@ -115,7 +126,7 @@ def plot_learning_curves(
                 color=colours.get(arm, "black"),
                 alpha=0.8,
                 lw=1,
-                label=None if arm in seen else ARM_TITLES.get(arm, arm),
+                label=None if arm in seen else {**ARM_TITLES, "elmo_task": "+ELMo (task-tuned)"}.get(arm, arm),
             )
             seen.add(arm)
         ax.set(title=task, xlabel="epoch", ylabel="dev score (%)")

@@ -79,7 +79,8 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
 
     Nothing is trained or tested again: the runs' records (their test scores) and the prediction files
     kept beside the table give the same means and stds, and the current tests (``p_two_sided``, the
-    bootstrap) and goal rule. Rewrites ``results.json`` and ``table.md``; the pictures stay as they are.
+    bootstrap) and goal rule. Rewrites ``results.json`` and ``table.md``. The learning curves are
+    redrawn when every run's folder (its CSV log) is still there; otherwise the pictures stay as they are.
     """
     out = Path(output_dir)
     path = out / "results.json"
@@ -94,6 +95,11 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
         records.append(record)
     tasks = [row["task"] for row in results["table"]]
     rows = table_rows(records, tasks)
+    run_dirs = [Path(record.get("run_dir") or "-") for record in records]
+    if records and all((run_dir / "logs" / "metrics.csv").is_file() for run_dir in run_dirs):
+        export = (results.get("pretrain") or {}).get("export")
+        pretrain_dir = Path(export).parent if export and (Path(export).parent / "logs").is_dir() else None
+        plot_learning_curves(records, run_dirs, tasks, out / "learning_curves.png", pretrain_dir)
     pictures = [out / name for name in ("layer_weights.png", "learning_curves.png") if (out / name).is_file()]
     text = report_text(rows, results, results.get("pretrain"), pictures, results.get("task_text"))
     write_json_atomic(path, {**results, "table": rows})  # the records as they were stored
