@@ -410,6 +410,24 @@ def test_a_task_without_dev_curves_gets_a_labelled_empty_panel(tmp_path):
     assert path == tmp_path / "curves.png" and path.stat().st_size > 0
 
 
+def test_layer_weights_picture_draws_the_arm_the_table_chose():
+    """With both +ELMo arms run, the picture shows the dev-chosen arm over all its seeds, not seed 0 of the other."""
+    from elmo_pipeline.reproduce.plots import mix_groups
+
+    def run(arm, seed, dev, w):
+        record = _record("ner_conll2003", arm, seed, 0.9, "f1")
+        return {**record, "best_val": dev, "mix_weights": {"input": {"softmax_w": w, "gamma": 0.9}}}
+
+    runs = [run("baseline", 0, 0.90, None), run("elmo", 0, 0.91, [0.6, 0.2, 0.2])]
+    runs += [run("elmo_task", s, 0.92, [0.2, 0.5, 0.3]) for s in range(3)]
+    runs[0].pop("mix_weights")
+    groups = mix_groups(runs)
+    assert list(groups) == ["ner_conll2003\n(input, tuned)"]
+    assert [m["end"]["softmax_w"] for m in groups["ner_conll2003\n(input, tuned)"]] == [[0.2, 0.5, 0.3]] * 3
+    runs[1]["best_val"] = 0.95  # the general biLM wins on dev: its one seed is drawn
+    assert [m["end"]["softmax_w"] for m in mix_groups(runs)["ner_conll2003\n(input)"]] == [[0.6, 0.2, 0.2]]
+
+
 def test_dev_curve_leaves_out_the_revalidation_after_the_fit(tmp_path):
     """Lightning logs the best checkpoint's validation after the fit with epoch = epochs trained."""
     from elmo_pipeline.reproduce.plots import dev_curve

@@ -11,7 +11,29 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from elmo_pipeline.analysis.curves import read_metrics
-from elmo_pipeline.reproduce.table import ARM_TITLES
+from elmo_pipeline.reproduce.table import ARM_TITLES, choose_elmo
+
+
+def mix_groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The learned and initial mixes of the table's +ELMo runs, by task and place.
+
+    Where a task ran both +ELMo arms, the one the table chose on dev (:func:`choose_elmo`) is drawn,
+    over all its seeds; the label says when it is the task-tuned biLM.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for task in dict.fromkeys(record["task"] for record in runs):
+        for record in choose_elmo(runs, task)[0]:
+            if record["arm"] != "elmo":
+                continue
+            tuned = ", tuned" if record.get("from_arm") == "elmo_task" else ""
+            initial = record.get("initial_mix_weights") or {}
+            for place, mix in (record.get("mix_weights") or {}).items():
+                start = initial.get(place) or {
+                    "softmax_w": [1.0 / len(mix["softmax_w"])] * len(mix["softmax_w"]),
+                    "gamma": 1.0,
+                }
+                groups.setdefault(f"{task}\n({place}{tuned})", []).append({"end": mix, "start": start})
+    return groups
 
 
 def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
@@ -22,17 +44,7 @@ def plot_layer_weights(runs: list[dict[str, Any]], path: Path) -> Path | None:
     sits on its ticks.
     """
     plt.switch_backend("Agg")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for record in runs:
-        if record["arm"] != "elmo":
-            continue
-        initial = record.get("initial_mix_weights") or {}
-        for place, mix in (record.get("mix_weights") or {}).items():
-            start = initial.get(place) or {
-                "softmax_w": [1.0 / len(mix["softmax_w"])] * len(mix["softmax_w"]),
-                "gamma": 1.0,
-            }
-            groups.setdefault(f"{record['task']}\n({place})", []).append({"end": mix, "start": start})
+    groups = mix_groups(runs)
     if not groups:
         return None
     layers = max(len(g[0]["end"]["softmax_w"]) for g in groups.values())

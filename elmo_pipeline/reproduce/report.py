@@ -79,8 +79,9 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
 
     Nothing is trained or tested again: the runs' records (their test scores) and the prediction files
     kept beside the table give the same means and stds, and the current tests (``p_two_sided``, the
-    bootstrap) and goal rule. Rewrites ``results.json`` and ``table.md``. The learning curves are
-    redrawn when every run's folder (its CSV log) is still there; otherwise the pictures stay as they are.
+    bootstrap) and goal rule. Rewrites ``results.json`` and ``table.md``, and redraws the layer weights
+    (from the records). The learning curves are redrawn when every run's folder (its CSV log) is still
+    there; otherwise that picture stays as it is.
     """
     out = Path(output_dir)
     path = out / "results.json"
@@ -95,6 +96,7 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
         records.append(record)
     tasks = [row["task"] for row in results["table"]]
     rows = table_rows(records, tasks)
+    plot_layer_weights(records, out / "layer_weights.png")
     run_dirs = [Path(record.get("run_dir") or "-") for record in records]
     if records and all((run_dir / "logs" / "metrics.csv").is_file() for run_dir in run_dirs):
         export = (results.get("pretrain") or {}).get("export")
