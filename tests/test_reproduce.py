@@ -410,6 +410,47 @@ def test_a_task_without_dev_curves_gets_a_labelled_empty_panel(tmp_path):
     assert path == tmp_path / "curves.png" and path.stat().st_size > 0
 
 
+SUMMARY = {
+    "description": "a moved folder",
+    "meaningful": True,
+    "wall_seconds": 600.0,
+    "runs_done": 6,
+    "runs_planned": 6,
+    "machine": {"cpu": "some CPU", "cpus": 2, "cuda": None},
+    "wandb_group": "g",
+}
+
+
+def test_refresh_of_a_moved_folder_reads_its_own_predictions(tmp_path):
+    """results/cpu_1h moved to results/cpu_1h_<date>: the recorded paths now hold the next table's files."""
+    from elmo_pipeline.data.predictions import archive, write_predictions
+    from elmo_pipeline.reproduce.report import refresh_report
+
+    gold = ["a"] * 50 + ["b"] * 50
+
+    def predictions(name, right, offset=0):
+        correct = {(offset + i) % 100 for i in range(right)}
+        predicted = [g if i in correct else ("a" if g == "b" else "b") for i, g in enumerate(gold)]
+        return write_predictions(tmp_path / name, "test", "classification", [[["w"]]] * 100, gold, predicted)
+
+    old, moved = tmp_path / "cpu_1h" / "predictions", tmp_path / "cpu_1h_moved" / "predictions"
+    old.mkdir(parents=True)
+    moved.mkdir(parents=True)
+    runs = []
+    for arm, scores in (("baseline", (60, 62, 61)), ("elmo", (80, 82, 81))):
+        for seed, right in enumerate(scores):
+            name = f"sentiment_sst5-{arm}-seed{seed}.txt"
+            archive(predictions(f"{arm}{seed}", right), moved / name)  # this table's own copy
+            other = predictions(f"next-{arm}{seed}", 60, offset=40 if arm == "elmo" else 0)
+            recorded = archive(other, old / name)  # the next table's file, now at the recorded path
+            runs.append({**_record("sentiment_sst5", arm, seed, right / 100), "predictions": str(recorded)})
+    row = {"task": "sentiment_sst5"}
+    results = {"preset": "p", "pretrain": None, "table": [row], "runs": runs, **SUMMARY}
+    (moved.parent / "results.json").write_text(json.dumps(results))
+    (row,) = refresh_report(moved.parent)["rows"]
+    assert row["significance"]["elmo_vs_baseline"]["p_one_sided_over_examples"] < 0.01  # 20 points apart, per example
+
+
 def test_layer_weights_picture_draws_the_arm_the_table_chose():
     """With both +ELMo arms run, the picture shows the dev-chosen arm over all its seeds, not seed 0 of the other."""
     from elmo_pipeline.reproduce.plots import mix_groups

@@ -91,8 +91,10 @@ def refresh_report(output_dir: str | Path) -> dict[str, Any]:
     records = []
     for record in results["runs"]:
         kept = out / "predictions" / Path(record.get("predictions") or "-").name
-        if record.get("predictions") and not Path(record["predictions"]).is_file() and kept.is_file():
-            record = {**record, "predictions": str(kept)}  # the folder was moved, or the command runs elsewhere
+        if record.get("predictions") and kept.is_file():
+            # the folder's own copy first: once a folder is moved (results/cpu_1h -> results/cpu_1h_<date>),
+            # its recorded path may hold the next table's file of the same name
+            record = {**record, "predictions": str(kept)}
         records.append(record)
     tasks = [row["task"] for row in results["table"]]
     rows = table_rows(records, tasks)
