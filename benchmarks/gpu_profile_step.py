@@ -1,7 +1,9 @@
-"""Where one training step of a config's biLM spends its GPU time, per `bench` variant.
+"""Where one training step of a config's biLM spends its GPU (or CPU) time, per `bench` variant.
 
     python benchmarks/gpu_profile_step.py --config configs/pretrain/original.yaml --variants fast,fast-bf16,fused
     python benchmarks/gpu_profile_step.py --config CONFIG --sample-data   # the bundled sample corpus
+    python benchmarks/gpu_profile_step.py --device cpu --threads 2 --config configs/pretrain/cpu_1h.yaml \
+        --variants fast,fast-bf16 --steps 7   # on the CPU: operators by self CPU time
 
 For each variant it runs `elmo-pipeline bench`'s own step (``bench.TrainingStep``) on the config's own
 batches (the bundled sample corpus with ``--sample-data``, or when the config names no sources): a
@@ -9,6 +11,10 @@ few warm-up steps, then a few steps under ``torch.profiler``. It prints, per ste
 GPU kernels' summed time (and so the fraction of the wall time the GPU was busy), the kernel
 launches, and the kernels that took the most time. The profiler slows the host's launches, so the
 busy fraction it shows is a low bound; time the step without it with `elmo-pipeline bench`.
+
+With ``--device cpu`` the same steps run on the CPU, and the list is of operators (autograd Functions
+such as the recurrence's, and aten ops) by their self CPU time, summed over threads' wall time as the
+profiler counts it: where the step's time goes, and which parts a precision speeds up.
 """
 
 from __future__ import annotations
@@ -26,7 +32,33 @@ import yaml
 from torch.profiler import ProfilerActivity, profile
 
 from elmo_pipeline.bench import TrainingStep, real_batches, sample_data, variant_config
+from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models import BiLMConfig
+
+
+def profile_cpu_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
+    """Profile ``step`` on the CPU: wall ms a step, and the ``top`` operators by self CPU time a step."""
+    for batch in batches[:warmup]:
+        step(batch, timed=False)
+    timed = batches[warmup:]
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for batch in timed:
+            step(batch, timed=False)
+    wall = (time.perf_counter() - start) / len(timed)
+    ranked = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+    return {
+        "wall_ms": 1e3 * wall,
+        "tokens_per_step": sum(int(b["num_tokens"]) for b in timed) / len(timed),
+        "top": [
+            {
+                "op": e.key[:90],
+                "ms_per_step": e.self_cpu_time_total / 1e3 / len(timed),
+                "calls_per_step": e.count / len(timed),
+            }
+            for e in ranked
+        ],
+    }
 
 
 def profile_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
@@ -81,11 +113,15 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--sample-data", action="store_true", help="the bundled sample corpus, not the config's")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("gpu_profile_step: needs a CUDA GPU", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_profile_step: needs a CUDA GPU (or --device cpu)", file=sys.stderr)
         return 2
-    device = torch.device("cuda")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     loaded = yaml.safe_load(Path(args.config).read_text()) or {}
     bilm = (loaded.get("model") or {}).get("bilm") or {}
     data = dict(loaded.get("data") or {})
@@ -95,10 +131,21 @@ def main() -> int:
             data = sample_data(batch_size, Path(tmp) / "vocab.txt")
         batches, vocab = real_batches(data, args.warmup + args.steps)
     base = BiLMConfig.from_dict({**bilm, "vocab_size": len(vocab)})
-    found = {"config": args.config, "device": torch.cuda.get_device_name(device), "torch": torch.__version__}
+    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else describe_machine()
+    found = {"config": args.config, "device": machine, "threads": torch.get_num_threads(), "torch": torch.__version__}
     for name in [v.strip() for v in args.variants.split(",") if v.strip()]:
         config, precision = variant_config(base, name)
-        result = profile_variant(TrainingStep(config, precision, device), batches, args.warmup, args.top)
+        step = TrainingStep(config, precision, device)
+        if device.type == "cpu":
+            result = found[name] = profile_cpu_variant(step, batches, args.warmup, args.top)
+            print(
+                f"\n## {name} on {machine}, {found['threads']} threads: {result['wall_ms']:.1f} ms a step under the "
+                f"profiler, {result['tokens_per_step']:.0f} tokens a step"
+            )
+            for row in result["top"]:
+                print(f"  {row['ms_per_step']:8.2f} ms  {row['calls_per_step']:7.0f} x  {row['op']}")
+            continue
+        result = profile_variant(step, batches, args.warmup, args.top)
         found[name] = result
         print(
             f"\n## {name}: {result['wall_ms']:.1f} ms a step, GPU busy {result['gpu_busy_ms']:.1f} ms "
