@@ -36,16 +36,29 @@ from elmo_pipeline.machine import describe_machine
 from elmo_pipeline.models import BiLMConfig
 
 
-def profile_cpu_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
-    """Profile ``step`` on the CPU: wall ms a step, and the ``top`` operators by self CPU time a step."""
+def profiled_steps(step: TrainingStep, batches: list[dict], warmup: int, activities: list) -> tuple:
+    """Run ``warmup`` batches, then the rest under ``torch.profiler``.
+
+    Returns the profiler, the wall seconds a profiled step (the GPU's queue drained), and the profiled batches.
+    """
     for batch in batches[:warmup]:
         step(batch, timed=False)
     timed = batches[warmup:]
+    cuda = step.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=activities) as prof:
         for batch in timed:
             step(batch, timed=False)
-    wall = (time.perf_counter() - start) / len(timed)
+        if cuda:
+            torch.cuda.synchronize()
+    return prof, (time.perf_counter() - start) / len(timed), timed
+
+
+def profile_cpu_variant(step: TrainingStep, batches: list[dict], warmup: int, top: int) -> dict:
+    """Profile ``step`` on the CPU: wall ms a step, and the ``top`` operators by self CPU time a step."""
+    prof, wall, timed = profiled_steps(step, batches, warmup, [ProfilerActivity.CPU])
     ranked = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
     return {
         "wall_ms": 1e3 * wall,
@@ -74,16 +87,7 @@ def profile_variant(step: TrainingStep, batches: list[dict], warmup: int, top: i
         Per step: wall and GPU-busy milliseconds, the busy fraction, kernel launches, real tokens, and the
         ``top`` kernels with their milliseconds and calls.
     """
-    for batch in batches[:warmup]:
-        step(batch, timed=False)
-    timed = batches[warmup:]
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for batch in timed:
-            step(batch, timed=False)
-        torch.cuda.synchronize()
-    wall = (time.perf_counter() - start) / len(timed)
+    prof, wall, timed = profiled_steps(step, batches, warmup, [ProfilerActivity.CPU, ProfilerActivity.CUDA])
     kernels: dict[str, list[float]] = defaultdict(list)
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA and not event.is_user_annotation:  # kernels only

@@ -12,18 +12,18 @@ longest first. Nothing is trained (docs/results.md).
 
 from __future__ import annotations
 
-import csv
 import heapq
 import json
 import statistics
 import sys
 from pathlib import Path
 
+from elmo_pipeline.reproduce.plots import dev_curve
 
-def dev_curve(run_dir: Path, key: str, epochs: int) -> list[float]:
-    metrics = next(run_dir.glob("logs/**/metrics.csv"))
-    rows = [r for r in csv.DictReader(metrics.open()) if r.get(key)]
-    return [100 * float(r[key]) for r in rows][:epochs]
+
+def dev_scores(run_dir: Path, key: str, epochs: int) -> list[float]:
+    """A run's dev score (%) after each of its ``epochs`` training epochs (:func:`plots.dev_curve`)."""
+    return [100 * float(v) for _, v in dev_curve(next(run_dir.glob("logs/**/metrics.csv")), key, epochs)]
 
 
 def simulate(order: list[tuple], seconds: dict[tuple, float], jobs: int) -> float:
@@ -61,7 +61,7 @@ def main(output: Path, work: Path, jobs: int = 2) -> None:
             records = [r for r in mine if r["arm"] == arm]
             if len(records) < 2:
                 continue  # the +ELMo arm not chosen: seed 0 only
-            curves = [dev_curve(work / task / arm / f"seed{r['seed']}", key, r["epochs"]) for r in records]
+            curves = [dev_scores(work / task / arm / f"seed{r['seed']}", key, r["epochs"]) for r in records]
             full = statistics.fmean(max(c) for c in curves)
             cut = statistics.fmean(max(c[:-1]) for c in curves)
             cells.append(f"{arm} {full:.2f} -> {cut:.2f}")

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 from elmo_pipeline.analysis.curves import read_metrics
 from elmo_pipeline.reproduce.table import ARM_TITLES, choose_elmo
 
+CURVE_LABELS = {**ARM_TITLES, "elmo_task": "+ELMo (task-tuned)"}  # the curves draw both +ELMo arms
+
 
 def mix_groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The learned and initial mixes of the table's +ELMo runs, by task and place.
@@ -138,7 +140,7 @@ def plot_learning_curves(
                 color=colours.get(arm, "black"),
                 alpha=0.8,
                 lw=1,
-                label=None if arm in seen else {**ARM_TITLES, "elmo_task": "+ELMo (task-tuned)"}.get(arm, arm),
+                label=None if arm in seen else CURVE_LABELS.get(arm, arm),
             )
             seen.add(arm)
         ax.set(title=task, xlabel="epoch", ylabel="dev score (%)")
